@@ -1,10 +1,138 @@
-"""The ``cover`` console script (placeholder, filled by the pretraining engine)."""
+"""The ``cover`` console script: a thin layer over the Python API with the same option names.
+
+Every user-fixable problem surfaces as a :class:`cover.errors.CoverError`, printed as one
+line (``error: ...``) with a non-zero exit status and no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="cover command line.")
+from cover.errors import CoverError, TrainingInterrupted
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="cover: pixel- and voxel-wise self-supervised pretraining by vector contrastive learning (COVER).",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Look at medical image data.")
+app.add_typer(data_app, name="data")
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into a copy of ``base``, recursing into nested mappings."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def config_values(config_file: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """YAML values overridden by the options given on the command line (``None`` = not given)."""
+    from cover.config import load_yaml
+
+    values = load_yaml(config_file) if config_file else {}
+    given = {k: v for k, v in options.items() if v is not None and v != {}}
+    return deep_merge(values, given)
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any of these options.")]
+OutOpt = Annotated[str | None, typer.Option(help="Output folder.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+
+
+@app.command()
+def pretrain(
+    data: Annotated[
+        str | None,
+        typer.Option(help="Folder or datalist of unlabeled images; omit for the built-in MNI152 demo."),
+    ] = None,
+    dim: Annotated[int | None, typer.Option(help="2 or 3.")] = None,
+    size: Annotated[str | None, typer.Option(help="Crop/patch size: 64 or 64,64 (multiples of 16).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4 x batch/256).")] = None,
+    window_radius: Annotated[int | None, typer.Option(help="MoV window radius r.")] = None,
+    method: Annotated[str | None, typer.Option(help="Pretraining method (cover, ...).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone (unet, ...).")] = None,
+    amp: Annotated[str | None, typer.Option(help="none, bf16 or fp16.")] = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = None,
+    preset: Annotated[str | None, typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, ...")] = None,
+    spacing: Annotated[str | None, typer.Option(help="Resample volumes to this spacing in mm, e.g. 1.5,1.5,2.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
+    checkpoint_minutes: Annotated[float | None, typer.Option(help="Also checkpoint every this many minutes.")] = None,
+    resume: Annotated[str | None, typer.Option(help="auto (newest valid checkpoint in --out) or a checkpoint.")] = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Write into a non-empty --out.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", help="Use torch.compile.")] = None,
+    on_bad_file: Annotated[str | None, typer.Option(help="skip (warn) or error.")] = None,
+    devices: Annotated[int | None, typer.Option(help="Launch this many processes (DDP) on this machine.")] = None,
+) -> None:
+    """Pretrain a U-Net on unlabeled images (default: a 2D demo on the MNI152 template)."""
+    options = {
+        "data": data,
+        "dim": dim,
+        "size": size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "lr": lr,
+        "method": method,
+        "amp": amp,
+        "device": device,
+        "out": out,
+        "seed": seed,
+        "preset": preset,
+        "spacing": spacing,
+        "num_workers": num_workers,
+        "checkpoint_every": checkpoint_every,
+        "checkpoint_minutes": checkpoint_minutes,
+        "resume": resume,
+        "overwrite": overwrite,
+        "compile": compile,
+        "on_bad_file": on_bad_file,
+        "model": {k: v for k, v in {"window_radius": window_radius, "backbone": backbone}.items() if v is not None},
+    }
+    if devices and devices > 1:
+        from cover.train.launch import launch_local
+
+        raise typer.Exit(launch_local(devices, sys.argv[1:]))
+    from cover.train.pretrain import pretrain as run_pretrain
+
+    run_pretrain(config_values(config, options))
+
+
+@data_app.command("inspect")
+def data_inspect(path: Annotated[str, typer.Argument(help="A file, folder or datalist.")]) -> None:
+    """List what a folder holds: formats, shapes, spacings, intensities, unreadable files."""
+    from cover.data.inspect import run_inspect
+
+    print(run_inspect(path))
 
 
 def main() -> None:
     """Entry point of the ``cover`` console script."""
-    app()
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        app()
+    except CoverError as error:
+        if isinstance(error, TrainingInterrupted):
+            print(str(error), file=sys.stderr)
+            sys.exit(130)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -16,3 +16,7 @@ class ConfigError(CoverError):
 
 class DataError(CoverError):
     """A file that cannot be read or used, or a dataset that is empty."""
+
+
+class TrainingInterrupted(CoverError):
+    """A run stopped by SIGTERM/SIGINT after checkpointing its current step."""

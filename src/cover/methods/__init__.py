@@ -1,1 +1,7 @@
-"""methods subpackage."""
+"""Pretraining methods; importing this package registers the built-in ones."""
+
+from cover.methods import cover as _cover  # noqa: F401
+from cover.methods.base import PretrainMethod
+from cover.methods.registry import METHODS, build_method, register_method
+
+__all__ = ["METHODS", "PretrainMethod", "build_method", "register_method"]

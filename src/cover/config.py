@@ -1,0 +1,409 @@
+"""Typed configuration: dataclasses, YAML in and out, validation with one-line messages.
+
+Every command's options are fields of a dataclass here; the same names are accepted in a
+YAML file (``--config FILE.yaml``), on the command line and by the Python API. The resolved
+configuration is written next to every output as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cover.errors import ConfigError
+from cover.views import ViewConfig
+
+DEFAULT_CHANNELS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and vector head.
+
+    Attributes:
+        backbone: Registered backbone name (``unet``).
+        channels: U-Net encoder then decoder widths.
+        heads: MoV heads per pyramid level, coarse to fine.
+        head_dim: Channels per head ``d``.
+        window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
+    """
+
+    backbone: str = "unet"
+    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    heads: tuple[int, ...] = (4, 4, 4, 1, 1)
+    head_dim: int = 8
+    window_radius: int = 2
+
+
+@dataclass
+class PretrainConfig:
+    """Everything ``cover pretrain`` needs.
+
+    ``None`` fields are resolved by :func:`resolve_pretrain_config` from the dimension and
+    from whether the built-in demo data is used.
+
+    Attributes:
+        method: Registered method (``cover``).
+        data: Folder or datalist of unlabeled images; ``None`` uses the built-in MNI152 demo.
+        dim: 2 or 3.
+        size: Crop (2D) or patch (3D) size, one int per axis or a single int.
+        batch_size: Global batch size.
+        steps: Optimiser steps.
+        lr: Learning rate; ``None`` gives ``1e-4 * batch_size / 256`` (paper rule).
+        weight_decay: Adam weight decay.
+        warmup_steps: Linear warm-up steps before the cosine decay; ``None`` gives 5 %.
+        grad_clip: Gradient norm clipping (0 disables).
+        amp: Mixed precision: ``none``, ``bf16`` or ``fp16`` (fp16 on CUDA only).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        out: Output folder.
+        seed: Seed of every random choice (data order, views, initialisation).
+        checkpoint_every: Steps between checkpoints.
+        checkpoint_minutes: Also checkpoint when this many minutes passed since the last one.
+        keep_checkpoints: Number of recent checkpoints kept.
+        max_nonfinite_steps: Abort after this many consecutive steps with a non-finite loss
+            or gradient (each such step is skipped).
+        compile: Compile the model with ``torch.compile``.
+        log_every: Steps between log lines (CSV, TensorBoard).
+        num_workers: DataLoader worker processes.
+        eval_pairs: Held-out view pairs for the final endpoint error and the flow figure.
+        preset: Intensity preset (``ct``, ``ct:-175,250``, ``mri``, ``xray``, ...); ``None``
+            chooses from each file's modality.
+        spacing: Resample volumes to this spacing in mm (``None`` keeps it).
+        slice_axis: Axis along which 2D slices are taken from 3D volumes.
+        in_channels: Image channels.
+        cache_dir: Folder for decoded, normalised arrays (``None``: memory only).
+        on_bad_file: ``skip`` (warn and list) or ``error``.
+        resume: ``None``, ``auto`` (newest valid checkpoint in ``out``) or a checkpoint path.
+        overwrite: Allow writing into a non-empty folder of another run.
+        vec_weight: Weight of the vector loss.
+        con_weight: Weight of the consistency loss.
+        method_options: Extra options of the method (baselines' temperature, ...).
+        views: View generator settings.
+        model: Backbone and head settings.
+    """
+
+    method: str = "cover"
+    data: str | None = None
+    dim: int = 2
+    size: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    steps: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup_steps: int | None = None
+    grad_clip: float = 1.0
+    amp: str = "none"
+    device: str = "auto"
+    out: str = "cover_runs/pretrain"
+    seed: int = 0
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = None
+    keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 20
+    compile: bool = False
+    log_every: int = 10
+    num_workers: int = 0
+    eval_pairs: int = 8
+    preset: str | None = None
+    spacing: tuple[float, ...] | None = None
+    slice_axis: int = 2
+    in_channels: int = 1
+    cache_dir: str | None = None
+    on_bad_file: str = "skip"
+    resume: str | None = None
+    overwrite: bool = False
+    vec_weight: float = 1.0
+    con_weight: float = 1.0
+    method_options: dict[str, Any] = field(default_factory=dict)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @property
+    def is_demo(self) -> bool:
+        """Whether the built-in demo data is used."""
+        return self.data is None
+
+
+# Settings that differ from the paper's for the built-in demo (2 CPU cores, minutes).
+DEMO_OVERRIDES: dict[int, dict[str, Any]] = {
+    2: {
+        "size": 64,
+        "batch_size": 8,
+        "steps": 300,
+        "lr": 1e-3,
+        "warmup_steps": 20,
+        "views": {
+            "rotation_deg": 10.0,
+            "num_rotations": 1,
+            "scale_range": (0.85, 1.15),
+            "translation": 0.08,
+            "shear_deg": 4.0,
+        },
+    },
+    3: {
+        "size": 32,
+        "batch_size": 2,
+        "steps": 120,
+        "lr": 1e-3,
+        "warmup_steps": 10,
+        "views": {"rotation_deg": 8.0, "scale_range": (0.9, 1.1), "translation": 0.06, "shear_deg": 4.0},
+    },
+}
+
+# Paper-scale defaults when the user brings data.
+DATA_DEFAULTS: dict[int, dict[str, Any]] = {
+    2: {"size": 384, "batch_size": 24, "steps": 200_000},
+    3: {"size": 96, "batch_size": 4, "steps": 100_000},
+}
+
+ALLOWED_CHOICES: dict[str, tuple[Any, ...]] = {
+    "dim": (2, 3),
+    "amp": ("none", "bf16", "fp16"),
+    "on_bad_file": ("skip", "error"),
+}
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type or raise a one-line ConfigError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is tuple:
+        item = args[0]
+        if isinstance(value, str):
+            value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
+            raise ConfigError(f"{key}: expected 2 values, got {list(value)!r}")
+        return tuple(_coerce(v, item, key) for v in value)
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
+        return update_dataclass(annotation(), value, prefix=f"{key}.")
+    raise ConfigError(f"{key}: unsupported type {_type_name(annotation)}")
+
+
+def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of a config dataclass with ``values`` applied, checking keys and types.
+
+    Nested dataclass fields are updated key by key, so a YAML ``views: {rotation_deg: 5}``
+    keeps the other view settings.
+
+    Args:
+        instance: A config dataclass instance.
+        values: New values by field name.
+        prefix: Key prefix used in messages (``"views."``).
+
+    Returns:
+        The updated copy.
+    """
+    hints = typing.get_type_hints(type(instance))
+    names = [f.name for f in dataclasses.fields(instance)]
+    changes = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (allowed: {', '.join(names)})")
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = update_dataclass(current, value, prefix=f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
+        choices = ALLOWED_CHOICES.get(prefix + key)
+        if choices and changes[key] not in choices:
+            allowed = ", ".join(str(c) for c in choices)
+            raise ConfigError(f"{prefix}{key}: {changes[key]!r} is not allowed (allowed: {allowed})")
+    return dataclasses.replace(instance, **changes)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain, YAML/JSON-friendly dict of a config dataclass (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with one-line errors.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        Its top-level mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    return data
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    """Write a config dataclass as YAML.
+
+    Args:
+        config: Config dataclass.
+        path: Destination file.
+    """
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _as_size(size: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    if len(size) == 1:
+        return size * dim
+    if len(size) != dim:
+        raise ConfigError(f"size: {list(size)} has {len(size)} values, expected 1 or {dim}")
+    return size
+
+
+def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
+    """Build and validate a pretraining config from user values (YAML merged with options).
+
+    Defaults depend on ``dim`` and on whether ``data`` is given: the built-in demo uses
+    :data:`DEMO_OVERRIDES`, user data the paper-scale :data:`DATA_DEFAULTS`; view ranges start
+    from :meth:`ViewConfig.reference`. Values the user gave always win.
+
+    Args:
+        values: Config keys to values (``None`` values are ignored).
+
+    Returns:
+        The resolved, validated :class:`PretrainConfig`.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    probe = update_dataclass(PretrainConfig(), {k: values[k] for k in ("dim", "data") if k in values})
+    dim = probe.dim
+    base = DEMO_OVERRIDES[dim] if probe.is_demo else DATA_DEFAULTS[dim]
+    config = PretrainConfig(dim=dim, views=ViewConfig.reference(dim))
+    config = update_dataclass(config, base)
+    config = update_dataclass(config, values)
+    changes: dict[str, Any] = {"size": _as_size(config.size, dim)}
+    if config.lr is None:
+        changes["lr"] = 1e-4 * config.batch_size / 256
+    if config.warmup_steps is None:
+        changes["warmup_steps"] = max(1, config.steps // 20)
+    if config.checkpoint_every is None:
+        changes["checkpoint_every"] = max(1, min(1000, config.steps))
+    config = dataclasses.replace(config, **changes)
+    validate_pretrain_config(config)
+    return config
+
+
+def validate_pretrain_config(config: PretrainConfig) -> None:
+    """Check values that types alone do not catch; raise one-line :class:`ConfigError` s.
+
+    Args:
+        config: A resolved config.
+    """
+    divisor = 2 ** (len(config.model.channels) // 2)
+    checks = [
+        (all(s > 0 and s % divisor == 0 for s in config.size), "size",
+         f"{list(config.size)} must be positive multiples of {divisor} (the U-Net down-samples "
+         f"{len(config.model.channels) // 2} times)"),
+        (config.batch_size >= 1, "batch_size", "must be at least 1"),
+        (config.steps >= 1, "steps", "must be at least 1"),
+        (config.lr > 0, "lr", f"{config.lr} must be positive"),
+        (config.weight_decay >= 0, "weight_decay", "must be >= 0"),
+        (config.warmup_steps >= 0, "warmup_steps", "must be >= 0"),
+        (config.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)"),
+        (config.checkpoint_every >= 1, "checkpoint_every", "must be at least 1"),
+        (config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
+        (config.checkpoint_minutes is None or config.checkpoint_minutes > 0, "checkpoint_minutes",
+         "must be positive"),
+        (config.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be at least 1"),
+        (config.log_every >= 1, "log_every", "must be at least 1"),
+        (config.num_workers >= 0, "num_workers", "must be >= 0"),
+        (config.eval_pairs >= 1, "eval_pairs", "must be at least 1"),
+        (config.in_channels >= 1, "in_channels", "must be at least 1"),
+        (0 <= config.slice_axis < 3, "slice_axis", "must be 0, 1 or 2"),
+        (config.model.window_radius >= 1, "model.window_radius",
+         f"{config.model.window_radius} is not allowed (allowed: integers >= 1)"),
+        (config.model.head_dim >= 1, "model.head_dim", "must be at least 1"),
+        (len(config.model.heads) == len(config.model.channels) // 2 + 1, "model.heads",
+         f"needs one entry per pyramid level ({len(config.model.channels) // 2 + 1})"),
+        (all(h >= 1 for h in config.model.heads), "model.heads", "entries must be >= 1"),
+        (config.views.source_scale >= 1.0, "views.source_scale", "must be >= 1"),
+        (config.views.scale_range[0] > 0 and config.views.scale_range[0] <= config.views.scale_range[1],
+         "views.scale_range", "needs 0 < low <= high"),
+        (0 <= config.views.block_prob <= 1, "views.block_prob", "must be in [0, 1]"),
+        (config.views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),
+        (config.views.num_rotations in (0, 1, 2), "views.num_rotations", "must be 0, 1 or 2"),
+        (config.spacing is None or all(s > 0 for s in config.spacing), "spacing", "must be positive"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")

@@ -1,0 +1,444 @@
+"""The pretraining loop behind ``cover pretrain`` and :func:`cover.pretrain`."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+import cover
+from cover.config import PretrainConfig, load_yaml, resolve_pretrain_config, save_yaml, to_dict
+from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.geometry import warp
+from cover.methods import build_method
+from cover.methods.losses import endpoint_error
+from cover.nn.backbones import build_backbone
+from cover.train.checkpoint import (
+    checkpoint_path,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from cover.train.distributed import DistributedContext, any_rank, init_distributed, shutdown_distributed
+from cover.train.logger import RunLogger
+from cover.train.sampler import StepBatchSampler
+from cover.train.schedule import warmup_cosine
+from cover.views import ViewGenerator
+
+CHECKPOINT_FORMAT = "cover-checkpoint/1"
+_OWN_FILES = {"config.yaml", "log.csv", "summary.json", "loss.png", "flow.png", "checkpoints", "tensorboard"}
+
+
+def view_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the view generator at one step on one rank (stateless, so resume is exact)."""
+    return int(np.random.default_rng([seed, step, rank, 0xC0E]).integers(0, 2**62))
+
+
+def source_size(config: PretrainConfig) -> tuple[int, ...]:
+    """Size of the images handed to the view generator: ``source_scale`` x the crop."""
+    return tuple(int(round(s * config.views.source_scale)) for s in config.size)
+
+
+def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Training and held-out datasets following the ``(index, seed)`` key contract.
+
+    Args:
+        config: Resolved config.
+
+    Returns:
+        ``(train, heldout, metadata)``.
+    """
+    size = source_size(config)
+    if config.is_demo:
+        from cover.data.demo import demo_datasets
+
+        return demo_datasets(config.dim, size)
+    from cover.data.datasets import build_pretrain_dataset
+
+    dataset, metadata = build_pretrain_dataset(
+        config.data,
+        dim=config.dim,
+        source_size=size,
+        preset=config.preset,
+        spacing=config.spacing,
+        cache_dir=config.cache_dir,
+        on_bad_file=config.on_bad_file,
+        slice_axis=config.slice_axis,
+    )
+    # Held-out pairs use fresh transforms and item seeds never drawn in training.
+    return dataset, dataset, metadata
+
+
+def build_model(config: PretrainConfig) -> torch.nn.Module:
+    """The method module (backbone + head) the config describes."""
+    backbone = build_backbone(
+        config.model.backbone, config.dim, config.in_channels, channels=tuple(config.model.channels)
+    )
+    options = {"vec_weight": config.vec_weight, "con_weight": config.con_weight} if config.method == "cover" else {}
+    options.update(config.method_options)
+    return build_method(config.method, backbone, config.model, options)
+
+
+def _prepare_output(config: PretrainConfig, resuming: bool, context: DistributedContext) -> Path:
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a folder")
+    if context.is_main:
+        if out.is_dir() and any(out.iterdir()) and not (resuming or config.overwrite):
+            raise ConfigError(
+                f"out: {out} already holds files of another run; pass --resume auto to continue it, "
+                "--overwrite to replace its results, or choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, options: dict[str, Any]) -> PretrainConfig:
+    """Merge a config (object, dict or YAML path), explicit options and, on resume, the saved run."""
+    if isinstance(config, PretrainConfig):
+        values = to_dict(config)
+    elif isinstance(config, (str, Path)):
+        values = load_yaml(config)
+    else:
+        values = dict(config or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    if values.get("resume"):
+        out = Path(values.get("out", PretrainConfig.out))
+        saved = out / "config.yaml"
+        if saved.is_file():
+            merged = load_yaml(saved)
+            for key in ("resume", "overwrite"):
+                merged.pop(key, None)
+            merged.update(values)
+            values = merged
+    return resolve_pretrain_config(values)
+
+
+def _find_start(config: PretrainConfig) -> tuple[dict[str, Any] | None, Path | None]:
+    if not config.resume:
+        return None, None
+    if config.resume == "auto":
+        found = find_resume_checkpoint(config.out)
+        if found is None:
+            return None, None
+        return found[1], found[0]
+    return load_checkpoint(config.resume), Path(config.resume)
+
+
+def _autocast(config: PretrainConfig, device: torch.device):
+    if config.amp == "none":
+        return nullcontext()
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp: fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _checkpoint_state(
+    config: PretrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    metadata: dict[str, Any],
+    skipped: int,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "config": to_dict(config),
+        "metadata": metadata,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy_seed": config.seed},
+        "nonfinite_steps": skipped,
+    }
+
+
+def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """Plain-JSON metadata stored with every checkpoint and export."""
+    backbone = model.backbone
+    return {
+        "cover_version": cover.__version__,
+        "method": config.method,
+        "backbone": config.model.backbone,
+        "backbone_args": {"channels": list(config.model.channels)},
+        "spatial_dims": config.dim,
+        "in_channels": config.in_channels,
+        "patch_size": list(config.size),
+        "divisor": int(backbone.divisor),
+        "pyramid_channels": list(backbone.pyramid_channels),
+        "data": data_metadata,
+        "citation": cover.CITATION,
+    }
+
+
+def _install_signal_handlers(flag: dict[str, Any]) -> dict[int, Any]:
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signum
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+@torch.no_grad()
+def evaluate_fields(
+    model: torch.nn.Module,
+    heldout: Dataset,
+    generator: ViewGenerator,
+    pairs: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Endpoint error of the predicted field on fixed held-out view pairs.
+
+    Args:
+        model: A method with ``predict_field`` (COVER).
+        heldout: Dataset following the key contract.
+        generator: View generator of the run.
+        pairs: Number of pairs.
+        seed: Evaluation seed (distinct from training seeds).
+        device: Device.
+
+    Returns:
+        ``{"epe", "epe_zero", "views", "phi"}`` (the last two for figures).
+    """
+    keys = [(i % len(heldout), 10_000_019 + seed * 7919 + i) for i in range(pairs)]
+    source = torch.stack([heldout[k] for k in keys]).to(device)
+    views = generator(source, torch.Generator(device=device).manual_seed(987_654_321 + seed))
+    model.eval()
+    phis = [model.predict_field(views.view_a[i : i + 4], views.view_b[i : i + 4]) for i in range(0, pairs, 4)]
+    model.train()
+    phi = torch.cat(phis)
+    return {
+        "epe": float(endpoint_error(phi, views.phi_gt, views.mask)),
+        "epe_zero": float(endpoint_error(torch.zeros_like(phi), views.phi_gt, views.mask)),
+        "views": views,
+        "phi": phi,
+    }
+
+
+def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Pretrain a backbone on unlabeled images.
+
+    Args:
+        config: A :class:`PretrainConfig`, a dict of its keys, a YAML path, or ``None``.
+        **options: Config keys that override ``config`` (same names as the CLI options).
+
+    Returns:
+        The run summary (also written to ``OUT/summary.json``).
+    """
+    config = _resolve(config, options)
+    context = init_distributed(config.device)
+    try:
+        return _train(config, context)
+    finally:
+        shutdown_distributed()
+
+
+def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
+    device = context.device
+    torch.manual_seed(config.seed)
+    if config.batch_size % context.world_size:
+        raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
+    state, state_path = _find_start(config)
+    out = _prepare_output(config, resuming=state is not None or bool(config.resume), context=context)
+    if context.is_main:
+        save_yaml(config, out / "config.yaml")
+    train_set, heldout, data_metadata = build_datasets(config)
+    model = build_model(config).to(device)
+    metadata = run_metadata(config, data_metadata, model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    start, skipped_total = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        skipped_total = int(state.get("nonfinite_steps", 0))
+        if context.is_main:
+            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
+    elif config.resume and config.resume != "auto":
+        raise ConfigError(f"resume: {config.resume} could not be used")
+    backbone_params = sum(p.numel() for p in model.backbone.parameters())
+    head_params = sum(p.numel() for p in model.parameters()) - backbone_params
+    if context.is_main:
+        print(
+            f"cover pretrain: method={config.method} dim={config.dim} size={list(config.size)} "
+            f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} device={device} "
+            f"processes={context.world_size}\n"
+            f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
+            f"head {head_params:,} parameters",
+            file=sys.stderr,
+        )
+    train_model: torch.nn.Module = model
+    if config.compile:
+        train_model = torch.compile(model)
+    if context.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+    generator = ViewGenerator(config.views, config.size)
+    sampler = StepBatchSampler(
+        config.seed, config.batch_size, len(train_set), start, config.steps, context.rank, context.world_size
+    )
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    logger = RunLogger(out, ["loss", "loss_vec", "loss_con", "lr", "seconds"], start) if context.is_main else None
+    flag: dict[str, Any] = {}
+    previous_handlers = _install_signal_handlers(flag)
+    progress = tqdm(
+        total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True
+    )
+    consecutive_bad, last_save, tic = 0, time.monotonic(), time.monotonic()
+    history: dict[str, list[float]] = {}
+    step = start
+    try:
+        for step, batch in enumerate(loader, start=start):
+            source = batch.to(device, non_blocking=True)
+            view_gen = torch.Generator(device=device).manual_seed(view_seed(config.seed, step, context.rank))
+            with torch.no_grad():
+                views = generator(source, view_gen)
+            with _autocast(config, device):
+                losses = train_model(views)
+            loss = losses["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
+            )
+            bad = any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)), context)
+            if bad:
+                consecutive_bad += 1
+                skipped_total += 1
+                optimizer.zero_grad(set_to_none=True)
+                if context.is_main:
+                    tqdm.write(f"warning: step {step + 1}: non-finite loss or gradient, step skipped")
+                if consecutive_bad >= config.max_nonfinite_steps:
+                    raise CoverError(
+                        f"aborting at step {step + 1}: {consecutive_bad} consecutive non-finite steps "
+                        f"(lower --lr or check the data); the last good checkpoint in {out} is kept"
+                    )
+                if config.amp == "fp16":
+                    scaler.update()
+            else:
+                consecutive_bad = 0
+                scaler.step(optimizer)
+                scaler.update()
+            scheduler.step()
+            done = step + 1
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            for key, value in values.items():
+                history.setdefault(key, []).append(value)
+            if context.is_main:
+                progress.update(1)
+                progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
+                if done % config.log_every == 0 or done == config.steps:
+                    logger.log(
+                        done,
+                        {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - tic},
+                    )
+            minutes_due = (
+                config.checkpoint_minutes is not None
+                and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+            )
+            stop = any_rank("signal" in flag, context)
+            if done % config.checkpoint_every == 0 or done == config.steps or stop or any_rank(minutes_due, context):
+                if context.is_main:
+                    save_checkpoint(
+                        _checkpoint_state(config, model, optimizer, scheduler, scaler, done, metadata, skipped_total),
+                        checkpoint_path(out, done),
+                    )
+                    prune_checkpoints(out, config.keep_checkpoints)
+                last_save = time.monotonic()
+            if stop:
+                raise TrainingInterrupted(
+                    f"interrupted at step {done}; checkpoint saved in {out / 'checkpoints'}; "
+                    f"continue with: cover pretrain --out {out} --resume auto"
+                )
+    finally:
+        progress.close()
+        if logger is not None:
+            logger.close()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+    summary = {
+        "steps": config.steps,
+        "start_step": start,
+        "method": config.method,
+        "dim": config.dim,
+        "size": list(config.size),
+        "backbone_parameters": backbone_params,
+        "head_parameters": head_params,
+        "nonfinite_steps": skipped_total,
+        "seconds": round(time.monotonic() - tic, 1),
+        "checkpoint": str(list_checkpoints(out)[-1]) if context.is_main and list_checkpoints(out) else None,
+    }
+    tail = max(1, min(20, len(history.get("loss", [])) // 5 or 1))
+    for key, values in history.items():
+        summary[f"final_{key}"] = float(np.mean(values[-tail:])) if values else math.nan
+    if context.is_main:
+        _finish(config, model, heldout, generator, device, out, summary)
+    return summary
+
+
+def _finish(
+    config: PretrainConfig,
+    model: torch.nn.Module,
+    heldout: Dataset,
+    generator: ViewGenerator,
+    device: torch.device,
+    out: Path,
+    summary: dict[str, Any],
+) -> None:
+    """Held-out endpoint error, pictures and ``summary.json``."""
+    from cover.analysis.figures import plot_flow, plot_losses
+
+    if hasattr(model, "predict_field"):
+        result = evaluate_fields(model, heldout, generator, config.eval_pairs, config.seed, device)
+        summary["epe"] = result["epe"]
+        summary["epe_zero"] = result["epe_zero"]
+        summary["epe_ratio"] = result["epe"] / max(result["epe_zero"], 1e-9)
+        views, phi = result["views"], result["phi"]
+        plot_flow(views.view_a, views.view_b, views.phi_gt, phi, warp(views.view_a, phi), views.mask, out / "flow.png")
+    plot_losses(out / "log.csv", out / "loss.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if "epe" in summary:
+        print(
+            f"held-out endpoint error {summary['epe']:.3f} px (zero field {summary['epe_zero']:.3f} px, "
+            f"ratio {summary['epe_ratio']:.2f}); results in {out}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"done; results in {out}", file=sys.stderr)

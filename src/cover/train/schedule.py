@@ -1,0 +1,24 @@
+"""Learning-rate schedule: linear warm-up then cosine decay (really applied, DESIGN §3.6)."""
+
+from __future__ import annotations
+
+import math
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_fraction: float = 0.0) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based).
+
+    Args:
+        step: Current optimiser step.
+        total_steps: Total steps of the run.
+        warmup_steps: Steps of linear warm-up from ``1/warmup_steps`` to 1.
+        final_fraction: Multiplier reached at the last step.
+
+    Returns:
+        A factor in ``[final_fraction, 1]``.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,255 @@
+"""SeVR: self-generated view pairs with exact ground-truth displacement vectors (DESIGN §3.1).
+
+From a batch of source images (larger than the training crop) the generator makes
+
+* view a: the source with appearance changes only (noise, blur, contrast, brightness,
+  in-painted noise blocks), cropped at a random window;
+* view b: the clean source spatially transformed (affine about the centre, optional elastic),
+  cropped at the same window;
+* ``phi_gt``: the displacement field with ``view_b(p) = source(o + p + phi_gt(p))``, hence
+  ``view_b(p) ≈ view_a(p + phi_gt(p))`` up to appearance;
+* ``mask``: 1 where ``p + phi_gt(p)`` falls inside view a's window.
+
+Everything is batched torch on the input's device; randomness comes from an explicit
+``torch.Generator`` so a step's views are reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from cover.geometry import (
+    affine_field,
+    identity_grid,
+    random_affine_matrices,
+    random_elastic_field,
+    sample_at,
+)
+
+
+@dataclass
+class ViewConfig:
+    """Parameters of the SeVR view generator (DESIGN §3.1); all lengths relative to the source.
+
+    Attributes:
+        rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
+        num_rotations: Rotation factors around the scale/shear (2 in the 2D reference).
+        scale_range: Per-axis scale uniform in this range.
+        translation: Translation uniform in ``±translation * size`` per axis.
+        shear_deg: Shear angles uniform in ``±shear_deg``.
+        elastic: Add a smooth random elastic field.
+        elastic_magnitude: Std of elastic control displacements, as a fraction of the size.
+        elastic_spacing: Control point spacing, as a fraction of the size.
+        noise_std_max: Additive Gaussian noise std uniform in ``[0, noise_std_max]``.
+        blur_sigma_max: Gaussian blur sigma uniform in ``[0, blur_sigma_max]`` voxels.
+        contrast_range: Contrast factor about the mean, uniform in this range.
+        brightness_std: Additive brightness shift ``N(0, brightness_std)``.
+        max_blocks: Maximum number of in-painted uniform-noise blocks.
+        block_prob: Probability that each next block is drawn.
+        block_size_range: Block side uniform in this range, fraction of the size.
+        source_scale: Source images are this factor larger than the crop (1.5 in the paper).
+    """
+
+    rotation_deg: float = 30.0
+    num_rotations: int = 2
+    scale_range: tuple[float, float] = (0.25, 1.75)
+    translation: float = 0.3
+    shear_deg: float = 8.4375
+    elastic: bool = False
+    elastic_magnitude: float = 0.02
+    elastic_spacing: float = 0.25
+    noise_std_max: float = 0.02
+    blur_sigma_max: float = 0.05
+    contrast_range: tuple[float, float] = (0.5, 1.5)
+    brightness_std: float = 0.1
+    max_blocks: int = 10
+    block_prob: float = 0.95
+    block_size_range: tuple[float, float] = (0.1, 0.133)
+    source_scale: float = 1.5
+
+    @classmethod
+    def reference(cls, spatial_dims: int) -> ViewConfig:
+        """The reference settings: the authors' 2D release, or DESIGN's 3D defaults."""
+        if spatial_dims == 2:
+            return cls()
+        return cls(
+            rotation_deg=15.0,
+            num_rotations=1,
+            scale_range=(0.75, 1.25),
+            translation=0.1,
+            shear_deg=10.0,
+            elastic=True,
+        )
+
+
+class ViewPair(NamedTuple):
+    """A batch of view pairs.
+
+    Attributes:
+        view_a: ``(B, C, *size)`` appearance-changed view.
+        view_b: ``(B, C, *size)`` spatially transformed view.
+        phi_gt: ``(B, ndim, *size)`` with ``view_b(p) ≈ view_a(p + phi_gt(p))``.
+        mask: ``(B, 1, *size)`` float, 1 where ``p + phi_gt(p)`` is inside view a.
+    """
+
+    view_a: torch.Tensor
+    view_b: torch.Tensor
+    phi_gt: torch.Tensor
+    mask: torch.Tensor
+
+
+class ViewGenerator:
+    """Batched SeVR view generator.
+
+    Args:
+        config: The transform ranges.
+        size: Crop size of the views, length ``ndim``.
+    """
+
+    def __init__(self, config: ViewConfig, size: tuple[int, ...]) -> None:
+        self.config = config
+        self.size = tuple(int(s) for s in size)
+
+    def __call__(self, source: torch.Tensor, generator: torch.Generator | None = None) -> ViewPair:
+        """Make one view pair per source image.
+
+        Args:
+            source: ``(B, C, *source_size)`` images, every axis at least the crop size.
+            generator: Random generator on ``source.device``.
+
+        Returns:
+            The :class:`ViewPair` at the crop size.
+        """
+        cfg = self.config
+        batch, ndim = source.shape[0], source.dim() - 2
+        src_size = tuple(source.shape[2:])
+        if len(self.size) != ndim or any(c > s for c, s in zip(self.size, src_size, strict=True)):
+            raise ValueError(f"crop size {self.size} does not fit source size {src_size}")
+        dev = source.device
+
+        def uniform(shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(shape, generator=generator, device=dev)
+
+        # The spatial transform, as a field on the source grid's coordinates.
+        matrix = random_affine_matrices(
+            batch,
+            ndim,
+            rotation_deg=cfg.rotation_deg,
+            num_rotations=cfg.num_rotations,
+            scale_range=cfg.scale_range,
+            shear_deg=cfg.shear_deg,
+            generator=generator,
+            device=dev,
+        )
+        sizes = torch.tensor(src_size, device=dev, dtype=torch.float32)
+        translation = uniform((batch, ndim), -cfg.translation, cfg.translation) * sizes
+        # Random crop window offsets o (integers), the same window for a, b and phi.
+        room = torch.tensor([s - c for s, c in zip(src_size, self.size, strict=True)], device=dev)
+        offset = torch.floor(torch.rand((batch, ndim), generator=generator, device=dev) * (room + 1))
+        offset = offset.view(batch, ndim, *([1] * ndim))
+        crop_coords = identity_grid(self.size, device=dev) + offset  # (B, ndim, *size) on source
+        phi_full = affine_field(matrix, translation, src_size)
+        if cfg.elastic:
+            spacing = max(2, int(round(cfg.elastic_spacing * min(src_size))))
+            magnitude = cfg.elastic_magnitude * min(src_size)
+            phi_full = phi_full + random_elastic_field(
+                batch, src_size, magnitude=magnitude, control_spacing=spacing, generator=generator, device=dev
+            )
+        # phi_gt(p) = phi_full(o + p): read the source-grid field at the crop's coordinates.
+        phi_gt = sample_at(phi_full, crop_coords, padding="border")
+        view_b = sample_at(source, crop_coords + phi_gt)
+        view_a = sample_at(self.appearance(source, generator), crop_coords)
+        target = identity_grid(self.size, device=dev) + phi_gt
+        upper = torch.tensor(self.size, device=dev, dtype=phi_gt.dtype).view(1, ndim, *([1] * ndim)) - 1
+        inside = ((target >= 0) & (target <= upper)).all(dim=1, keepdim=True)
+        return ViewPair(view_a, view_b, phi_gt, inside.to(source.dtype))
+
+    def appearance(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Appearance-only changes: blur, contrast, brightness, noise, in-painted noise blocks.
+
+        Args:
+            x: ``(B, C, *spatial)`` images.
+            generator: Random generator on ``x.device``.
+
+        Returns:
+            ``(B, C, *spatial)`` changed images (no spatial change).
+        """
+        cfg = self.config
+        batch, ndim = x.shape[0], x.dim() - 2
+        dev = x.device
+        per_sample = (batch,) + (1,) * (ndim + 1)
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(shape, generator=generator, device=dev)
+
+        if cfg.blur_sigma_max > 0:
+            x = gaussian_blur(x, rand(batch) * cfg.blur_sigma_max)
+        mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        low, high = cfg.contrast_range
+        contrast = (low + (high - low) * rand(batch)).view(per_sample)
+        x = (x - mean) * contrast + mean
+        x = x + torch.randn(per_sample, generator=generator, device=dev) * cfg.brightness_std
+        noise_std = (rand(batch) * cfg.noise_std_max).view(per_sample)
+        x = x + torch.randn(x.shape, generator=generator, device=dev) * noise_std
+        if cfg.max_blocks > 0:
+            x = self._inpaint_blocks(x, generator)
+        return x
+
+    def _inpaint_blocks(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Fill up to ``max_blocks`` boxes per image with uniform noise in ``[0, 1)``."""
+        cfg = self.config
+        batch, ndim = x.shape[0], x.dim() - 2
+        dev = x.device
+        spatial = x.shape[2:]
+        sizes = torch.tensor(spatial, device=dev, dtype=torch.float32)
+        # Block k is drawn if blocks 1..k all were: cumulative product of Bernoulli draws.
+        draws = torch.rand((batch, cfg.max_blocks), generator=generator, device=dev) < cfg.block_prob
+        active = torch.cumprod(draws.to(torch.int32), dim=1).bool()
+        low, high = cfg.block_size_range
+        side = (low + (high - low) * torch.rand((batch, cfg.max_blocks, ndim), generator=generator, device=dev))
+        side = side * sizes
+        start = torch.rand((batch, cfg.max_blocks, ndim), generator=generator, device=dev) * (sizes - side)
+        coords = identity_grid(spatial, device=dev).squeeze(0)  # (ndim, *spatial)
+        covered = torch.zeros((batch, 1, *spatial), dtype=torch.bool, device=dev)
+        view = (batch, ndim) + (1,) * ndim
+        for k in range(cfg.max_blocks):  # a loop over block slots, batched over samples
+            lo = start[:, k].view(view)
+            hi = lo + side[:, k].view(view)
+            box = ((coords >= lo) & (coords < hi)).all(dim=1, keepdim=True)
+            covered |= box & active[:, k].view((batch,) + (1,) * (ndim + 1))
+        noise = torch.rand(x.shape, generator=generator, device=dev)
+        return torch.where(covered, noise, x)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with a different sigma per sample.
+
+    Args:
+        x: ``(B, C, *spatial)`` images.
+        sigma: ``(B,)`` standard deviations in voxels (0 leaves the image unchanged).
+
+    Returns:
+        ``(B, C, *spatial)`` blurred images (edges replicate-padded).
+    """
+    batch, channels = x.shape[:2]
+    ndim = x.dim() - 2
+    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    safe = sigma.clamp(min=1e-3).view(batch, 1)
+    kernel = torch.exp(-0.5 * (taps / safe) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, K); sigma->0 gives a delta
+    weights = kernel.repeat_interleave(channels, dim=0)  # (B*C, K)
+    out = x.reshape(1, batch * channels, *x.shape[2:])
+    conv = (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
+    for axis in range(ndim):
+        shape = [batch * channels, 1] + [1] * ndim
+        shape[2 + axis] = 2 * radius + 1
+        pad = [0, 0] * ndim
+        pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = radius
+        out = conv(F.pad(out, pad, mode="replicate"), weights.view(shape), groups=batch * channels)
+    return out.reshape(x.shape)
