@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -34,6 +35,20 @@ from cover.data.record import (
     to_grey,
     volume_record,
 )
+
+
+class _QuietPydicom(contextlib.ContextDecorator):
+    """Silence pydicom's warnings about non-conformant headers while reading."""
+
+    def __enter__(self) -> _QuietPydicom:
+        self._context = warnings.catch_warnings()
+        self._context.__enter__()
+        warnings.filterwarnings("ignore", module="pydicom")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._context.__exit__(*exc)
+
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _PREAMBLE_OFFSET = 128
@@ -67,6 +82,9 @@ def _read_dataset(path: Path, *, header_only: bool) -> Dataset:
 
 def _sop_name(ds: Dataset) -> str:
     uid = ds.get("SOPClassUID")
+    if not uid:
+        meta = getattr(ds, "file_meta", None)
+        uid = meta.get("MediaStorageSOPClassUID") if meta is not None else None
     return getattr(uid, "name", str(uid)) if uid else "unknown SOP class"
 
 
@@ -90,6 +108,8 @@ def _check_pixels(path: Path, ds: Dataset) -> None:
         if not syntax.is_compressed:
             bits = int(ds.get("BitsAllocated", 8) or 8)
             expected = rows * cols * frames * samples * bits // 8
+            if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_422"):
+                expected = expected * 2 // 3  # chroma subsampled: 2 samples per pixel
             got = len(ds.PixelData)
             if got < expected:
                 raise data_error(
@@ -110,9 +130,17 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
     try:
         raw = ds.pixel_array
     except Exception as exc:
-        name = getattr(_transfer_syntax(ds), "name", "unknown transfer syntax")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise data_error(path, f"cannot decode DICOM pixel data ({name}): {first}") from exc
+        syntax = _transfer_syntax(ds)
+        name = getattr(syntax, "name", "unknown transfer syntax")
+        if syntax is not None and syntax.is_compressed:
+            raise data_error(
+                path,
+                f"cannot decode {name} pixel data; install a pydicom decoder plugin "
+                "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm)",
+            ) from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+        raise data_error(path, f"cannot decode DICOM pixel data ({name}): {detail}") from exc
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 1:
         try:
@@ -139,7 +167,7 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     """(row spacing, column spacing) in mm from the usual tags, or None."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         value = ds.get(keyword)
-        if value is not None and len(value) == 2:
+        if value is not None and len(value) == 2 and float(value[0]) > 0 and float(value[1]) > 0:
             return float(value[0]), float(value[1])
     shared = ds.get("SharedFunctionalGroupsSequence")
     if shared:
@@ -222,11 +250,11 @@ def _volume_from_slices(
     affine_lps[:3, 1] = col_dir * pixel_spacing[0]
     affine_lps[:3, 2] = step_vec
     affine_lps[:3, 3] = positions[order[0]]
-    if len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.1 * float(np.mean(gaps)):
-        warnings.warn(
-            f"{path}: uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm); "
-            f"using the mean step {float(np.mean(gaps)):.3g} mm",
-            stacklevel=3,
+    if len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.1 * float(np.median(gaps)):
+        raise data_error(
+            path,
+            f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): missing "
+            "slices or mixed acquisitions in one series",
         )
     return data, LPS_TO_RAS @ affine_lps, gaps.tolist()
 
@@ -236,6 +264,7 @@ def _modality(ds: Dataset) -> str | None:
     return value or None
 
 
+@_QuietPydicom()
 def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
     """Read one DICOM file.
 
@@ -318,6 +347,7 @@ def _is_slice(ds: Dataset) -> bool:
     )
 
 
+@_QuietPydicom()
 def scan_dicom_folder(
     folder: Path, files: Sequence[Path] | None = None
 ) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -341,18 +371,23 @@ def scan_dicom_folder(
     loose: list[Path] = []
     for file in files:
         try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
-        except Exception:
-            loose.append(file)
-            continue
-        key = _series_key(ds)
-        if key is None or not _is_slice(ds):
-            loose.append(file)
-        else:
+            # defer_size: large values (pixel data) are not loaded, but their presence is
+            ds = pydicom.dcmread(file, defer_size="4 KB", force=True)
+            key = _series_key(ds)
+            usable = key is not None and _is_slice(ds)
+        except Exception:  # unreadable or malformed header: read (and fail) on its own
+            usable = False
+        if usable:
             groups[key].append((file, ds))
+        else:
+            loose.append(file)
     series: dict[str, list[Path]] = {}
     for key, members in groups.items():
-        if len(members) < 2 or not _consistent(members):
+        try:
+            ok = len(members) >= 2 and _consistent(members)
+        except Exception:  # malformed geometry values
+            ok = False
+        if not ok:
             loose.extend(path for path, _ in members)
         else:
             series[key] = sorted(path for path, _ in members)
@@ -374,6 +409,7 @@ def _consistent(members: Sequence[tuple[Path, Dataset]]) -> bool:
     return len(set(np.round(depths, 4))) == len(depths)
 
 
+@_QuietPydicom()
 def read_dicom_series(folder: Path, *, channels: bool = False) -> ImageRecord:
     """Read the DICOM series stored in ``folder`` as one RAS-canonical volume.
 
@@ -411,7 +447,9 @@ def read_dicom_series(folder: Path, *, channels: bool = False) -> ImageRecord:
         slices.append(_channels_last(values, samples, channels))
         positions.append(np.asarray([float(v) for v in ds.ImagePositionPatient]))
     spacing = _pixel_spacing(first) or (1.0, 1.0)
-    data, affine, gaps = _volume_from_slices(folder, slices, positions, _orientation(first), spacing)
+    data, affine, gaps = _volume_from_slices(
+        folder, slices, positions, _orientation(first), spacing
+    )
     if mono1:
         data = float(data.min()) + float(data.max()) - data
     meta = {

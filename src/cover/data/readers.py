@@ -6,6 +6,7 @@ Formats and libraries:
 format           suffixes                     library / notes
 ===============  ===========================  ==============================================
 ``nifti``        .nii, .nii.gz                nibabel; reoriented to RAS canonical
+``mgh``          .mgz, .mgh                   nibabel (FreeSurfer); same as NIfTI
 ``dicom``        .dcm, .dicom, or 'DICM'      pydicom; modality LUT (CT in HU), MONOCHROME1
                  magic at byte 128            inverted; multi-frame -> volume
 ``dicom-series`` a folder of slices           pydicom; ordered along the slice normal
@@ -57,6 +58,8 @@ __all__ = [
 SUFFIX_FORMATS: dict[str, str] = {
     ".nii.gz": "nifti",
     ".nii": "nifti",
+    ".mgz": "mgh",
+    ".mgh": "mgh",
     ".dcm": "dicom",
     ".dicom": "dicom",
     ".png": "png",
@@ -172,7 +175,8 @@ def _read_nifti(path: Path, fmt: str, channels: bool) -> ImageRecord:
     try:
         img = nib.load(str(path))
     except Exception as exc:
-        raise data_error(path, f"not a valid NIfTI file ({_short(exc)})") from exc
+        kind = "NIfTI" if fmt == "nifti" else "MGH"
+        raise data_error(path, f"not a valid {kind} file ({_short(exc)})") from exc
     shape = tuple(int(s) for s in img.shape)
     check_voxel_count(path, shape)
     if path.name.lower().endswith(".nii"):
@@ -315,6 +319,9 @@ def _read_tiff(path: Path, fmt: str, channels: bool) -> ImageRecord:
     keep = [i for i, size in enumerate(values.shape) if size > 1 or axes[i] in "YX"]
     values = values.reshape([values.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
+    if "S" in axes and not axes.endswith("S"):  # planar colour: samples first
+        values = np.moveaxis(values, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
     samples = axes.endswith("S")
     spatial_axes = len(axes) - int(samples)
     if spatial_axes == 2:
@@ -322,7 +329,9 @@ def _read_tiff(path: Path, fmt: str, channels: bool) -> ImageRecord:
             values.astype(np.float32), samples=samples, channels=channels, path=path, fmt=fmt
         )
     if spatial_axes != 3:
-        raise data_error(path, f"TIFF has axes {axes!r}; only 2D images and 3D stacks are supported")
+        raise data_error(
+            path, f"TIFF has axes {axes!r}; only 2D images and 3D stacks are supported"
+        )
     data = values.astype(np.float32)
     if samples and not channels:
         data = to_grey(data)
@@ -422,6 +431,7 @@ def _read_dicom(path: Path, fmt: str, channels: bool) -> ImageRecord:
 
 _READERS = {
     "nifti": _read_nifti,
+    "mgh": _read_nifti,
     "dicom": _read_dicom,
     "png": _read_pillow,
     "jpeg": _read_pillow,

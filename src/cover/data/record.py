@@ -58,8 +58,8 @@ class ImageRecord:
         modality: DICOM-style modality (``"CT"``, ``"MR"``, ``"CR"``, ...) when a header
             states it, else ``None``.
         format: Source format: ``"nifti"``, ``"dicom"``, ``"dicom-series"``, ``"png"``,
-            ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"nrrd"``, ``"mha"``, ``"mhd"``, ``"npy"``
-            or ``"npz"``.
+            ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"nrrd"``, ``"mha"``, ``"mhd"``, ``"mgh"``,
+            ``"npy"`` or ``"npz"``.
         path: The file (or DICOM series folder) it was read from.
         meta: Extra reader information (e.g. ``original_affine`` before reorientation,
             ``series_uid``, ``photometric``); free-form, JSON-friendly values.
@@ -160,9 +160,7 @@ def axis_codes(affine: np.ndarray) -> str:
     return "".join(orientations.aff2axcodes(affine))
 
 
-def to_ras_canonical(
-    data: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def to_ras_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Permute/flip a volume to the closest RAS canonical voxel order.
 
     Same operation as ``nibabel.as_closest_canonical`` on an array already in memory.

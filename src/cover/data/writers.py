@@ -144,7 +144,9 @@ def _write_itk(data: np.ndarray, reference: ImageRecord, out: Path) -> None:
         image.SetSpacing((float(reference.spacing[1]), float(reference.spacing[0])))
     else:
         axes = (2, 1, 0, 3) if vector else (2, 1, 0)
-        image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, axes)), isVector=vector)
+        image = sitk.GetImageFromArray(
+            np.ascontiguousarray(np.transpose(data, axes)), isVector=vector
+        )
         affine_lps = LPS_TO_RAS @ _volume_affine(reference)
         spacing = np.sqrt((affine_lps[:3, :3] ** 2).sum(axis=0))
         image.SetSpacing(tuple(float(s) for s in spacing))
