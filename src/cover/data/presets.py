@@ -1,0 +1,190 @@
+"""Named intensity presets: how raw scanner values become the network's float32 input.
+
+=========  =====================  ==========================================================
+name       parameters (default)   output
+=========  =====================  ==========================================================
+``ct``     HU window (-1000,      ``clip((x - lo) / (hi - lo), 0, 1)``; e.g. ``ct:-175,250``
+           1000)                  for an abdomen window
+``mri``    percentiles (0.5,      per channel, ``[p_lo, p_hi]`` percentiles -> ``[0, 1]``,
+           99.5)                  clipped
+``xray``   percentiles (0.5,      same as ``mri`` (robust to collimator borders and labels)
+           99.5)
+``zscore`` none                   per channel, ``(x - mean) / std`` over non-zero voxels;
+                                  zero voxels stay 0 (background)
+``minmax`` none                   per channel, ``[min, max] -> [0, 1]``
+``none``   none                   values unchanged (float32)
+=========  =====================  ==========================================================
+
+A constant channel maps to 0. Presets are written as text (``"ct:-175,250"``) in configs and
+checkpoints; :func:`parse_preset` and :meth:`IntensityPreset.to_string` round-trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cover.data.record import ImageRecord
+from cover.errors import ConfigError
+
+#: Preset name -> (number of parameters, default parameters).
+PRESETS: dict[str, tuple[float, ...]] = {
+    "ct": (-1000.0, 1000.0),
+    "mri": (0.5, 99.5),
+    "xray": (0.5, 99.5),
+    "zscore": (),
+    "minmax": (),
+    "none": (),
+}
+
+#: DICOM modalities normalised with the ``xray`` preset.
+XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RG", "PX", "IO", "RF", "XA"})
+
+#: Voxels used to estimate percentiles of large images (a fixed-stride subsample).
+_PERCENTILE_SAMPLES = 2_000_000
+
+
+@dataclass(frozen=True)
+class IntensityPreset:
+    """A named intensity mapping with its numeric parameters.
+
+    Attributes:
+        name: One of :data:`PRESETS`.
+        params: Parameters (window bounds in HU for ``ct``, percentiles for ``mri``/``xray``).
+    """
+
+    name: str
+    params: tuple[float, ...] = ()
+
+    def to_string(self) -> str:
+        """Text form, e.g. ``"ct:-175,250"``; ``parse_preset`` reads it back unchanged."""
+        if not self.params:
+            return self.name
+        return f"{self.name}:" + ",".join(_number(p) for p in self.params)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+def _number(value: float) -> str:
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def parse_preset(text: str | IntensityPreset) -> IntensityPreset:
+    """Parse ``"name"`` or ``"name:p1,p2"`` into an :class:`IntensityPreset`.
+
+    Args:
+        text: Preset text (case-insensitive name) or an already parsed preset.
+
+    Returns:
+        The preset, with default parameters filled in when none are given.
+
+    Raises:
+        ConfigError: Unknown name, wrong number of parameters, non-numeric or inverted bounds.
+    """
+    if isinstance(text, IntensityPreset):
+        return text
+    raw = str(text).strip()
+    name, _, args = raw.partition(":")
+    name = name.strip().lower()
+    if name not in PRESETS:
+        known = ", ".join(PRESETS)
+        raise ConfigError(f"preset: unknown intensity preset {raw!r}; choose one of {known}")
+    default = PRESETS[name]
+    if not args.strip():
+        return IntensityPreset(name, default)
+    if not default:
+        raise ConfigError(f"preset: {name!r} takes no parameters, got {raw!r}")
+    try:
+        params = tuple(float(a) for a in args.split(","))
+    except ValueError as exc:
+        raise ConfigError(
+            f"preset: parameters of {raw!r} must be numbers, e.g. ct:-175,250"
+        ) from exc
+    if len(params) != len(default):
+        raise ConfigError(
+            f"preset: {name!r} takes {len(default)} parameters (low,high), got {raw!r}"
+        )
+    low, high = params
+    if not high > low:
+        raise ConfigError(f"preset: {raw!r} needs low < high")
+    if name in ("mri", "xray") and not (0.0 <= low and high <= 100.0):
+        raise ConfigError(f"preset: percentiles in {raw!r} must lie in [0, 100]")
+    return IntensityPreset(name, params)
+
+
+def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _percentiles(values: np.ndarray, q: tuple[float, ...]) -> tuple[float, float]:
+    flat = values.reshape(-1)
+    if flat.size > _PERCENTILE_SAMPLES:
+        flat = flat[:: flat.size // _PERCENTILE_SAMPLES + 1]
+    low, high = np.percentile(flat, q)
+    return float(low), float(high)
+
+
+def _channel(values: np.ndarray, preset: IntensityPreset) -> np.ndarray:
+    name = preset.name
+    if name in ("mri", "xray"):
+        return _scale(values, *_percentiles(values, preset.params))
+    if name == "minmax":
+        return _scale(values, float(values.min()), float(values.max()))
+    if name == "zscore":
+        mask = values != 0
+        if not mask.any():
+            return np.zeros_like(values)
+        mean = float(values[mask].mean())
+        std = float(values[mask].std())
+        out = np.zeros_like(values)
+        out[mask] = (values[mask] - mean) / std if std > 0 else 0.0
+        return out
+    raise AssertionError(name)
+
+
+def normalize(array: np.ndarray, preset: str | IntensityPreset) -> np.ndarray:
+    """Map raw intensities to the preset's float32 range.
+
+    Args:
+        array: ``(C, *spatial)`` raw values (e.g. HU for CT).
+        preset: Preset text or object.
+
+    Returns:
+        float32 array of the same shape; in ``[0, 1]`` for ``ct``, ``mri``, ``xray``,
+        ``minmax``; zero-mean unit-variance foreground for ``zscore``.
+    """
+    preset = parse_preset(preset)
+    values = np.asarray(array, dtype=np.float32)
+    if preset.name == "none":
+        return values.copy()
+    if preset.name == "ct":
+        return _scale(values, *preset.params).astype(np.float32)
+    out = np.empty_like(values)
+    for c in range(values.shape[0]):
+        out[c] = _channel(values[c], preset)
+    return out
+
+
+def default_preset_for(record: ImageRecord) -> str:
+    """Preset name chosen from the header's modality.
+
+    Args:
+        record: A read image.
+
+    Returns:
+        ``"ct"`` for CT, ``"mri"`` for MR, ``"xray"`` for projection radiography
+        (CR/DX/MG and similar), else ``"minmax"``.
+    """
+    modality = (record.modality or "").upper()
+    if modality == "CT":
+        return "ct"
+    if modality == "MR":
+        return "mri"
+    if modality in XRAY_MODALITIES:
+        return "xray"
+    return "minmax"
