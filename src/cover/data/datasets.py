@@ -1,0 +1,383 @@
+"""Pretraining datasets: what the trainer samples source images from.
+
+Contract used by the trainer: a map-style :class:`torch.utils.data.Dataset` whose
+``__getitem__(key)`` takes ``key = (index, seed)`` and returns a float32 tensor
+``(C, *source_size)``, deterministic given the key (all randomness from
+``numpy.random.default_rng(seed)``; the global RNGs are never touched). ``source_size`` is the
+size the view generator crops from (typically ``round(1.5 * crop)`` per axis). ``len`` is the
+number of usable images.
+
+- :class:`Slices2DDataset`: 2D images resized to ``source_size``; 3D volumes contribute a
+  random non-empty slice normal to ``axis``, resized likewise.
+- :class:`Patches3DDataset`: random 3D patches, centred near foreground with probability
+  ``foreground_prob``; volumes smaller than the patch are zero-padded (or refused).
+
+:func:`build_pretrain_dataset` goes from a folder or datalist to a dataset plus the metadata
+the trainer stores in checkpoints. :func:`find_images`, :func:`load_datalist` and
+:class:`CachedVolumeStore` are re-exported here for convenience.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from cover.data.discovery import find_images, load_datalist
+from cover.data.record import data_error
+from cover.data.store import CachedVolumeStore, skipped_message
+from cover.errors import ConfigError
+
+__all__ = [
+    "CachedVolumeStore",
+    "Patches3DDataset",
+    "Slices2DDataset",
+    "build_pretrain_dataset",
+    "find_images",
+    "load_datalist",
+]
+
+Key = tuple[int, int]
+
+
+def _size_tuple(size: int | Sequence[int], dims: int, name: str = "source_size") -> tuple[int, ...]:
+    values = (size,) * dims if isinstance(size, int) else tuple(size)
+    if len(values) != dims or any(int(v) != v or v < 1 for v in values):
+        raise ConfigError(f"{name}: need {dims} positive integers, got {size!r}")
+    return tuple(int(v) for v in values)
+
+
+def _split_key(key: Key | int) -> tuple[int, int]:
+    if isinstance(key, (tuple, list)):
+        index, seed = key
+        return int(index), int(seed)
+    return int(key), int(key)
+
+
+def _foreground(array: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean ``(*spatial)`` mask of voxels above ``min + threshold * (max - min)``.
+
+    Args:
+        array: ``(C, *spatial)`` normalised image.
+        threshold: Fraction of the intensity range, in ``[0, 1)``.
+    """
+    strongest = np.asarray(array).max(axis=0)
+    low, high = float(strongest.min()), float(strongest.max())
+    if high <= low:
+        return np.zeros(strongest.shape, dtype=bool)
+    return strongest > low + threshold * (high - low)
+
+
+class _StoreDataset(Dataset):
+    """Shared validation: drops (or refuses) images a dataset cannot use."""
+
+    def __init__(self, store: CachedVolumeStore, *, warn: bool = True) -> None:
+        self.store = store
+        bad = [(i, why) for i in range(len(store)) if (why := self._problem(i)) is not None]
+        if bad:
+            if store.on_bad_file == "error":
+                raise data_error(store.paths[bad[0][0]], bad[0][1])
+            store.drop([i for i, _ in bad], [f"{store.paths[i]}: {why}" for i, why in bad])
+            if warn:
+                warnings.warn(skipped_message(store.skipped[-len(bad) :]), stacklevel=3)
+        if len(store) == 0:
+            raise data_error(store.root, f"no usable images ({bad[0][1]})")
+        self._prepare()
+
+    def _problem(self, index: int) -> str | None:
+        return None
+
+    def _prepare(self) -> None:
+        """Per-image precomputation after validation."""
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+class Slices2DDataset(_StoreDataset):
+    """2D source images from 2D files and from slices of 3D volumes.
+
+    Args:
+        store: The decoded images.
+        source_size: ``(H, W)`` (or one int) of the returned images.
+        axis: Spatial axis (0, 1 or 2) normal to the slices taken from volumes; with
+            RAS-canonical volumes 0 gives sagittal, 1 coronal, 2 axial slices.
+        min_foreground: Slices whose foreground fraction is below this are skipped (unless a
+            volume has no such slice at all).
+        foreground_threshold: Foreground = above ``min + t * (max - min)`` of the volume.
+        max_upscale: Images (or slices) needing more than this up-scaling factor to reach
+            ``source_size`` are refused as too small.
+        warn: Warn about images dropped as unusable.
+
+    ``__getitem__((index, seed))`` returns float32 ``(C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        store: CachedVolumeStore,
+        source_size: int | Sequence[int],
+        axis: int = 0,
+        *,
+        min_foreground: float = 0.05,
+        foreground_threshold: float = 0.1,
+        max_upscale: float = 8.0,
+        warn: bool = True,
+    ) -> None:
+        if axis not in (0, 1, 2):
+            raise ConfigError(f"slice_axis: must be 0, 1 or 2, got {axis!r}")
+        self.source_size = _size_tuple(source_size, 2)
+        self.axis = axis
+        self.min_foreground = min_foreground
+        self.foreground_threshold = foreground_threshold
+        self.max_upscale = max_upscale
+        self._slices: list[np.ndarray | None] = []
+        super().__init__(store, warn=warn)
+
+    def _plane(self, shape: Sequence[int]) -> tuple[int, ...]:
+        spatial = tuple(shape[1:])
+        if len(spatial) == 2:
+            return spatial
+        return tuple(s for i, s in enumerate(spatial) if i != self.axis)
+
+    def _problem(self, index: int) -> str | None:
+        shape = self.store[index].shape
+        if len(shape) - 1 not in (2, 3):
+            return f"has {len(shape) - 1} spatial axes; 2D or 3D expected"
+        plane = self._plane(shape)
+        for side, want in zip(plane, self.source_size, strict=True):
+            if side * self.max_upscale < want:
+                size = "x".join(map(str, plane))
+                target = "x".join(map(str, self.source_size))
+                return (
+                    f"image is {size} px, too small to resize to {target} (more than "
+                    f"{self.max_upscale:g}x up-scaling); remove it or lower the crop size"
+                )
+        return None
+
+    def _prepare(self) -> None:
+        self._slices = []
+        for i in range(len(self.store)):
+            array = self.store[i]
+            if array.ndim == 3:
+                self._slices.append(None)
+                continue
+            mask = _foreground(array, self.foreground_threshold)
+            other = tuple(a for a in range(3) if a != self.axis)
+            fraction = mask.mean(axis=other)
+            good = np.flatnonzero(fraction >= self.min_foreground)
+            if good.size == 0:
+                good = np.arange(mask.shape[self.axis])
+            self._slices.append(good.astype(np.int64))
+
+    def __getitem__(self, key: Key) -> torch.Tensor:
+        """Image ``(C, H, W)`` for ``key = (index, seed)``."""
+        index, seed = _split_key(key)
+        array = self.store[index]
+        candidates = self._slices[index]
+        if candidates is not None:
+            rng = np.random.default_rng(seed)
+            k = int(candidates[rng.integers(len(candidates))])
+            array = np.take(array, k, axis=self.axis + 1)
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32))[None]
+        if tuple(tensor.shape[2:]) != self.source_size:
+            tensor = F.interpolate(
+                tensor,
+                size=self.source_size,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+        return tensor[0].contiguous()
+
+
+class Patches3DDataset(_StoreDataset):
+    """Random 3D patches from volumes, preferring foreground.
+
+    Args:
+        store: The decoded volumes (2D images are refused as unusable).
+        source_size: ``(D, H, W)`` (or one int) of the returned patches.
+        foreground_prob: Probability that a patch is centred (with jitter of up to a quarter
+            of the patch) on a random foreground voxel instead of placed uniformly.
+        pad: Zero-pad volumes smaller than the patch (placed at a random offset). When
+            False such volumes are unusable (``DataError`` with ``on_bad_file="error"``).
+        foreground_threshold: Foreground = above ``min + t * (max - min)`` of the volume.
+        max_points: Foreground voxels remembered per volume (a fixed random subset).
+        warn: Warn about images dropped as unusable.
+
+    ``__getitem__((index, seed))`` returns float32 ``(C, D, H, W)``.
+    """
+
+    def __init__(
+        self,
+        store: CachedVolumeStore,
+        source_size: int | Sequence[int],
+        foreground_prob: float = 0.7,
+        *,
+        pad: bool = True,
+        foreground_threshold: float = 0.1,
+        max_points: int = 20000,
+        warn: bool = True,
+    ) -> None:
+        if not 0.0 <= foreground_prob <= 1.0:
+            raise ConfigError(f"foreground_prob: must lie in [0, 1], got {foreground_prob}")
+        self.source_size = _size_tuple(source_size, 3)
+        self.foreground_prob = foreground_prob
+        self.pad = pad
+        self.foreground_threshold = foreground_threshold
+        self.max_points = max_points
+        self._points: list[np.ndarray] = []
+        super().__init__(store, warn=warn)
+
+    def _problem(self, index: int) -> str | None:
+        spatial = tuple(self.store[index].shape[1:])
+        if len(spatial) != 3:
+            return "is a 2D image; 3D patches need volumes (use dim=2 for 2D data)"
+        if not self.pad:
+            for axis, (side, want) in enumerate(zip(spatial, self.source_size, strict=True)):
+                if side < want:
+                    size = "x".join(map(str, spatial))
+                    patch = "x".join(map(str, self.source_size))
+                    return (
+                        f"volume is {size}, smaller than the {patch} patch along axis {axis}; "
+                        f"enable padding or lower the crop size"
+                    )
+        return None
+
+    def _prepare(self) -> None:
+        rng = np.random.default_rng(0)
+        self._points = []
+        for i in range(len(self.store)):
+            points = np.argwhere(_foreground(self.store[i], self.foreground_threshold))
+            if len(points) > self.max_points:
+                points = points[rng.choice(len(points), self.max_points, replace=False)]
+            self._points.append(points.astype(np.int32))
+
+    def _start(self, rng: np.random.Generator, index: int) -> list[int]:
+        shape = self.store[index].shape[1:]
+        low = [min(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
+        high = [max(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
+        points = self._points[index]
+        if len(points) and rng.random() < self.foreground_prob:
+            centre = points[rng.integers(len(points))]
+            start = []
+            for c, w, lo, hi in zip(centre, self.source_size, low, high, strict=True):
+                jitter = int(rng.integers(-(w // 4), w // 4 + 1))
+                start.append(int(np.clip(int(c) - w // 2 + jitter, lo, hi)))
+            return start
+        return [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high, strict=True)]
+
+    def __getitem__(self, key: Key) -> torch.Tensor:
+        """Patch ``(C, D, H, W)`` for ``key = (index, seed)``."""
+        index, seed = _split_key(key)
+        rng = np.random.default_rng(seed)
+        array = self.store[index]
+        start = self._start(rng, index)
+        out = np.zeros((array.shape[0], *self.source_size), dtype=np.float32)
+        src, dst = [slice(None)], [slice(None)]
+        for s0, w, n in zip(start, self.source_size, array.shape[1:], strict=True):
+            a, b = max(s0, 0), min(s0 + w, n)
+            src.append(slice(a, b))
+            dst.append(slice(a - s0, b - s0))
+        out[tuple(dst)] = array[tuple(src)]
+        return torch.from_numpy(out)
+
+
+def _image_paths(data: str | Path) -> list[Path]:
+    path = Path(data)
+    if not path.exists():
+        raise data_error(path, "no such file or folder")
+    if path.is_file() and path.suffix.lower() in (".json", ".csv"):
+        return [Path(entry["image"]) for entry in load_datalist(path)]
+    return find_images(path)
+
+
+def build_pretrain_dataset(
+    data: str,
+    *,
+    dim: int,
+    source_size: tuple[int, ...],
+    preset: str | None,
+    spacing: tuple[float, ...] | None,
+    cache_dir: str | None,
+    on_bad_file: str,
+    slice_axis: int = 0,
+    channels: bool = False,
+) -> tuple[Dataset, dict[str, Any]]:
+    """Build the pretraining dataset from a folder, an image file or a datalist.
+
+    Args:
+        data: Folder (searched recursively), single image, or ``.json``/``.csv`` datalist
+            (every entry's ``image`` is used; labels are ignored).
+        dim: 2 (:class:`Slices2DDataset`) or 3 (:class:`Patches3DDataset`).
+        source_size: Size per spatial axis of the returned samples.
+        preset: Intensity preset text, or ``None``/``"auto"`` to choose per file from its
+            modality.
+        spacing: Target voxel size in mm (one value per axis of the files), or ``None``.
+        cache_dir: Folder for the decoded ``.npy`` cache, or ``None``.
+        on_bad_file: ``"skip"`` or ``"error"``.
+        slice_axis: Axis normal to 2D slices taken from volumes (``dim=2``).
+        channels: Keep colour / 4th-axis channels; all images must then agree on ``C``.
+
+    Returns:
+        ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
+        ``source_size``, ``preset`` (requested), ``presets`` (preset -> file count),
+        ``spacing`` (target or ``None``), ``spacings`` (distinct final spacings),
+        ``orientation`` (distinct orientations), ``axis_order``, ``channels``, ``num_files``,
+        ``formats``, ``modalities``, ``slice_axis``, ``skipped`` (``[path, reason]`` pairs).
+
+    Raises:
+        DataError: Missing input, no usable image, a bad file with ``on_bad_file="error"``,
+            mixed channel counts.
+        ConfigError: Invalid ``dim``, ``source_size``, ``preset``, ``spacing``.
+    """
+    if dim not in (2, 3):
+        raise ConfigError(f"dim: must be 2 or 3, got {dim!r}")
+    size = _size_tuple(source_size, dim)
+    paths = _image_paths(data)
+    if not paths:
+        raise data_error(data, "no readable images found (no image files or DICOM series)")
+    chosen = None if preset in (None, "", "auto") else preset
+    store = CachedVolumeStore(
+        paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False
+    )
+    if dim == 2:
+        dataset: _StoreDataset = Slices2DDataset(store, size, axis=slice_axis, warn=False)
+    else:
+        dataset = Patches3DDataset(store, size, warn=False)
+    store.report_skipped()
+    counts = sorted({int(m["shape"][0]) for m in store.meta})
+    if len(counts) > 1:
+        raise data_error(data, f"images have different channel counts {counts}")
+    if dim == 2:
+        axis_order = (
+            "C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical "
+            f"array axis {slice_axis}"
+        )
+    else:
+        axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
+    meta = {
+        "data": str(data),
+        "dim": dim,
+        "source_size": list(size),
+        "preset": chosen or "auto",
+        "presets": dict(Counter(m["preset"] for m in store.meta)),
+        "spacing": list(store.spacing) if store.spacing is not None else None,
+        "spacings": sorted({tuple(m["spacing"]) for m in store.meta})[:20],
+        "orientation": sorted({m["orientation"] or "unknown" for m in store.meta}),
+        "axis_order": axis_order,
+        "channels": counts[0],
+        "num_files": len(dataset),
+        "formats": dict(Counter(m["format"] for m in store.meta)),
+        "modalities": dict(Counter(m["modality"] or "unknown" for m in store.meta)),
+        "slice_axis": slice_axis,
+        "skipped": [[str(p), reason] for p, reason in store.skipped],
+    }
+    meta["spacings"] = [list(s) for s in meta["spacings"]]
+    return dataset, meta

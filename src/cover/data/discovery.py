@@ -1,0 +1,204 @@
+"""Finding images: folder scans and datalist files (MONAI-style JSON, or CSV).
+
+A *folder scan* returns one path per image: image files by suffix, DICOM files by suffix or
+by their ``DICM`` magic (files without extension), and a folder whose DICOM files form one
+series as that folder (see :func:`cover.data.dicom.scan_dicom_folder`). A folder holding
+several series is returned once too; reading it then fails with a message asking to give
+each series its own folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from cover.data.dicom import is_dicom_file, scan_dicom_folder
+from cover.data.readers import SUFFIX_FORMATS
+from cover.data.record import data_error
+
+#: Files that are never images even though they may sit beside them.
+_IGNORED_SUFFIXES = frozenset(
+    {".json", ".csv", ".txt", ".md", ".raw", ".zraw", ".py", ".pyc", ".yaml", ".yml", ".log"}
+)
+
+#: Datalist keys read by :func:`load_datalist` when no split is asked for.
+DATALIST_SPLITS = ("training", "validation", "test")
+
+
+def _has_image_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in SUFFIX_FORMATS) and not name.endswith((".dcm", ".dicom"))
+
+
+def _candidate_dicom(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in _IGNORED_SUFFIXES:
+        return False
+    return is_dicom_file(path)
+
+
+def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Images in one folder (not recursive) and the files ignored there.
+
+    Args:
+        folder: A directory.
+
+    Returns:
+        ``(images, ignored)``: sorted image paths (files, or ``folder`` itself for a DICOM
+        series) and the other regular files.
+    """
+    images: list[Path] = []
+    dicoms: list[Path] = []
+    ignored: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.name.startswith("."):
+            continue
+        if _has_image_suffix(entry):
+            images.append(entry)
+        elif _candidate_dicom(entry):
+            dicoms.append(entry)
+        else:
+            ignored.append(entry)
+    if dicoms:
+        series, loose = scan_dicom_folder(folder, dicoms)
+        if series:
+            images.append(folder)
+        images.extend(loose)
+    return sorted(images), ignored
+
+
+def find_images(root: str | Path, *, recursive: bool = True) -> list[Path]:
+    """List the images under ``root``.
+
+    Args:
+        root: A folder (or a single image file, returned as a one-element list).
+        recursive: Descend into sub-folders (hidden ones are skipped).
+
+    Returns:
+        Sorted paths; a DICOM series is one entry (its folder).
+
+    Raises:
+        DataError: ``root`` does not exist.
+    """
+    return find_images_and_ignored(root, recursive=recursive)[0]
+
+
+def find_images_and_ignored(
+    root: str | Path, *, recursive: bool = True
+) -> tuple[list[Path], list[Path]]:
+    """Like :func:`find_images`, also returning the non-image files that were skipped."""
+    base = Path(root)
+    if not base.exists():
+        raise data_error(base, "no such file or folder")
+    if base.is_file():
+        return [base], []
+    images: list[Path] = []
+    ignored: list[Path] = []
+    folders = [base]
+    while folders:
+        folder = folders.pop()
+        found, skipped = scan_folder(folder)
+        images.extend(found)
+        ignored.extend(skipped)
+        if recursive:
+            folders.extend(
+                sorted(
+                    (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                    reverse=True,
+                )
+            )
+    return sorted(set(images)), sorted(ignored)
+
+
+def _resolve(entry: Any, base: Path, source: Path, where: str) -> dict[str, Any]:
+    """Normalise one datalist entry to a dict with absolute ``image``/``label`` paths."""
+    if isinstance(entry, str):
+        entry = {"image": entry}
+    if not isinstance(entry, dict) or "image" not in entry:
+        raise data_error(source, f"{where}: each entry needs an 'image' path, got {entry!r}")
+    out = dict(entry)
+    for key in ("image", "label"):
+        value = out.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise data_error(source, f"{where}: '{key}' must be one path string, got {value!r}")
+        path = Path(value).expanduser()
+        out[key] = path if path.is_absolute() else (base / path)
+    return out
+
+
+def load_datalist(path: str | Path, *, split: str | None = None) -> list[dict[str, Any]]:
+    """Read a datalist of images (and optional labels).
+
+    Accepted layouts:
+
+    - JSON list: ``[{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, "b.nii.gz", ...]``
+    - JSON dict, MONAI decathlon style: ``{"training": [...], "validation": [...],
+      "test": [...]}`` (other keys ignored).
+    - CSV with a header row containing ``image`` and optionally ``label``.
+
+    Relative paths are relative to the datalist file's folder.
+
+    Args:
+        path: The ``.json`` or ``.csv`` file.
+        split: For dict-style JSON, the key to read; ``None`` reads all of
+            :data:`DATALIST_SPLITS` and tags each entry with ``"split"``.
+
+    Returns:
+        Entries as dicts with ``image`` (a ``Path``), ``label`` (a ``Path``, if given) and any
+        other columns/keys unchanged.
+
+    Raises:
+        DataError: Missing or malformed file, missing ``image`` column/key, empty list.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise data_error(source, "datalist file not found")
+    base = source.parent
+    suffix = source.suffix.lower()
+    entries: list[dict[str, Any]] = []
+    if suffix == ".json":
+        try:
+            content = json.loads(source.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise data_error(source, f"invalid JSON ({exc})") from exc
+        if isinstance(content, list):
+            entries = [_resolve(e, base, source, f"entry {i}") for i, e in enumerate(content)]
+        elif isinstance(content, dict):
+            keys = [split] if split else [k for k in DATALIST_SPLITS if k in content]
+            if split and split not in content:
+                raise data_error(source, f"datalist has no {split!r} list")
+            if not keys:
+                raise data_error(source, f"JSON datalist needs a list or one of {DATALIST_SPLITS}")
+            for key in keys:
+                items = content[key]
+                if not isinstance(items, list):
+                    raise data_error(source, f"{key!r} must be a list of entries")
+                for i, item in enumerate(items):
+                    entry = _resolve(item, base, source, f"{key}[{i}]")
+                    entry.setdefault("split", key)
+                    entries.append(entry)
+        else:
+            raise data_error(source, "JSON datalist must be a list or a dict of lists")
+    elif suffix == ".csv":
+        with source.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
+                raise data_error(source, "CSV datalist needs a header row with an 'image' column")
+            for i, row in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                if not row.get("image"):
+                    raise data_error(source, f"line {i}: empty 'image' value")
+                if not row.get("label"):
+                    row.pop("label", None)
+                entries.append(_resolve(row, base, source, f"line {i}"))
+    else:
+        raise data_error(source, "datalist must be a .json or .csv file")
+    if not entries:
+        raise data_error(source, "datalist has no entries")
+    return entries
