@@ -1,0 +1,178 @@
+"""``cover data inspect PATH``: what the data layer finds in a folder and what it cannot read.
+
+Every image found by :func:`~cover.data.discovery.find_images` is read with
+:func:`~cover.data.readers.read_image` exactly as training would read it; the report lists
+per file its format, modality, shape, spacing, orientation and raw intensity range, and every
+file that could not be read with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cover.data.discovery import find_images_and_ignored, load_datalist
+from cover.data.readers import detect_format, read_image
+from cover.errors import DataError
+
+
+@dataclass
+class FileInfo:
+    """Summary of one readable image.
+
+    Attributes:
+        path: Image file or DICOM series folder.
+        format: Reader format name.
+        modality: Header modality or ``None``.
+        shape: ``(C, *spatial)`` as read.
+        spacing: Voxel size (mm) per spatial axis.
+        orientation: Axis codes (e.g. ``"RAS"``) or ``None``.
+        minimum: Smallest raw value (after the modality LUT for DICOM).
+        maximum: Largest raw value.
+    """
+
+    path: Path
+    format: str
+    modality: str | None
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str | None
+    minimum: float
+    maximum: float
+
+
+@dataclass
+class InspectReport:
+    """Result of :func:`inspect_data`.
+
+    Attributes:
+        root: The inspected folder, file or datalist.
+        files: Readable images, in path order.
+        failures: ``(path, reason)`` for each image that could not be read.
+        ignored: Files that are not images (by suffix or content) and were not read.
+    """
+
+    root: Path
+    files: list[FileInfo] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Format -> ``(readable, unreadable)`` counts."""
+        ok = Counter(f.format for f in self.files)
+        bad = Counter(detect_format(p) or "unknown" for p, _ in self.failures)
+        return {k: (ok.get(k, 0), bad.get(k, 0)) for k in sorted(set(ok) | set(bad))}
+
+    def _name(self, path: Path) -> str:
+        base = self.root if self.root.is_dir() else self.root.parent
+        try:
+            name = str(path.relative_to(base))
+        except ValueError:
+            name = str(path)
+        return name + ("/" if path.is_dir() else "")
+
+    def to_text(self) -> str:
+        """Aligned plain-text report (summary, per-format counts, files, failures)."""
+        lines = [
+            f"{self.root}: {len(self.files)} image(s) readable, {len(self.failures)} "
+            f"unreadable, {len(self.ignored)} other file(s) ignored",
+            "",
+        ]
+        counts = self.counts()
+        if counts:
+            rows = [("format", "readable", "unreadable")]
+            rows += [(k, str(a), str(b)) for k, (a, b) in counts.items()]
+            lines += _table(rows, right=(1, 2)) + [""]
+        if self.files:
+            rows = [("file", "format", "modality", "shape", "spacing (mm)", "orient", "min", "max")]
+            for f in self.files:
+                rows.append(
+                    (
+                        self._name(f.path),
+                        f.format,
+                        f.modality or "-",
+                        "x".join(str(s) for s in f.shape[1:])
+                        + (f" ({f.shape[0]}ch)" if f.shape[0] > 1 else ""),
+                        "x".join(f"{s:.3g}" for s in f.spacing),
+                        f.orientation or "-",
+                        f"{f.minimum:.6g}",
+                        f"{f.maximum:.6g}",
+                    )
+                )
+            lines += _table(rows, right=(6, 7)) + [""]
+        if self.failures:
+            lines.append("unreadable:")
+            for path, reason in self.failures:
+                prefix = f"{path}: "
+                text = reason[len(prefix) :] if reason.startswith(prefix) else reason
+                lines.append(f"  {self._name(path)}: {text}")
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
+    """Read every image under ``path`` and summarise it.
+
+    Args:
+        path: Folder (searched recursively), single image or DICOM series folder, or a
+            ``.json``/``.csv`` datalist.
+        channels: Read colour / 4D data as channels (as training with ``channels=True``).
+
+    Returns:
+        The :class:`InspectReport`.
+
+    Raises:
+        DataError: ``path`` does not exist.
+    """
+    root = Path(path)
+    if root.is_file() and root.suffix.lower() in (".json", ".csv"):
+        paths, ignored = [Path(e["image"]) for e in load_datalist(root)], []
+    else:
+        paths, ignored = find_images_and_ignored(root)
+    report = InspectReport(root=root, ignored=ignored)
+    for image in paths:
+        try:
+            record = read_image(image, channels=channels)
+        except DataError as exc:
+            report.failures.append((image, str(exc)))
+            continue
+        report.files.append(
+            FileInfo(
+                path=image,
+                format=record.format,
+                modality=record.modality,
+                shape=tuple(int(s) for s in record.array.shape),
+                spacing=tuple(float(s) for s in record.spacing),
+                orientation=record.orientation,
+                minimum=float(record.array.min()),
+                maximum=float(record.array.max()),
+            )
+        )
+    return report
+
+
+def run_inspect(path: str) -> str:
+    """Text report for the ``cover data inspect PATH`` command.
+
+    Args:
+        path: What to inspect (see :func:`inspect_data`).
+
+    Returns:
+        The report text (ends with a newline).
+
+    Raises:
+        DataError: ``path`` does not exist (one-line message for the CLI).
+    """
+    return inspect_data(path).to_text()

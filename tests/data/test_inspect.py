@@ -1,0 +1,88 @@
+"""``inspect_data`` on real DICOM (pydicom-data) and NIfTI (nilearn MNI152) files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nilearn
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from cover.data.inspect import inspect_data, run_inspect
+from cover.data.readers import read_image
+from cover.errors import DataError
+
+MNI_T1 = (
+    Path(nilearn.__file__).parent
+    / "datasets"
+    / "data"
+    / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+)
+REAL_DICOM = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "rtplan.dcm"]
+
+
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    for name in REAL_DICOM:
+        (root / name).symlink_to(get_testdata_file(name))
+    (root / "brain").mkdir()
+    (root / "brain" / MNI_T1.name).symlink_to(MNI_T1)
+    (root / "notes.txt").write_text("not an image")
+    (root / "broken.png").write_text("not a png")
+    return root
+
+
+def test_inspect_real_files(real_folder):
+    report = inspect_data(real_folder)
+    by_name = {f.path.name: f for f in report.files}
+    assert set(by_name) == {
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "RG1_UNCI.dcm",
+        "US1_UNCR.dcm",
+        MNI_T1.name,
+    }
+    ct = by_name["CT_small.dcm"]
+    assert ct.modality == "CT" and ct.shape == (1, 128, 128)
+    assert ct.minimum < -500 and ct.spacing == pytest.approx((0.661468, 0.661468))  # HU
+    assert by_name["MR_small.dcm"].modality == "MR"
+    assert by_name["RG1_UNCI.dcm"].modality == "CR"
+    assert by_name["US1_UNCR.dcm"].modality == "US"
+    mni = by_name[MNI_T1.name]
+    assert mni.shape == (1, 197, 233, 189) and mni.orientation == "RAS"
+    assert mni.spacing == (1.0, 1.0, 1.0) and mni.maximum > mni.minimum
+    failures = {p.name: reason for p, reason in report.failures}
+    assert set(failures) == {"rtplan.dcm", "broken.png"}
+    assert "no pixel data" in failures["rtplan.dcm"]
+    assert [p.name for p in report.ignored] == ["notes.txt"]
+    assert report.counts() == {"dicom": (4, 1), "nifti": (1, 0), "png": (0, 1)}
+
+
+def test_monochrome1_radiograph_is_inverted(real_folder):
+    # RG1_UNCI is a real MONOCHROME1 radiograph (no rescale): read back as min + max - raw.
+    record = read_image(real_folder / "RG1_UNCI.dcm")
+    assert record.meta["photometric"] == "MONOCHROME1"
+    raw = pydicom.dcmread(real_folder / "RG1_UNCI.dcm").pixel_array
+    np.testing.assert_allclose(record.array[0], raw.min() + raw.max() - raw.astype(np.float32))
+
+
+def test_report_text_is_aligned(real_folder):
+    text = run_inspect(str(real_folder))
+    lines = text.splitlines()
+    assert lines[0].startswith(str(real_folder))
+    assert "5 image(s) readable, 2 unreadable, 1 other file(s) ignored" in lines[0]
+    header = next(line for line in lines if line.startswith("file "))
+    rows = [line for line in lines if line.startswith(("CT_small", "MR_small", "brain/"))]
+    assert len(rows) == 3
+    column = header.index("format")
+    assert all(row[column - 2 : column] == "  " for row in rows)
+    assert "197x233x189" in text and "RAS" in text
+    assert "rtplan.dcm: DICOM file has no pixel data" in text
+
+
+def test_inspect_missing_path(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        run_inspect(str(tmp_path / "nothing"))
