@@ -102,9 +102,14 @@ def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> P
     elif fmt == "png":
         _write_png(data, reference, out)
     elif fmt == "tiff":
-        import tifffile
+        try:
+            import tifffile
+        except ImportError:  # optional dependency: Pillow writes 2D TIFFs
+            from PIL import Image
 
-        tifffile.imwrite(out, data)
+            Image.fromarray(data).save(out)
+        else:
+            tifffile.imwrite(out, data)
     else:
         np.save(out, data)
     return out
