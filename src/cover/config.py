@@ -371,9 +371,12 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
     """
     divisor = 2 ** (len(config.model.channels) // 2)
     checks = [
-        (all(s > 0 and s % divisor == 0 for s in config.size), "size",
-         f"{list(config.size)} must be positive multiples of {divisor} (the U-Net down-samples "
-         f"{len(config.model.channels) // 2} times)"),
+        (
+            all(s > 0 and s % divisor == 0 for s in config.size),
+            "size",
+            f"{list(config.size)} must be positive multiples of {divisor} (the U-Net down-samples "
+            f"{len(config.model.channels) // 2} times)",
+        ),
         (config.batch_size >= 1, "batch_size", "must be at least 1"),
         (config.steps >= 1, "steps", "must be at least 1"),
         (config.lr > 0, "lr", f"{config.lr} must be positive"),
@@ -382,23 +385,31 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
         (config.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)"),
         (config.checkpoint_every >= 1, "checkpoint_every", "must be at least 1"),
         (config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
-        (config.checkpoint_minutes is None or config.checkpoint_minutes > 0, "checkpoint_minutes",
-         "must be positive"),
+        (config.checkpoint_minutes is None or config.checkpoint_minutes > 0, "checkpoint_minutes", "must be positive"),
         (config.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be at least 1"),
         (config.log_every >= 1, "log_every", "must be at least 1"),
         (config.num_workers >= 0, "num_workers", "must be >= 0"),
         (config.eval_pairs >= 1, "eval_pairs", "must be at least 1"),
         (config.in_channels >= 1, "in_channels", "must be at least 1"),
         (0 <= config.slice_axis < 3, "slice_axis", "must be 0, 1 or 2"),
-        (config.model.window_radius >= 1, "model.window_radius",
-         f"{config.model.window_radius} is not allowed (allowed: integers >= 1)"),
+        (
+            config.model.window_radius >= 1,
+            "model.window_radius",
+            f"{config.model.window_radius} is not allowed (allowed: integers >= 1)",
+        ),
         (config.model.head_dim >= 1, "model.head_dim", "must be at least 1"),
-        (len(config.model.heads) == len(config.model.channels) // 2 + 1, "model.heads",
-         f"needs one entry per pyramid level ({len(config.model.channels) // 2 + 1})"),
+        (
+            len(config.model.heads) == len(config.model.channels) // 2 + 1,
+            "model.heads",
+            f"needs one entry per pyramid level ({len(config.model.channels) // 2 + 1})",
+        ),
         (all(h >= 1 for h in config.model.heads), "model.heads", "entries must be >= 1"),
         (config.views.source_scale >= 1.0, "views.source_scale", "must be >= 1"),
-        (config.views.scale_range[0] > 0 and config.views.scale_range[0] <= config.views.scale_range[1],
-         "views.scale_range", "needs 0 < low <= high"),
+        (
+            config.views.scale_range[0] > 0 and config.views.scale_range[0] <= config.views.scale_range[1],
+            "views.scale_range",
+            "needs 0 < low <= high",
+        ),
         (0 <= config.views.block_prob <= 1, "views.block_prob", "must be in [0, 1]"),
         (config.views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),
         (config.views.num_rotations in (0, 1, 2), "views.num_rotations", "must be 0, 1 or 2"),

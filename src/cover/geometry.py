@@ -51,9 +51,7 @@ def identity_grid(
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
 
 
-def sample_at(
-    x: torch.Tensor, coords: torch.Tensor, mode: str = "linear", padding: str = "zeros"
-) -> torch.Tensor:
+def sample_at(x: torch.Tensor, coords: torch.Tensor, mode: str = "linear", padding: str = "zeros") -> torch.Tensor:
     """Sample ``x`` at absolute voxel coordinates; the single place where resampling happens.
 
     Args:

@@ -211,7 +211,7 @@ class ViewGenerator:
         draws = torch.rand((batch, cfg.max_blocks), generator=generator, device=dev) < cfg.block_prob
         active = torch.cumprod(draws.to(torch.int32), dim=1).bool()
         low, high = cfg.block_size_range
-        side = (low + (high - low) * torch.rand((batch, cfg.max_blocks, ndim), generator=generator, device=dev))
+        side = low + (high - low) * torch.rand((batch, cfg.max_blocks, ndim), generator=generator, device=dev)
         side = side * sizes
         start = torch.rand((batch, cfg.max_blocks, ndim), generator=generator, device=dev) * (sizes - side)
         coords = identity_grid(spatial, device=dev).squeeze(0)  # (ndim, *spatial)

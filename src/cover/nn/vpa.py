@@ -39,8 +39,7 @@ class VectorPyramidAggregation(nn.Module):
         if len(heads) != len(pyramid_channels):
             raise ValueError(f"{len(heads)} head counts for {len(pyramid_channels)} pyramid levels")
         self.levels = nn.ModuleList(
-            MixtureOfVectors(spatial_dims, c, j, head_dim, radius)
-            for c, j in zip(pyramid_channels, heads, strict=True)
+            MixtureOfVectors(spatial_dims, c, j, head_dim, radius) for c, j in zip(pyramid_channels, heads, strict=True)
         )
 
     def forward(self, pyramid_a: Sequence[torch.Tensor], pyramid_b: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -46,7 +46,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             Path(temporary).unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise CoverError(f"{path}: could not save checkpoint ({error.strerror or error}); earlier checkpoints are intact") from None
+        reason = error.strerror or error
+        raise CoverError(f"{path}: could not save checkpoint ({reason}); earlier checkpoints are intact") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

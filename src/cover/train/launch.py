@@ -33,7 +33,13 @@ def launch_local(processes: int, argv: list[str]) -> int:
         torchrun's exit status.
     """
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-        "-m", "cover", *strip_devices(argv),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "cover",
+        *strip_devices(argv),
     ]
     return subprocess.call(command)

@@ -9,13 +9,13 @@ from pathlib import Path
 class RunLogger:
     """Append scalar rows to ``OUT/log.csv`` and TensorBoard event files in ``OUT/tensorboard``.
 
-    On resume, rows of steps at or after the resume step are dropped from the CSV first, so
-    the log reads like one uninterrupted run.
+    On resume, rows of steps after the resumed checkpoint's step are dropped from the CSV
+    first, so the log reads like one uninterrupted run.
 
     Args:
         out: Output folder.
         fields: Column names after ``step``.
-        resume_step: Step the run starts at (0 for a fresh run).
+        resume_step: Steps already done by the resumed checkpoint (0 for a fresh run).
         tensorboard: Also write TensorBoard events.
     """
 
@@ -25,7 +25,7 @@ class RunLogger:
         kept: list[dict[str, str]] = []
         if resume_step > 0 and self.path.is_file():
             with self.path.open() as stream:
-                kept = [row for row in csv.DictReader(stream) if int(row["step"]) < resume_step]
+                kept = [row for row in csv.DictReader(stream) if int(row["step"]) <= resume_step]
         with self.path.open("w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=self.fields, extrasaction="ignore")
             writer.writeheader()
@@ -34,7 +34,9 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=resume_step or None)
+            self.writer = SummaryWriter(
+                str(Path(out) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+            )
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Write one row.
@@ -44,7 +46,8 @@ class RunLogger:
             values: Scalars by field name.
         """
         with self.path.open("a", newline="") as stream:
-            csv.DictWriter(stream, fieldnames=self.fields, extrasaction="ignore").writerow({"step": step, **values})
+            writer = csv.DictWriter(stream, fieldnames=self.fields, extrasaction="ignore")
+            writer.writerow({"step": step, **values})
         if self.writer is not None:
             for name, value in values.items():
                 self.writer.add_scalar(name, value, step)

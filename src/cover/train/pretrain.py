@@ -317,9 +317,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     logger = RunLogger(out, ["loss", "loss_vec", "loss_con", "lr", "seconds"], start) if context.is_main else None
     flag: dict[str, Any] = {}
     previous_handlers = _install_signal_handlers(flag)
-    progress = tqdm(
-        total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True
-    )
+    progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
     consecutive_bad, last_save, tic = 0, time.monotonic(), time.monotonic()
     history: dict[str, list[float]] = {}
     step = start
@@ -370,8 +368,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                         {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - tic},
                     )
             minutes_due = (
-                config.checkpoint_minutes is not None
-                and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+                config.checkpoint_minutes is not None and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
             )
             stop = any_rank("signal" in flag, context)
             if done % config.checkpoint_every == 0 or done == config.steps or stop or any_rank(minutes_due, context):
