@@ -10,3 +10,26 @@ CITATION = (
     "He, Y. and Li, S. Vector Contrastive Learning for Pixel-wise Pretraining in Medical "
     "Vision. ICCV 2025. arXiv:2506.20850"
 )
+
+# The public Python API, with the same argument names as the ``cover`` sub-commands. Imported
+# lazily so that ``import cover`` stays fast.
+_API = {
+    "pretrain": "cover.train.pretrain",
+    "finetune": "cover.downstream.finetune",
+    "evaluate": "cover.downstream.evaluate",
+    "predict": "cover.downstream.predict",
+    "register": "cover.downstream.register",
+    "export": "cover.export",
+    "load_pretrained": "cover.export",
+    "analyze": "cover.analysis.analyze",
+    "benchmark": "cover.benchmark.runner",
+}
+
+
+def __getattr__(name: str):
+    """Resolve ``cover.pretrain`` and the other API functions on first use."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'cover' has no attribute {name!r}")

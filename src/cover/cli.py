@@ -122,6 +122,32 @@ def data_inspect(path: Annotated[str, typer.Argument(help="A file, folder or dat
     print(run_inspect(path))
 
 
+# Sub-command modules; each exposes ``register(app)``. A module not (yet) present is skipped.
+COMMAND_MODULES = (
+    "cover.downstream.commands",
+    "cover.downstream.register_commands",
+    "cover.export",
+    "cover.analysis.commands",
+    "cover.benchmark.commands",
+)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name and name.startswith(error.name):
+                continue
+            raise
+        module.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Entry point of the ``cover`` console script."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
