@@ -134,7 +134,7 @@ class PretrainConfig:
 DEMO_OVERRIDES: dict[int, dict[str, Any]] = {
     2: {
         "size": 64,
-        "batch_size": 8,
+        "batch_size": 4,
         "steps": 300,
         "lr": 1e-3,
         "warmup_steps": 20,
@@ -148,8 +148,8 @@ DEMO_OVERRIDES: dict[int, dict[str, Any]] = {
     },
     3: {
         "size": 32,
-        "batch_size": 2,
-        "steps": 120,
+        "batch_size": 1,
+        "steps": 150,
         "lr": 1e-3,
         "warmup_steps": 10,
         "views": {"rotation_deg": 8.0, "scale_range": (0.9, 1.1), "translation": 0.06, "shear_deg": 4.0},

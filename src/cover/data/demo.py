@@ -60,8 +60,8 @@ def mni_path(kind: str = "t1") -> Path:
 def load_mni(kind: str = "t1") -> np.ndarray:
     """Load an MNI152 volume, RAS, 1 mm, float32 in [0, 1].
 
-    The T1 is scaled by its 0.5-99.5 percentiles (the ``mri`` preset); probability maps are
-    divided by their maximum.
+    Read through the data layer; the T1 is scaled by the ``mri`` preset (0.5-99.5 percentiles
+    to [0, 1]); probability maps are divided by their maximum.
 
     Args:
         kind: ``"t1"``, ``"gm"`` or ``"wm"``.
@@ -69,15 +69,15 @@ def load_mni(kind: str = "t1") -> np.ndarray:
     Returns:
         ``(197, 233, 189)`` array (read-only; copy before changing it).
     """
-    import nibabel as nib
+    from cover.data.presets import normalize
+    from cover.data.readers import read_image
 
-    image = nib.as_closest_canonical(nib.load(str(mni_path(kind))))
-    data = np.asarray(image.get_fdata(dtype=np.float32))
+    data = read_image(mni_path(kind)).array[0]  # RAS-canonical, 1 mm
     if kind == "t1":
-        low, high = np.percentile(data, [0.5, 99.5])
+        data = normalize(data, "mri")
     else:
-        low, high = 0.0, float(data.max())
-    data = np.clip((data - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+        data = np.clip(data / max(float(data.max()), 1e-6), 0.0, 1.0)
+    data = np.ascontiguousarray(data, dtype=np.float32)
     data.setflags(write=False)
     return data
 
