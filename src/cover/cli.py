@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cover.config import deep_merge
 from cover.errors import CoverError, TrainingInterrupted
 
 app = typer.Typer(
@@ -23,17 +24,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at medical image data.")
 app.add_typer(data_app, name="data")
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``extra`` into a copy of ``base``, recursing into nested mappings."""
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        elif value is not None:
-            merged[key] = value
-    return merged
 
 
 def config_values(config_file: Path | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -148,17 +138,44 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _one_line_warning(message: Warning | str, *_: Any, **__: Any) -> str:
+    """Warnings as one line (``warning: ...``), without the file name and source line."""
+    return "warning: " + " ".join(str(message).split()) + "\n"
+
+
 def main() -> None:
-    """Entry point of the ``cover`` console script."""
+    """Entry point of the ``cover`` console script.
+
+    Exit status: 0 success, 2 bad input or usage (one ``error: ...`` line, no traceback),
+    130 interrupted (after a checkpoint, with the command that resumes).
+    """
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    warnings.formatwarning = _one_line_warning
     try:
-        app()
+        code = app(standalone_mode=False)
     except CoverError as error:
         if isinstance(error, TrainingInterrupted):
             print(str(error), file=sys.stderr)
             sys.exit(130)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except typer.TyperException as error:  # usage errors: unknown option, value of the wrong type
+        message = error.format_message()
+        context = getattr(error, "ctx", None)
+        if not message.strip():  # a group called without a command: its help is already shown
+            pass
+        elif "\n" in message.strip():
+            print(message, file=sys.stderr)
+        else:
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            print(f"error: {message}{hint}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
+        code = 130
+    if code == 130:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)

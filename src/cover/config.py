@@ -8,6 +8,7 @@ configuration is written next to every output as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -257,7 +258,9 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
     changes = {}
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"unknown config key '{prefix}{key}' (allowed: {', '.join(names)})")
+            close = difflib.get_close_matches(str(key), names, n=1)
+            guess = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}' ({guess}allowed: {', '.join(names)})")
         current = getattr(instance, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = update_dataclass(current, value, prefix=f"{prefix}{key}.")
@@ -268,6 +271,17 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
             allowed = ", ".join(str(c) for c in choices)
             raise ConfigError(f"{prefix}{key}: {changes[key]!r} is not allowed (allowed: {allowed})")
     return dataclasses.replace(instance, **changes)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into a copy of ``base``, recursing into nested mappings (``None`` = not given)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -411,10 +425,59 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
             "needs 0 < low <= high",
         ),
         (0 <= config.views.block_prob <= 1, "views.block_prob", "must be in [0, 1]"),
+        (
+            0 < config.views.block_size_range[0] <= config.views.block_size_range[1] <= 1,
+            "views.block_size_range",
+            "needs 0 < low <= high <= 1 (fractions of the image)",
+        ),
+        (
+            0 <= config.views.contrast_range[0] <= config.views.contrast_range[1],
+            "views.contrast_range",
+            "needs 0 <= low <= high",
+        ),
+        *(
+            (getattr(config.views, name) >= 0, f"views.{name}", "must be >= 0")
+            for name in (
+                "rotation_deg",
+                "translation",
+                "shear_deg",
+                "elastic_magnitude",
+                "noise_std_max",
+                "blur_sigma_max",
+                "brightness_std",
+            )
+        ),
+        (config.views.elastic_spacing > 0, "views.elastic_spacing", "must be positive"),
+        (config.vec_weight >= 0, "vec_weight", "must be >= 0"),
+        (config.con_weight >= 0, "con_weight", "must be >= 0"),
         (config.views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),
         (config.views.num_rotations in (0, 1, 2), "views.num_rotations", "must be 0, 1 or 2"),
-        (config.spacing is None or all(s > 0 for s in config.spacing), "spacing", "must be positive"),
+        (
+            config.spacing is None or all(s > 0 for s in config.spacing),
+            "spacing",
+            f"{list(config.spacing or [])} is not allowed (allowed: positive voxel sizes in mm)",
+        ),
     ]
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"{key}: {message}")
+    _validate_device(config.device)
+    if config.preset not in (None, "", "auto"):
+        from cover.data.presets import parse_preset
+
+        parse_preset(config.preset)
+
+
+def _validate_device(name: str) -> None:
+    """Check a device name's spelling (availability is checked when the run starts)."""
+    import torch
+
+    allowed = "allowed: auto, cpu, cuda, cuda:N"
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: {name!r} is not a device ({allowed})") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"device: {name!r} is not supported ({allowed})")

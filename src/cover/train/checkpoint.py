@@ -1,14 +1,24 @@
-"""Crash-safe checkpoints: atomic writes, the last K kept, newest valid one found on resume."""
+"""Crash-safe checkpoints: atomic writes, the last K kept, newest valid one found on resume.
+
+A checkpoint is a plain dict loadable with ``torch.load(..., weights_only=True)``: tensors,
+numbers, strings, lists and dicts only (no pickled objects). Besides model, optimizer,
+scheduler and grad-scaler states it holds the random states of torch (CPU and CUDA), NumPy
+and Python (:func:`capture_rng_state`). The data order needs no state: batches are a pure
+function of ``(seed, step)`` (:mod:`cover.train.sampler`) and every item is drawn from its own
+``(index, item_seed)`` key, so DataLoader workers give the same batches after a resume.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cover.errors import CoverError
@@ -45,9 +55,91 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        _fsync_folder(path.parent)
     except OSError as error:
         reason = error.strerror or error
         raise CoverError(f"{path}: could not save checkpoint ({reason}); earlier checkpoints are intact") from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (best effort: not every file system allows opening folders)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def remove_partial_files(out: str | Path) -> list[Path]:
+    """Delete temporary files left by a save that was killed half-way.
+
+    Args:
+        out: Output folder.
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(out) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    partial = [p for p in folder.iterdir() if p.name.startswith(".step_") and p.name.endswith(".tmp")]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Random states of torch (CPU, CUDA), NumPy's global generator and Python's ``random``.
+
+    Returns:
+        A dict of tensors, ints, floats and lists (``weights_only``-loadable).
+    """
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "bit_generator": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "state": [int(v) for v in internal], "gauss": gauss},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states saved by :func:`capture_rng_state` (missing parts are skipped).
+
+    Args:
+        state: The ``"rng"`` entry of a checkpoint.
+    """
+    if isinstance(state.get("torch"), torch.Tensor):
+        torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    numpy_state = state.get("numpy")
+    if isinstance(numpy_state, dict):
+        np.random.set_state(
+            (
+                numpy_state["bit_generator"],
+                numpy_state["keys"].numpy().astype(np.uint32),
+                numpy_state["pos"],
+                numpy_state["has_gauss"],
+                numpy_state["cached_gaussian"],
+            )
+        )
+    python_state = state.get("python")
+    if isinstance(python_state, dict):
+        random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

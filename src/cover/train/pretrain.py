@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -17,18 +19,21 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import cover
-from cover.config import PretrainConfig, load_yaml, resolve_pretrain_config, save_yaml, to_dict
+from cover.config import PretrainConfig, deep_merge, load_yaml, resolve_pretrain_config, save_yaml, to_dict
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
 from cover.geometry import warp
 from cover.methods import build_method
 from cover.methods.losses import endpoint_error
 from cover.nn.backbones import build_backbone
 from cover.train.checkpoint import (
+    capture_rng_state,
     checkpoint_path,
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_partial_files,
+    restore_rng_state,
     save_checkpoint,
 )
 from cover.train.distributed import DistributedContext, any_rank, init_distributed, shutdown_distributed
@@ -88,20 +93,47 @@ def build_model(config: PretrainConfig) -> torch.nn.Module:
     )
     options = {"vec_weight": config.vec_weight, "con_weight": config.con_weight} if config.method == "cover" else {}
     options.update(config.method_options)
-    return build_method(config.method, backbone, config.model, options)
+    try:
+        return build_method(config.method, backbone, config.model, options)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        name = str(error).rsplit("argument", 1)[-1].strip(" '")
+        raise ConfigError(f"method_options: '{name}' is not an option of method '{config.method}'") from None
 
 
-def _prepare_output(config: PretrainConfig, resuming: bool, context: DistributedContext) -> Path:
+def _check_output(config: PretrainConfig, resuming: bool) -> Path:
+    """Refuse an unusable output folder before any work starts (writes nothing)."""
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (resuming or config.overwrite):
+        raise ConfigError(
+            f"out: {out} already holds files of another run; pass --resume auto to continue it, "
+            "--overwrite to replace its results, or choose another --out"
+        )
+    return out
+
+
+def _prepare_output(config: PretrainConfig, resumed: bool, context: DistributedContext) -> Path:
+    """Create the output folder once everything is validated.
+
+    A resumed run drops temporary files of a save that was killed half-way; ``--overwrite``
+    without a resumed checkpoint removes the earlier run's own results (checkpoints, logs,
+    figures) so they cannot mix with the new run's, and leaves any other file alone.
+    """
+    out = Path(config.out)
     if context.is_main:
-        if out.is_dir() and any(out.iterdir()) and not (resuming or config.overwrite):
-            raise ConfigError(
-                f"out: {out} already holds files of another run; pass --resume auto to continue it, "
-                "--overwrite to replace its results, or choose another --out"
-            )
         out.mkdir(parents=True, exist_ok=True)
+        if resumed:
+            remove_partial_files(out)
+        elif config.overwrite:
+            for name in _OWN_FILES:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
     return out
 
 
@@ -113,7 +145,7 @@ def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, option
         values = load_yaml(config)
     else:
         values = dict(config or {})
-    values.update({k: v for k, v in options.items() if v is not None})
+    values = deep_merge(values, options)
     if values.get("resume"):
         out = Path(values.get("out", PretrainConfig.out))
         saved = out / "config.yaml"
@@ -121,8 +153,7 @@ def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, option
             merged = load_yaml(saved)
             for key in ("resume", "overwrite"):
                 merged.pop(key, None)
-            merged.update(values)
-            values = merged
+            values = deep_merge(merged, values)
     return resolve_pretrain_config(values)
 
 
@@ -165,7 +196,10 @@ def _checkpoint_state(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy_seed": config.seed},
+        "rng": capture_rng_state(),
+        # Batches are a pure function of (seed, step) (StepBatchSampler), so this is all the
+        # data-loading state a resume needs; items come from their own (index, seed) keys.
+        "data_order": {"sampler": "step-indexed", "seed": config.seed, "next_step": step},
         "nonfinite_steps": skipped,
     }
 
@@ -189,9 +223,12 @@ def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: t
 
 
 def _install_signal_handlers(flag: dict[str, Any]) -> dict[int, Any]:
+    """First SIGTERM/SIGINT: finish the step, checkpoint, stop. A second one stops at once."""
     previous = {}
 
     def handler(signum: int, _frame: Any) -> None:
+        if "signal" in flag:
+            raise KeyboardInterrupt
         flag["signal"] = signum
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -200,6 +237,46 @@ def _install_signal_handlers(flag: dict[str, Any]) -> dict[int, Any]:
         except ValueError:  # not the main thread
             pass
     return previous
+
+
+def _worker_init(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process, which stops cleanly.
+
+    (A signal sent to the whole process group, as schedulers do, would otherwise kill the
+    workers mid-step.) Worker random seeds need no care: items use their own keys.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _check_device(config: PretrainConfig, device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {config.device} requested but no CUDA device is available (use cpu or auto)")
+    _autocast(config, device)
+
+
+def _load_state(
+    state: dict[str, Any],
+    path: Path | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Load a checkpoint's states, turning a mismatch with this config into a one-line error."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        details = [line for line in lines if not line.startswith("Error(s) in loading")]
+        first = (details or lines or [type(error).__name__])[0][:200]
+        raise CoverError(
+            f"resume: {path} does not match this run's model or optimizer ({first}); "
+            "resume with the run's own config or start a new --out"
+        ) from None
 
 
 @torch.no_grad()
@@ -258,17 +335,17 @@ def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None,
 
 
 def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
+    # Everything is checked (config, output folder, checkpoint, model, data) before the
+    # output folder is created or changed, so a bad input leaves an earlier run untouched.
     device = context.device
+    _check_device(config, device)
     torch.manual_seed(config.seed)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)
-    out = _prepare_output(config, resuming=state is not None or bool(config.resume), context=context)
     if context.is_main:
-        save_yaml(config, out / "config.yaml")
-    train_set, heldout, data_metadata = build_datasets(config)
+        _check_output(config, resuming=state is not None or bool(config.resume))
     model = build_model(config).to(device)
-    metadata = run_metadata(config, data_metadata, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
@@ -276,16 +353,22 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     start, skipped_total = 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        _load_state(state, state_path, model, optimizer, scheduler, scaler)
         start = int(state["step"])
         skipped_total = int(state.get("nonfinite_steps", 0))
-        if context.is_main:
-            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
     elif config.resume and config.resume != "auto":
         raise ConfigError(f"resume: {config.resume} could not be used")
+    train_set, heldout, data_metadata = build_datasets(config)
+    metadata = run_metadata(config, data_metadata, model)
+    out = _prepare_output(config, resumed=state is not None, context=context)
+    if context.is_main:
+        save_yaml(config, out / "config.yaml")
+        if state is not None:
+            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
+        elif config.resume:
+            print(f"no usable checkpoint in {out / 'checkpoints'}; starting at step 0", file=sys.stderr)
+    if state is not None and "rng" in state:
+        restore_rng_state(state["rng"])
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     head_params = sum(p.numel() for p in model.parameters()) - backbone_params
     if context.is_main:
@@ -313,6 +396,8 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_worker_init if config.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(config.seed),  # leaves the global torch RNG alone
     )
     logger = RunLogger(out, ["loss", "loss_vec", "loss_con", "lr", "seconds"], start) if context.is_main else None
     flag: dict[str, Any] = {}
@@ -342,7 +427,11 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                 skipped_total += 1
                 optimizer.zero_grad(set_to_none=True)
                 if context.is_main:
-                    tqdm.write(f"warning: step {step + 1}: non-finite loss or gradient, step skipped")
+                    tqdm.write(
+                        f"warning: step {step + 1}: non-finite loss or gradient, step skipped "
+                        f"({consecutive_bad} in a row, abort at {config.max_nonfinite_steps})",
+                        file=sys.stderr,
+                    )
                 if consecutive_bad >= config.max_nonfinite_steps:
                     raise CoverError(
                         f"aborting at step {step + 1}: {consecutive_bad} consecutive non-finite steps "
@@ -358,7 +447,8 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
             done = step + 1
             values = {k: float(v.detach()) for k, v in losses.items()}
             for key, value in values.items():
-                history.setdefault(key, []).append(value)
+                if math.isfinite(value):
+                    history.setdefault(key, []).append(value)
             if context.is_main:
                 progress.update(1)
                 progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
@@ -382,7 +472,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
             if stop:
                 raise TrainingInterrupted(
                     f"interrupted at step {done}; checkpoint saved in {out / 'checkpoints'}; "
-                    f"continue with: cover pretrain --out {out} --resume auto"
+                    f"continue with: cover pretrain --out {shlex.quote(str(out))} --resume auto"
                 )
     finally:
         progress.close()
