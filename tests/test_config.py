@@ -1,0 +1,172 @@
+"""Configuration: defaults, coercion, YAML in and out, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cover.config import (
+    ViewConfig,
+    deep_merge,
+    load_yaml,
+    resolve_pretrain_config,
+    save_yaml,
+    to_dict,
+    update_dataclass,
+)
+from cover.errors import ConfigError
+
+TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
+
+
+def test_demo_and_data_defaults():
+    demo = resolve_pretrain_config({})
+    assert demo.is_demo and demo.size == (64, 64) and demo.batch_size == 4 and demo.lr == 1e-3
+    data = resolve_pretrain_config({"data": "/scans"})
+    assert data.size == (384, 384) and data.batch_size == 24 and data.steps == 200_000
+    assert data.lr == pytest.approx(1e-4 * 24 / 256)  # the paper's rule
+    assert data.warmup_steps == 200_000 // 20 and data.checkpoint_every == 1000
+    assert data.views == ViewConfig.reference(2)
+    three = resolve_pretrain_config({"data": "/ct", "dim": 3, "size": 64, "batch_size": 2})
+    assert three.size == (64, 64, 64) and three.lr == pytest.approx(1e-4 * 2 / 256)
+    assert three.views == ViewConfig.reference(3)
+    short = resolve_pretrain_config({"steps": 7})
+    assert short.checkpoint_every == 7 and short.warmup_steps == 20  # the demo's own warm-up stays
+
+
+def test_values_are_coerced_from_text():
+    config = resolve_pretrain_config(
+        {"size": "32x48", "steps": "12", "lr": "2e-3", "compile": "yes", "spacing": "1.5,1.5,2", "model": TINY_MODEL}
+    )
+    assert config.size == (32, 48) and config.steps == 12 and config.lr == 2e-3 and config.compile is True
+    assert config.spacing == (1.5, 1.5, 2.0) and config.model.channels == (8, 16, 32, 16, 8)
+    assert resolve_pretrain_config({"steps": 10.0}).steps == 10
+
+
+def test_nested_settings_keep_the_others():
+    base = resolve_pretrain_config({})
+    config = update_dataclass(base, {"views": {"rotation_deg": 5}, "model": {"window_radius": 3}})
+    assert config.views.rotation_deg == 5.0 and config.views.translation == base.views.translation
+    assert config.model.window_radius == 3 and config.model.channels == base.model.channels
+
+
+def test_deep_merge():
+    base = {"model": {"channels": [8], "head_dim": 4}, "steps": 3, "lr": 1.0}
+    merged = deep_merge(base, {"model": {"head_dim": 2}, "steps": None, "lr": 0.5})
+    assert merged == {"model": {"channels": [8], "head_dim": 2}, "steps": 3, "lr": 0.5}
+    assert base["model"]["head_dim"] == 4  # the input is not changed
+
+
+def test_yaml_round_trip_is_plain(tmp_path):
+    config = resolve_pretrain_config({"size": 32, "model": TINY_MODEL, "views": {"scale_range": [0.9, 1.1]}})
+    save_yaml(config, tmp_path / "config.yaml")
+    values = load_yaml(tmp_path / "config.yaml")
+    json.dumps(values)  # only plain values: no tuples, no objects
+    assert json.loads(json.dumps(to_dict(config))) == values
+    assert resolve_pretrain_config(values) == config
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_yaml(tmp_path / "empty.yaml") == {}
+
+
+BAD_KEYS_AND_TYPES = [
+    ({"stepz": 3}, "unknown config key 'stepz' (did you mean 'steps'? allowed: method, data, dim,"),
+    ({"model": {"chanels": [8]}}, "unknown config key 'model.chanels' (did you mean 'model.channels'?"),
+    ({"views": {"zoom": 2}}, "unknown config key 'views.zoom' (allowed: rotation_deg,"),
+    ({"steps": "ten"}, "steps: expected an integer, got 'ten'"),
+    ({"steps": 2.5}, "steps: expected an integer, got 2.5"),
+    ({"batch_size": True}, "batch_size: expected an integer, got True"),
+    ({"lr": "fast"}, "lr: expected a number, got 'fast'"),
+    ({"compile": "maybe"}, "compile: expected true or false, got 'maybe'"),
+    ({"model": 5}, "model: expected a mapping of settings, got 5"),
+    ({"method_options": [1]}, "method_options: expected a mapping, got [1]"),
+    ({"views": {"scale_range": [1, 2, 3]}}, "views.scale_range: expected 2 values, got [1, 2, 3]"),
+    ({"out": ["a"]}, "out: expected a string, got ['a']"),
+    ({"dim": 4}, "dim: 4 is not allowed (allowed: 2, 3)"),
+    ({"amp": "fp32"}, "amp: 'fp32' is not allowed (allowed: none, bf16, fp16)"),
+    ({"on_bad_file": "ignore"}, "on_bad_file: 'ignore' is not allowed (allowed: skip, error)"),
+]
+
+IMPOSSIBLE_VALUES = [
+    ({"size": 30}, "size: [30, 30] must be positive multiples of 16 (the U-Net down-samples 4 times)"),
+    ({"size": 30, "model": TINY_MODEL}, "size: [30, 30] must be positive multiples of 4"),
+    ({"size": 0}, "size: [0, 0] must be positive multiples of 16"),
+    ({"size": [32, 32, 32]}, "size: [32, 32, 32] has 3 values, expected 1 or 2"),
+    ({"lr": -0.1}, "lr: -0.1 must be positive"),
+    ({"lr": 0}, "lr: 0.0 must be positive"),
+    ({"model": {"window_radius": 0}}, "model.window_radius: 0 is not allowed (allowed: integers >= 1)"),
+    ({"model": {"head_dim": 0}}, "model.head_dim: must be at least 1"),
+    ({"model": {"heads": [1, 1]}}, "model.heads: needs one entry per pyramid level (5)"),
+    ({"model": {"heads": [4, 4, 0, 1, 1]}}, "model.heads: entries must be >= 1"),
+    ({"batch_size": 0}, "batch_size: must be at least 1"),
+    ({"steps": 0}, "steps: must be at least 1"),
+    ({"weight_decay": -1}, "weight_decay: must be >= 0"),
+    ({"warmup_steps": -1}, "warmup_steps: must be >= 0"),
+    ({"grad_clip": -1}, "grad_clip: must be >= 0 (0 disables clipping)"),
+    ({"checkpoint_every": 0}, "checkpoint_every: must be at least 1"),
+    ({"checkpoint_minutes": 0}, "checkpoint_minutes: must be positive"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints: must be at least 1"),
+    ({"max_nonfinite_steps": 0}, "max_nonfinite_steps: must be at least 1"),
+    ({"log_every": 0}, "log_every: must be at least 1"),
+    ({"num_workers": -1}, "num_workers: must be >= 0"),
+    ({"eval_pairs": 0}, "eval_pairs: must be at least 1"),
+    ({"in_channels": 0}, "in_channels: must be at least 1"),
+    ({"slice_axis": 3}, "slice_axis: must be 0, 1 or 2"),
+    ({"spacing": [1, -1, 1]}, "spacing: [1.0, -1.0, 1.0] is not allowed (allowed: positive voxel sizes in mm)"),
+    ({"views": {"source_scale": 0.5}}, "views.source_scale: must be >= 1"),
+    ({"views": {"scale_range": [1.2, 0.8]}}, "views.scale_range: needs 0 < low <= high"),
+    ({"views": {"block_prob": 2}}, "views.block_prob: must be in [0, 1]"),
+    ({"views": {"block_size_range": [0.1, 2]}}, "views.block_size_range: needs 0 < low <= high <= 1"),
+    ({"views": {"contrast_range": [1.5, 0.5]}}, "views.contrast_range: needs 0 <= low <= high"),
+    ({"views": {"max_blocks": -1}}, "views.max_blocks: must be >= 0"),
+    ({"views": {"num_rotations": 3}}, "views.num_rotations: must be 0, 1 or 2"),
+    ({"views": {"translation": -0.1}}, "views.translation: must be >= 0"),
+    ({"views": {"noise_std_max": -1}}, "views.noise_std_max: must be >= 0"),
+    ({"views": {"elastic_spacing": 0}}, "views.elastic_spacing: must be positive"),
+    ({"con_weight": -1}, "con_weight: must be >= 0"),
+    ({"device": "gpu0"}, "device: 'gpu0' is not a device (allowed: auto, cpu, cuda, cuda:N)"),
+    ({"device": "meta"}, "device: 'meta' is not supported (allowed: auto, cpu, cuda, cuda:N)"),
+    ({"preset": "ct:abc"}, "preset:"),
+]
+
+
+@pytest.mark.parametrize("values, message", BAD_KEYS_AND_TYPES + IMPOSSIBLE_VALUES)
+def test_unknown_keys_wrong_types_and_impossible_values(values, message):
+    """Each gives one line naming the key and what is allowed, before any work starts."""
+    with pytest.raises(ConfigError) as error:
+        resolve_pretrain_config(values)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: {channels: [8, 16\n", "invalid YAML at line 2"),
+        ("- 1\n- 2\n", "the config must be a mapping of keys to values"),
+        ("a: b: c\n", "invalid YAML at line 1: mapping values are not allowed here"),
+    ],
+)
+def test_bad_yaml(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="^" + str(path).replace(".", r"\.") + ": ") as error:
+        load_yaml(path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_binary_and_missing_yaml(tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ConfigError, match="bin.yaml: not a text file"):
+        load_yaml(tmp_path / "bin.yaml")
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_yaml(tmp_path / "nope.yaml")
+
+
+def test_invalid_config_fails_before_any_work(tmp_path):
+    from cover.train.pretrain import pretrain
+
+    with pytest.raises(ConfigError, match="lr: -1.0 must be positive"):
+        pretrain(out=str(tmp_path / "run"), lr=-1)
+    with pytest.raises(ConfigError, match="method_options: 'temprature' is not an option of method 'cover'"):
+        pretrain(out=str(tmp_path / "run"), size=32, model=TINY_MODEL, method_options={"temprature": 1})
+    assert not (tmp_path / "run").exists()
