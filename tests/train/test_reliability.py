@@ -26,7 +26,7 @@ import torch
 import yaml
 
 import cover.train.checkpoint as checkpoint_module
-from cover.errors import CoverError
+from cover.errors import CoverError, TrainingInterrupted
 from cover.methods.cover import CoverMethod
 from cover.train.checkpoint import (
     capture_rng_state,
@@ -369,6 +369,42 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002.pt"]  # no temporary left
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     assert load_checkpoint(checkpoint_path(out, 2))["step"] == 2
+
+
+def _interrupt_during_step(monkeypatch, step: int, times: int) -> None:
+    """Send SIGINT (Ctrl-C) to this process ``times`` times in the middle of training step ``step``."""
+    original = CoverMethod.forward
+    calls = {"n": 0}
+
+    def forward(self, views):
+        calls["n"] += 1
+        if calls["n"] == step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, views)
+
+    monkeypatch.setattr(CoverMethod, "forward", forward)
+
+
+def test_ctrl_c_finishes_the_step_and_a_second_one_stops_at_once(tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)
+    _interrupt_during_step(monkeypatch, step=2, times=1)
+    out = tmp_path / "once"
+    with pytest.raises(TrainingInterrupted) as error:
+        pretrain(**tiny(out, checkpoint_every=5))
+    assert str(error.value) == (
+        f"interrupted at step 2; checkpoint saved in {out / 'checkpoints'}; "
+        f"continue with: cover pretrain --out {out} --resume auto"
+    )
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002.pt"] and list(losses(out)) == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is before  # handlers are restored
+
+    monkeypatch.undo()
+    _interrupt_during_step(monkeypatch, step=2, times=2)
+    with pytest.raises(KeyboardInterrupt):  # the CLI prints "interrupted" and exits 130
+        pretrain(**tiny(tmp_path / "twice", checkpoint_every=5))
+    assert list_checkpoints(tmp_path / "twice") == []
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_permission_error_at_rename_leaves_the_old_file(tmp_path, monkeypatch):
