@@ -1,0 +1,429 @@
+"""``cover analyze`` and :func:`cover.analyze`: how a backbone's pixel features are arranged.
+
+On labeled images, the finest decoder features of a pretrained (or untrained) backbone are
+measured with :mod:`cover.analysis.dispersion` (intra-/inter-class cosine distances and their
+ratio, neighbour similarity by distance for same- and different-class pairs) and pictured
+with :mod:`cover.analysis.feature_figures`. Outputs in ``out``:
+
+* ``analysis.json``: every number (see :func:`analyze`);
+* ``features_pca.png``: image, labels and the features' first three principal components as
+  RGB for a few images (3D: the middle slice along array axis 0);
+* ``embedding.png``: a 2D embedding (PCA or t-SNE) of the sampled pixel features by class;
+* ``neighbour_similarity.png``: similarity versus pixel distance;
+* ``config.yaml``: the arguments.
+
+Without images, the built-in default is the 10 axial slices of the MNI152 template's test
+slab (:data:`cover.data.demo.TEST_SLAB`, never used for pretraining) with their 4-class tissue
+labels, cut exactly like the downstream demo (:func:`cover.downstream.demo.demo_slices`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from tqdm.auto import tqdm
+
+from cover.analysis.dispersion import ClassSamples, NeighbourStats, class_distances, normalise_features
+from cover.config import DEFAULT_CHANNELS, save_yaml
+from cover.errors import ConfigError
+
+EMBEDDINGS = ("pca", "tsne")
+DEMO_CLASS_NAMES = ("background", "CSF", "GM", "WM")
+DEMO_SIZE = 96
+
+
+@dataclass
+class LabeledImage:
+    """One image with its label map.
+
+    Attributes:
+        name: Case name.
+        image: ``(C, *S)`` float32 normalised image.
+        label: ``(*S)`` int64 labels.
+    """
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor
+
+
+def demo_labeled_images(size: int = DEMO_SIZE) -> list[LabeledImage]:
+    """The built-in default: MNI152 test-slab axial slices with 4-class tissue labels.
+
+    Args:
+        size: Slice side in pixels (96 = the demo pretraining's pixel scale).
+
+    Returns:
+        10 images (z = 100 … 109), values in [0, 1].
+    """
+    from cover.data.demo import TEST_SLAB
+    from cover.downstream.demo import demo_slices
+
+    z_values = range(*TEST_SLAB)
+    images, labels = demo_slices(z_values, size)
+    return [
+        LabeledImage(f"mni_z{z:03d}", torch.from_numpy(img.astype(np.float32) / 255.0)[None], torch.from_numpy(lab))
+        for z, img, lab in zip(z_values, images, labels, strict=True)
+    ]
+
+
+def load_labeled_images(
+    images: str | None,
+    labels: str | None,
+    datalist: str | None,
+    *,
+    dim: int,
+    preset: str | None,
+    in_channels: int,
+    max_images: int,
+) -> list[LabeledImage]:
+    """Read labeled images through the data layer (same pairing rules as ``cover finetune``).
+
+    Args:
+        images: Image folder or file.
+        labels: Label-map folder matching ``images`` by file-name stem.
+        datalist: JSON/CSV datalist with ``image`` and ``label`` (instead of the folders).
+        dim: Spatial dimensions of the backbone.
+        preset: Intensity preset (``None``/``auto``: each file's default).
+        in_channels: Image channels.
+        max_images: Read at most this many cases (the first ones, sorted by name).
+
+    Returns:
+        The images with their labels.
+    """
+    from cover.downstream.cases import find_cases
+    from cover.downstream.loading import load_case
+
+    cases, _ = find_cases("seg", images, labels, datalist)
+    cases = sorted(cases, key=lambda c: c.name)[:max_images]
+    loaded = []
+    for case in tqdm(cases, desc="reading", leave=False, disable=len(cases) < 20):
+        item = load_case(case, task="seg", dim=dim, preset=preset, in_channels=in_channels, size=())
+        loaded.append(LabeledImage(case.name, item.image, item.label))
+    return loaded
+
+
+def load_backbone(
+    checkpoint: str | Path | None, model: dict[str, Any] | None = None, seed: int = 0
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone to analyse.
+
+    Args:
+        checkpoint: A ``cover pretrain`` checkpoint (file, run folder), a fine-tuned checkpoint
+            or an export folder; ``None`` gives an untrained backbone (the scratch reference).
+        model: For ``checkpoint=None``: ``backbone``, ``channels``, ``spatial_dims``,
+            ``in_channels`` (defaults: the paper's 2D U-Net, 1 channel).
+        seed: Seed of the untrained backbone's initialisation.
+
+    Returns:
+        ``(backbone in eval mode, info)``; ``info`` holds ``method``, ``checkpoint``,
+        ``spatial_dims``, ``in_channels`` and ``preset`` (``None`` if unknown).
+    """
+    from cover.export import build_from_metadata
+
+    if checkpoint is None:
+        spec = {"backbone": "unet", "channels": DEFAULT_CHANNELS, "spatial_dims": 2, "in_channels": 1}
+        unknown = sorted(set(model or {}) - set(spec))
+        if unknown:
+            raise ConfigError(f"model: unknown keys {unknown} (allowed: {', '.join(spec)})")
+        spec.update(model or {})
+        spec["backbone_args"] = {"channels": spec.pop("channels")}
+        torch.manual_seed(seed)
+        backbone = build_from_metadata(spec)
+        info = {"method": "scratch", "checkpoint": None, "preset": None}
+    else:
+        from cover.downstream.models import load_pretrained_backbone, pretrained_preset
+
+        weights, metadata, path = load_pretrained_backbone(checkpoint)
+        backbone = build_from_metadata(metadata)
+        backbone.load_state_dict(weights)
+        method = metadata.get("method", "unknown")
+        info = {"method": method, "checkpoint": str(path), "preset": pretrained_preset(metadata)}
+    info.update(spatial_dims=int(backbone.spatial_dims), in_channels=int(backbone.in_channels))
+    return backbone.eval(), info
+
+
+@torch.no_grad()
+def pixel_features(backbone: nn.Module, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Finest decoder features of one image (zero-padded to the backbone's divisor, then cropped).
+
+    Args:
+        backbone: Pyramid-returning backbone.
+        image: ``(C, *S)``.
+        device: Where to run.
+
+    Returns:
+        ``(C_L, *S)`` float32 features on the CPU.
+    """
+    spatial = tuple(image.shape[1:])
+    divisor = int(getattr(backbone, "divisor", 1))
+    pad = []
+    for size in reversed(spatial):
+        pad += [0, (-size) % divisor]
+    batch = F.pad(image[None].float(), pad).to(device)
+    features = backbone(batch)[-1][0]
+    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
+    return features[crop].float().cpu()
+
+
+def _middle_slice(array: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``(..., *S)`` -> ``(..., H, W)``: itself in 2D, the middle slice of the first spatial axis in 3D."""
+    if spatial_dims == 2:
+        return array
+    axis = array.ndim - 3
+    return np.take(array, array.shape[axis] // 2, axis=axis)
+
+
+def feature_geometry(
+    backbone: nn.Module,
+    data: list[LabeledImage],
+    *,
+    samples_per_class: int = 500,
+    max_distance: int = 8,
+    include_background: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    keep: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure the geometry of a backbone's finest pixel features on labeled images.
+
+    Args:
+        backbone: Pyramid-returning backbone (eval mode).
+        data: Labeled images.
+        samples_per_class: Pixels sampled per class for the class distances.
+        max_distance: Largest neighbour distance in pixels.
+        include_background: Also analyse label 0.
+        seed: Seed of the pixel sampling.
+        device: Where the backbone runs.
+        keep: Keep the features of this many images for figures.
+
+    Returns:
+        ``(results, extras)``: the numbers (see :func:`analyze`), and ``samples`` (class ->
+        sampled unit features) plus ``kept`` (``(image, label, features)`` of the first
+        ``keep`` images, 2D slices) for the figures.
+    """
+    if not data:
+        raise ConfigError("images: no labeled images to analyse")
+    present = sorted({int(v) for item in data for v in torch.unique(item.label).tolist()})
+    classes = [c for c in present if include_background or c != 0]
+    if not classes:
+        raise ConfigError("labels: no foreground labels found (every pixel is 0); use --include-background")
+    neighbours = NeighbourStats(max_distance)
+    samples = ClassSamples(samples_per_class, max(1, math.ceil(2 * samples_per_class / len(data))), seed)
+    kept = []
+    dims = int(backbone.spatial_dims)
+    for index, item in enumerate(tqdm(data, desc="features", leave=False, disable=len(data) < 5)):
+        unit = normalise_features(pixel_features(backbone, item.image, device))
+        analysed = torch.isin(item.label, torch.tensor(classes))
+        neighbours.add(unit, item.label, analysed)
+        samples.add(unit, item.label, classes)
+        if index < keep:
+            kept.append(
+                (
+                    _middle_slice(item.image[0].numpy(), dims),
+                    _middle_slice(item.label.numpy(), dims),
+                    _middle_slice(unit.numpy(), dims),
+                )
+            )
+    sampled = samples.sampled()
+    distances = class_distances(sampled)
+    curves = neighbours.means()
+    results = {
+        "classes": classes,
+        "num_images": len(data),
+        "samples_per_class": {str(c): int(v.shape[0]) for c, v in sampled.items()},
+        **distances,
+        "random_same_class_similarity": 1.0 - distances["intra"],
+        "neighbour_similarity": {"distance": list(range(1, max_distance + 1)), **curves},
+        "same_class_neighbour_similarity_1px": curves["same"][0],
+        "different_class_neighbour_similarity_1px": curves["different"][0],
+    }
+    # Scale-free view: a collapsed feature space has near-1 similarities everywhere, so compare the
+    # cosine distance of same-class neighbours with the typical distance between classes.
+    inter = distances["inter"]
+    relative = [None if v is None or not inter > 0 else (1.0 - v) / inter for v in curves["same"]]
+    results["same_class_neighbour_distance_over_inter"] = relative
+    results["same_class_neighbour_distance_over_inter_1px"] = relative[0]
+    return results, {"samples": sampled, "kept": kept}
+
+
+def write_figures(
+    results: dict[str, Any],
+    extras: dict[str, Any],
+    names: dict[int, str],
+    out: Path,
+    embedding: str,
+    seed: int,
+    title: str,
+) -> None:
+    """Write ``features_pca.png``, ``embedding.png`` and ``neighbour_similarity.png``.
+
+    Args:
+        results: Numbers from :func:`feature_geometry`.
+        extras: Samples and kept images from :func:`feature_geometry`.
+        names: Class -> name.
+        out: Output folder.
+        embedding: ``pca`` or ``tsne``.
+        seed: Random state.
+        title: Title of the PCA figure.
+    """
+    from cover.analysis.feature_figures import (
+        fit_pca,
+        pca_rgb,
+        plot_embedding,
+        plot_feature_pca,
+        plot_neighbour_similarity,
+    )
+
+    samples = extras["samples"]
+    if extras["kept"]:
+        stacked = np.concatenate([v for v in samples.values()])
+        pca = fit_pca(stacked, 3, seed)
+        kept = extras["kept"]
+        rgbs = [pca_rgb(features, pca) for _, _, features in kept]
+        plot_feature_pca([k[0] for k in kept], [k[1] for k in kept], rgbs, out / "features_pca.png", title)
+    plot_embedding(samples, names, out / "embedding.png", embedding, seed)
+    curves = {title: results["neighbour_similarity"]}
+    plot_neighbour_similarity(
+        curves, out / "neighbour_similarity.png", {title: results["random_same_class_similarity"]}
+    )
+
+
+def analyze(
+    checkpoint: str | Path | None = None,
+    images: str | None = None,
+    labels: str | None = None,
+    datalist: str | None = None,
+    out: str | Path = "cover_runs/analyze",
+    *,
+    preset: str | None = None,
+    class_names: list[str] | None = None,
+    samples_per_class: int = 500,
+    max_distance: int = 8,
+    include_background: bool = False,
+    embedding: str = "pca",
+    max_images: int = 32,
+    figure_images: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure feature over-dispersion of a backbone on labeled images.
+
+    Args:
+        checkpoint: A ``cover pretrain`` checkpoint (file or run folder), a fine-tuned
+            checkpoint or an export folder; ``None`` analyses an untrained backbone (``model``).
+        images: Image folder or file; with ``labels`` (label maps matched by file-name stem).
+            ``None`` (and no ``datalist``) uses the MNI152 test-slab slices.
+        labels: Label-map folder.
+        datalist: JSON/CSV datalist with ``image`` and ``label`` (instead of the folders).
+        out: Output folder (never silently overwritten).
+        preset: Intensity preset of the images (default: the checkpoint's, else per file).
+        class_names: Names of labels 0, 1, ... for the figures.
+        samples_per_class: Pixels sampled per class for the class distances.
+        max_distance: Largest neighbour distance in pixels.
+        include_background: Also analyse label 0 (left out by default: it is usually
+            everything that is not a structure of interest).
+        embedding: ``pca`` or ``tsne`` for ``embedding.png``.
+        max_images: Analyse at most this many images.
+        figure_images: Images shown in ``features_pca.png``.
+        seed: Seed of the pixel sampling (and of the untrained backbone).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        overwrite: Allow writing into a non-empty ``out``.
+        model: Backbone of ``checkpoint=None`` (``backbone``, ``channels``, ``spatial_dims``,
+            ``in_channels``).
+
+    Returns:
+        The content of ``analysis.json``: ``intra`` and ``inter`` (mean cosine distances),
+        ``intra_over_inter``, ``per_class_intra``, ``per_pair_inter``,
+        ``random_same_class_similarity`` (= 1 - intra), ``neighbour_similarity`` (``distance``
+        and the mean cosine similarity of ``all``/``same``/``different``-class pixel pairs
+        at each distance), ``same_class_neighbour_similarity_1px``,
+        ``same_class_neighbour_distance_over_inter`` (``(1 - same-class similarity) / inter`` per
+        distance: how far apart same-class neighbours are relative to the classes' separation,
+        unaffected by an overall shrinking or spreading of the features), the classes, the
+        method and checkpoint, and the data source.
+    """
+    from cover.downstream.outputs import prepare_output
+    from cover.train.distributed import resolve_device
+
+    if embedding not in EMBEDDINGS:
+        raise ConfigError(f"embedding: {embedding!r} is not allowed (allowed: {', '.join(EMBEDDINGS)})")
+    for key, value, low in (("samples_per_class", samples_per_class, 2), ("max_distance", max_distance, 1)):
+        if value < low:
+            raise ConfigError(f"{key}: {value} must be at least {low}")
+    torch_device = resolve_device(device)
+    backbone, info = load_backbone(checkpoint, model, seed)
+    backbone.to(torch_device)
+    folder = prepare_output(out, overwrite, "analyze")
+    arguments = {
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "images": images,
+        "labels": labels,
+        "datalist": datalist,
+        "out": str(out),
+        "preset": preset,
+        "samples_per_class": samples_per_class,
+        "max_distance": max_distance,
+        "include_background": include_background,
+        "embedding": embedding,
+        "max_images": max_images,
+        "seed": seed,
+        "device": device,
+        "model": model,
+    }
+    save_yaml(arguments, folder / "config.yaml")
+    if images is None and datalist is None:
+        if info["spatial_dims"] != 2 or info["in_channels"] != 1:
+            raise ConfigError("images: the built-in MNI152 slices are 2D, 1 channel; give --images and --labels")
+        data = demo_labeled_images()[:max_images]
+        source = "MNI152 test-slab axial slices z 100-109 (never used for pretraining), 96 px, 4 tissue classes"
+        names = dict(enumerate(class_names or DEMO_CLASS_NAMES))
+    else:
+        data = load_labeled_images(
+            images,
+            labels,
+            datalist,
+            dim=info["spatial_dims"],
+            preset=preset or info["preset"],
+            in_channels=info["in_channels"],
+            max_images=max_images,
+        )
+        source = str(datalist or images)
+        names = dict(enumerate(class_names or []))
+    results, extras = feature_geometry(
+        backbone,
+        data,
+        samples_per_class=samples_per_class,
+        max_distance=max_distance,
+        include_background=include_background,
+        seed=seed,
+        device=torch_device,
+        keep=figure_images,
+    )
+    names = {c: names.get(c, str(c)) for c in results["classes"]}
+    summary = {"method": info["method"], "checkpoint": info["checkpoint"], "source": source, **results}
+    summary["class_names"] = {str(c): n for c, n in names.items()}
+    title = f"{info['method']}" + (f" ({Path(info['checkpoint']).name})" if info["checkpoint"] else " (untrained)")
+    write_figures(results, extras, names, folder, embedding, seed, title)
+    from cover.downstream.metrics import json_safe
+
+    summary = json_safe(summary)
+    (folder / "analysis.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"intra-class distance {summary['intra']:.4f}, inter-class {summary['inter']:.4f} "
+        f"(ratio {summary['intra_over_inter']:.3f}); same-class neighbour similarity at 1 px "
+        f"{summary['same_class_neighbour_similarity_1px']:.4f}; results in {folder}",
+        file=sys.stderr,
+    )
+    return summary
