@@ -1,0 +1,1 @@
+"""``cover benchmark``: baselines and COVER under one budget on built-in and user tasks."""

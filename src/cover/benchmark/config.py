@@ -1,0 +1,225 @@
+"""Configuration of ``cover benchmark``: fields, presets, validation with one-line messages.
+
+Every method is pretrained with the same backbone, the same view generator and the same step
+budget (``pretrain`` + the dimension's ``pretrain_2d``/``pretrain_3d``; only
+``method_options`` differ), then fine-tuned with the same recipe (``finetune`` + the task's
+``finetune``) for every task, label budget and seed.
+
+Presets (``--preset``; a config file and options override them):
+
+* ``quick``: a smoke run (a small U-Net, a few steps, 1 seed), at most about 5 minutes on 2
+  CPU cores;
+* ``default``: ``mni-tissue-2d`` with a half-width U-Net, 3 seeds, at most about 60 minutes on
+  2 CPU cores;
+* ``paper``: the paper's U-Net, view ranges, 2x10^5 pretraining steps and learning-rate rule
+  (batch 24 in 2D) on both built-in tasks, for a GPU (hours per method).
+
+The same presets are written out as ``configs/benchmark/{quick,default,paper}.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cover.benchmark.tasks import TaskConfig, resolve_task
+from cover.config import deep_merge, load_yaml, update_dataclass
+from cover.errors import ConfigError
+
+HALF_CHANNELS = [16, 32, 64, 128, 256, 128, 64, 32, 16]
+
+#: The 2D demo's view ranges (milder than the paper's, matched to 64 px crops of 96 px slices).
+DEMO_VIEWS_2D: dict[str, Any] = {
+    "rotation_deg": 10.0,
+    "num_rotations": 1,
+    "scale_range": [0.85, 1.15],
+    "translation": 0.08,
+    "shear_deg": 4.0,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "methods": ["scratch", "dense-infonce", "simclr", "cover"],
+        "seeds": [0],
+        "model": {"channels": [8, 16, 32, 64, 128, 64, 32, 16, 8], "heads": [2, 2, 2, 1, 1], "head_dim": 4},
+        "pretrain": {"steps": 30, "batch_size": 4, "lr": 1e-3, "warmup_steps": 3},
+        "pretrain_2d": {"size": 64, "views": DEMO_VIEWS_2D},
+        "finetune": {"steps": 30, "batch_size": 4, "size": 64, "lr": 2e-3},
+        "tasks": [{"name": "mni-tissue-2d", "budgets": [1, 8]}],
+        "analyze": {"samples_per_class": 200, "max_distance": 4},
+    },
+    "default": {
+        "methods": ["scratch", "dense-infonce", "simclr", "cover"],
+        "seeds": [0, 1, 2],
+        "model": {"channels": HALF_CHANNELS},
+        "pretrain": {"steps": 600, "batch_size": 4, "lr": 1e-3, "warmup_steps": 30},
+        "pretrain_2d": {"size": 64, "views": DEMO_VIEWS_2D},
+        "finetune": {"steps": 120, "batch_size": 4, "size": 64, "lr": 2e-3},
+        "tasks": [{"name": "mni-tissue-2d", "budgets": [1, 2, 8]}],
+        "analyze": {"samples_per_class": 500, "max_distance": 8},
+    },
+    "paper": {
+        "methods": ["scratch", "dense-infonce", "simclr", "cover"],
+        "seeds": [0, 1, 2, 3, 4],
+        "model": {},
+        "pretrain": {"steps": 200000},
+        "pretrain_2d": {"size": 64, "batch_size": 24},
+        "pretrain_3d": {"size": 48, "batch_size": 4},
+        "finetune": {"steps": 2000, "lr": 1e-3},
+        "tasks": [
+            {"name": "mni-tissue-2d", "budgets": [1, 2, 4, 8], "finetune": {"size": 96, "batch_size": 8}},
+            {
+                "name": "mni-tissue-3d",
+                "budgets": [1, 2, 4, 8],
+                "num_train": 8,
+                "num_test": 4,
+                "finetune": {"size": 48, "batch_size": 2},
+            },
+        ],
+        "analyze": {"samples_per_class": 1000, "max_distance": 16},
+    },
+}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything ``cover benchmark`` needs.
+
+    Attributes:
+        preset: The preset the values started from (``quick``, ``default``, ``paper``).
+        out: Output folder (re-running into it skips finished work).
+        methods: Registered methods to compare (``scratch`` = no pretraining).
+        seeds: Fine-tuning seeds (labeled subset, sampling, augmentation and new weights).
+        model: Backbone and head settings shared by every method
+            (:class:`cover.config.ModelConfig` keys).
+        pretrain: :class:`cover.config.PretrainConfig` keys shared by every method (steps,
+            batch size, learning rate, views, ``data`` for your own unlabeled images...).
+        pretrain_2d: Overrides for 2D pretraining (size, views, ...).
+        pretrain_3d: Overrides for 3D pretraining.
+        method_options: Method -> its ``method_options`` (e.g. dense-infonce's temperature).
+        finetune: :class:`cover.downstream.config.FinetuneConfig` keys shared by every task.
+        tasks: Task entries (:class:`cover.benchmark.tasks.TaskConfig` keys).
+        analyze: Options of :func:`cover.analysis.analyze.analyze` for the feature analysis
+            of each method (``false`` to skip it).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        notes: Free text written into ``results.md`` (e.g. what else ran on the machine).
+    """
+
+    preset: str | None = None
+    out: str = "cover_runs/benchmark"
+    methods: tuple[str, ...] = ("scratch", "dense-infonce", "simclr", "cover")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    pretrain_2d: dict[str, Any] = field(default_factory=dict)
+    pretrain_3d: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[dict, ...] = ({"name": "mni-tissue-2d"},)
+    analyze: dict[str, Any] | bool = True
+    device: str = "auto"
+    notes: str | None = None
+
+    def task_configs(self) -> list[TaskConfig]:
+        """The validated tasks."""
+        return [resolve_task(dict(t), i) for i, t in enumerate(self.tasks)]
+
+
+#: Keys a benchmark controls itself in the pretraining and fine-tuning configs.
+_RESERVED_PRETRAIN = ("method", "method_options", "out", "dim", "resume", "overwrite", "model", "device")
+_RESERVED_FINETUNE = (
+    "pretrained",
+    "images",
+    "labels",
+    "datalist",
+    "val_images",
+    "val_labels",
+    "val_datalist",
+    "num_labeled",
+    "label_fraction",
+    "seed",
+    "out",
+    "overwrite",
+    "dim",
+    "device",
+    "evaluate_test",
+)
+
+
+def resolve_benchmark_config(
+    config: BenchmarkConfig | dict[str, Any] | str | Path | None = None, **options: Any
+) -> BenchmarkConfig:
+    """Build and validate a benchmark config: preset, then the config (file or dict), then options.
+
+    Args:
+        config: A :class:`BenchmarkConfig`, a dict of its keys, a YAML path, or ``None``.
+        **options: Keys overriding ``config`` (``None`` values are ignored); ``preset`` picks
+            the starting values.
+
+    Returns:
+        The validated config.
+    """
+    if isinstance(config, BenchmarkConfig):
+        values = dataclasses.asdict(config)
+    elif isinstance(config, (str, Path)):
+        values = load_yaml(config)
+    else:
+        values = dict(config or {})
+    values = deep_merge(values, {k: v for k, v in options.items() if v is not None})
+    preset = values.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset: {preset!r} is not allowed (allowed: {', '.join(PRESETS)})")
+    base = copy.deepcopy(PRESETS[preset]) if preset else {}
+    for key in ("tasks", "methods", "seeds"):  # lists replace, they do not merge
+        if key in values:
+            base.pop(key, None)
+    resolved = update_dataclass(BenchmarkConfig(), deep_merge(base, values))
+    validate_benchmark_config(resolved)
+    return resolved
+
+
+def validate_benchmark_config(config: BenchmarkConfig) -> None:
+    """Raise a one-line :class:`ConfigError` for values that types alone do not catch.
+
+    Args:
+        config: A resolved config.
+    """
+    from cover.methods import METHODS
+
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"methods: {unknown} unknown (allowed: {', '.join(sorted(METHODS))})")
+    if not config.methods:
+        raise ConfigError("methods: give at least one method")
+    if len(set(config.methods)) != len(config.methods):
+        raise ConfigError(f"methods: {list(config.methods)} lists a method twice")
+    if not config.seeds:
+        raise ConfigError("seeds: give at least one seed")
+    for key, reserved in (
+        ("pretrain", _RESERVED_PRETRAIN),
+        ("pretrain_2d", _RESERVED_PRETRAIN),
+        ("pretrain_3d", _RESERVED_PRETRAIN),
+        ("finetune", _RESERVED_FINETUNE),
+    ):
+        taken = sorted(set(getattr(config, key)) & set(reserved))
+        if taken:
+            raise ConfigError(f"{key}: {taken} are set by the benchmark itself (use model/methods/seeds/tasks)")
+    for name in config.method_options:
+        if name not in config.methods:
+            raise ConfigError(f"method_options: '{name}' is not one of the methods {list(config.methods)}")
+    if isinstance(config.analyze, dict):
+        allowed = ("samples_per_class", "max_distance", "include_background", "embedding", "max_images", "seed")
+        unknown = sorted(set(config.analyze) - set(allowed))
+        if unknown:
+            raise ConfigError(f"analyze: unknown keys {unknown} (allowed: {', '.join(allowed)})")
+    tasks = config.task_configs()
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: {names} lists a task name twice")
+    for task in tasks:
+        taken = sorted(set(task.finetune) & set(_RESERVED_FINETUNE))
+        if taken:
+            raise ConfigError(f"tasks '{task.name}'.finetune: {taken} are set by the benchmark itself")

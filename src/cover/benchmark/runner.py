@@ -1,0 +1,447 @@
+"""``cover benchmark`` and :func:`cover.benchmark`: pretrain every method, fine-tune, compare.
+
+For each pretraining method and each dimension the tasks need, :func:`cover.pretrain` runs
+with the shared settings (``scratch`` is not pretrained). Then, for each seed, task, label
+budget and method (a *cell*), :func:`cover.finetune` trains on ``budget`` labeled cases drawn
+by the seed (no validation split: the last checkpoint is scored) and :func:`cover.evaluate`
+scores it on the task's test cases. Each method's backbone is also measured by
+:func:`cover.analyze` on the first task's test images.
+
+Every finished unit of work leaves a small JSON record in ``OUT/cells/`` holding a
+fingerprint of the settings that produced it; re-running skips records whose fingerprint
+matches, resumes an interrupted pretraining (``resume=auto``), redoes an interrupted
+fine-tuning, and refuses records made with other settings (choose another ``out``).
+
+Outputs: ``results.md`` (rows = methods, columns = task x budget, test Dice % mean ± std over
+seeds, best bold, plus the feature-geometry table), ``results.csv`` (one row per cell),
+``label_efficiency.png``, ``neighbour_similarity.png``, ``config.yaml``; the runs themselves
+under ``pretrain/``, ``finetune/``, ``analysis/`` and generated task data under ``data/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
+from cover.benchmark.report import aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
+from cover.benchmark.tasks import TaskConfig, task_data
+from cover.config import deep_merge, save_yaml, to_dict
+from cover.errors import ConfigError
+from cover.methods.scratch import is_pretrained
+
+_OWN = {"config.yaml", "cells", "pretrain", "finetune", "analysis", "data", "results.md", "results.csv"}
+
+
+def fingerprint(values: Any) -> str:
+    """Short stable hash of JSON-able settings."""
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Records:
+    """The JSON records of finished (and started) work in ``OUT/cells``.
+
+    Args:
+        folder: ``OUT/cells``.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        """Record file of a unit of work."""
+        return self.folder / f"{name}.json"
+
+    def get(self, name: str, print_: str) -> dict[str, Any] | None:
+        """The finished record of ``name`` when made with fingerprint ``print_``.
+
+        Raises:
+            ConfigError: The record was made with other settings.
+        """
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record.get("fingerprint") != print_:
+            raise ConfigError(
+                f"out: {path} was made with other settings than this run's; choose another --out "
+                "(or delete that record to redo it)"
+            )
+        return record if record.get("status") == "done" else None
+
+    def put(self, name: str, record: dict[str, Any]) -> None:
+        """Write a record atomically."""
+        path = self.path(name)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        os.replace(temporary, path)
+
+
+def _prepare(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a folder")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in _OWN and not p.name.endswith(".png")]
+        if foreign and not (out / "cells").is_dir():
+            raise ConfigError(
+                f"out: {out} holds files that are not a cover benchmark's ({foreign[0]}); choose another --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _model_options(config: BenchmarkConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pretraining ``model`` and fine-tuning (scratch) ``model`` from the shared model settings."""
+    from cover.config import ModelConfig, update_dataclass
+
+    model = to_dict(update_dataclass(ModelConfig(), config.model, prefix="model."))
+    return model, {"backbone": model["backbone"], "channels": model["channels"]}
+
+
+def _pretrain(
+    config: BenchmarkConfig, method: str, dim: int, out: Path, records: Records, model: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Pretrain one method for one dimension, or reuse the finished run; ``(record, reused)``."""
+    from cover.train.pretrain import pretrain
+
+    values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
+    values.update(method=method, dim=dim, model=model, method_options=dict(config.method_options.get(method, {})))
+    name = f"pretrain__{method}__{dim}d"
+    print_ = fingerprint(values)
+    found = records.get(name, print_)
+    if found is not None:
+        return found, True
+    folder = out / "pretrain" / f"{method}-{dim}d"
+    started = folder.is_dir() and any(folder.iterdir())
+    records.put(name, {"fingerprint": print_, "status": "running", "settings": values})
+    tqdm.write(f"benchmark: pretraining {method} ({dim}D){' (resuming)' if started else ''} -> {folder}")
+    summary = pretrain(values, out=str(folder), device=config.device, resume="auto" if started else None)
+    record = {
+        "fingerprint": print_,
+        "status": "done",
+        "method": method,
+        "dim": dim,
+        "checkpoint": os.path.relpath(summary["checkpoint"], out),  # relative: the folder may move
+        "seconds": summary["seconds"],
+        "steps": summary["steps"],
+        "final_loss": summary.get("final_loss"),
+        "epe": summary.get("epe"),
+        "epe_zero": summary.get("epe_zero"),
+        "settings": values,
+    }
+    records.put(name, record)
+    return record, False
+
+
+def _finetune_cell(
+    config: BenchmarkConfig,
+    task: TaskConfig,
+    data: dict[str, str | None],
+    method: str,
+    budget: int,
+    seed: int,
+    pretrained: dict[str, Any] | None,
+    scratch_model: dict[str, Any],
+    out: Path,
+    records: Records,
+) -> tuple[dict[str, Any], bool]:
+    """Fine-tune and test one cell, or reuse its record; ``(record, reused)``."""
+    from cover.downstream.evaluate import evaluate
+    from cover.downstream.finetune import finetune
+
+    values = deep_merge(config.finetune, task.finetune)
+    values.update(
+        task="seg",
+        dim=task.dim,
+        images=data["images"],
+        labels=data["labels"],
+        datalist=data["datalist"],
+        num_labeled=budget,
+        val_fraction=0.0,
+        select="last",
+        seed=seed,
+        preset=task.preset,
+        class_names=list(task.class_names) if task.class_names else None,
+        model=scratch_model,
+        evaluate_test=False,
+    )
+    test = {k: data[k] for k in ("test_images", "test_labels", "test_datalist")}
+    name = f"{task.name}__{method}__n{budget}__seed{seed}"
+    print_ = fingerprint({"finetune": values, "test": test, "pretrain": pretrained and pretrained["fingerprint"]})
+    found = records.get(name, print_)
+    if found is not None:
+        return found, True
+    folder = out / "finetune" / task.name / method / f"n{budget}-seed{seed}"
+    records.put(name, {"fingerprint": print_, "status": "running"})
+    tic = time.monotonic()
+    checkpoint = str(out / pretrained["checkpoint"]) if pretrained else None
+    summary = finetune(values, pretrained=checkpoint, out=str(folder), overwrite=True, device=config.device)
+    scores = evaluate(
+        summary["last_checkpoint"],
+        images=test["test_images"],
+        labels=test["test_labels"],
+        datalist=test["test_datalist"],
+        out=folder / "test",
+        device=config.device,
+        overwrite=True,
+    )
+    record = {
+        "fingerprint": print_,
+        "status": "done",
+        "task": task.name,
+        "method": method,
+        "budget": budget,
+        "seed": seed,
+        "dice": scores["mean_dice"],
+        "dice_std_over_cases": scores["mean_dice_std"],
+        "hd95": scores.get("mean_hd95"),
+        "classes": {k: v["dice_mean"] for k, v in scores["classes"].items()},
+        "num_train": summary["num_train"],
+        "num_test": scores["num_cases"],
+        "seconds": round(time.monotonic() - tic, 1),
+    }
+    records.put(name, record)
+    return record, False
+
+
+def _analyse(
+    config: BenchmarkConfig,
+    task: TaskConfig,
+    data: dict[str, str | None],
+    method: str,
+    pretrained: dict[str, Any] | None,
+    scratch_model: dict[str, Any],
+    out: Path,
+    records: Records,
+) -> tuple[dict[str, Any], bool]:
+    """Feature geometry of one method's backbone on the task's test images; ``(record, reused)``."""
+    from cover.analysis.analyze import analyze
+
+    options = dict(config.analyze) if isinstance(config.analyze, dict) else {}
+    builtin = task.name == "mni-tissue-2d"  # analyze's built-in default: the same test-slab slices
+    source = {} if builtin else {"images": data["test_images"], "labels": data["test_labels"]}
+    if not builtin:
+        source.update(datalist=data["test_datalist"], preset=task.preset)
+    model = {**scratch_model, "spatial_dims": task.dim, "in_channels": 1}
+    name = f"analysis__{task.name}__{method}"
+    print_ = fingerprint(
+        {"options": options, "source": source, "model": model, "pretrain": pretrained and pretrained["fingerprint"]}
+    )
+    found = records.get(name, print_)
+    if found is not None:
+        return found, True
+    records.put(name, {"fingerprint": print_, "status": "running"})
+    result = analyze(
+        str(out / pretrained["checkpoint"]) if pretrained else None,
+        out=out / "analysis" / method,
+        overwrite=True,
+        device=config.device,
+        model=None if pretrained else model,
+        class_names=list(task.class_names) if task.class_names else None,
+        **source,
+        **options,
+    )
+    record = {"fingerprint": print_, "status": "done", "task": task.name, "method": method, **result}
+    records.put(name, record)
+    return record, False
+
+
+def _machine(config: BenchmarkConfig) -> str:
+    from cover.train.distributed import resolve_device
+
+    device = resolve_device(config.device)
+    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__} "
+    text += f"({torch.get_num_threads()} torch threads), device {device}"
+    if device.type == "cuda":
+        text += f" ({torch.cuda.get_device_name(device)})"
+    return text
+
+
+def _write_report(
+    config: BenchmarkConfig,
+    tasks: list[TaskConfig],
+    cells: list[dict[str, Any]],
+    pretrains: dict[tuple[str, int], dict[str, Any]],
+    analyses: dict[str, dict[str, Any]],
+    out: Path,
+    command: str,
+    seconds: float,
+) -> dict[str, Any]:
+    from cover.analysis.feature_figures import plot_neighbour_similarity
+
+    methods = list(config.methods)
+    stats = aggregate(cells)
+    write_csv(cells, out / "results.csv")
+    plot_label_efficiency(stats, methods, [t.name for t in tasks], out / "label_efficiency.png")
+    if analyses:
+        curves = {m: analyses[m]["neighbour_similarity"] for m in methods if m in analyses}
+        random_same = {m: analyses[m]["random_same_class_similarity"] for m in methods if m in analyses}
+        plot_neighbour_similarity(curves, out / "neighbour_similarity.png", random_same)
+    columns = [(t.name, b) for t in tasks for b in sorted(t.budgets)]
+    expected = len(columns) * len(methods) * len(config.seeds)
+    pre = {**config.pretrain}
+    lines = [
+        f"# cover benchmark{f' (preset {config.preset})' if config.preset else ''}",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {_machine(config)}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M')}; this invocation took {seconds / 60:.1f} min; "
+        f"recorded compute: pretraining {sum(p['seconds'] for p in pretrains.values()) / 60:.1f} min, "
+        f"fine-tuning + testing {sum(c.get('seconds', 0) for c in cells) / 60:.1f} min",
+        f"- cells finished: {len(cells)} of {expected} (task x budget x method x seed)",
+        f"- backbone: `{config.model or 'paper U-Net'}`; pretraining `{pre}` (2D `{config.pretrain_2d}`, "
+        f"3D `{config.pretrain_3d}`), one pretraining per method; fine-tuning `{config.finetune}` "
+        "on `n` labeled cases drawn per seed, no validation split, last checkpoint tested",
+        f"- seeds: {list(config.seeds)}",
+    ]
+    if config.notes:
+        lines.append(f"- notes: {config.notes}")
+    lines += [
+        "",
+        "## Test Dice (%), mean ± std over seeds",
+        "",
+        "Mean foreground Dice over the test cases (background excluded), best per column in bold.",
+        "",
+        *dice_table(stats, methods, columns),
+        "",
+    ]
+    if analyses:
+        source = next(iter(analyses.values())).get("source", "")
+        lines += [
+            "## Feature geometry of the pretrained backbones (`cover analyze`)",
+            "",
+            f"Finest decoder features on {source}; cosine distances (1 - cos) between sampled pixels "
+            "of one class (intra) and of two classes (inter), and the mean cosine similarity of "
+            "same-class pixel pairs at 1-8 px. Binary pixel contrast is expected to push same-class "
+            "neighbours apart (lower similarity) where COVER keeps them close.",
+            "",
+            *analysis_table(analyses, methods),
+            "",
+        ]
+    lines += [
+        "## Pretraining",
+        "",
+        "| method | dim | steps | minutes | final loss | held-out EPE (px) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (method, dim), record in sorted(pretrains.items()):
+        epe = f"{record['epe']:.2f} (zero field {record['epe_zero']:.2f})" if record.get("epe") is not None else "–"
+        loss = f"{record['final_loss']:.4f}" if record.get("final_loss") is not None else "–"
+        lines.append(f"| {method} | {dim}D | {record['steps']} | {record['seconds'] / 60:.1f} | {loss} | {epe} |")
+    lines += [
+        "",
+        "## What these tasks are",
+        "",
+        "No labeled multi-subject data set can be installed offline, so the built-in tasks come from the one "
+        "MNI152 template (see `cover.benchmark.tasks`): `mni-tissue-2d` fine-tunes on axial slices z 70-77 and "
+        "tests on z 100-109 (never pretrained on); `mni-tissue-3d` uses seeded pseudo-subjects (random smooth "
+        "deformations, bias field, contrast and noise). They show what pretraining changes under a fixed budget, "
+        "not clinical performance.",
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(lines))
+    return {
+        "results": {f"{t}|n={b}|{m}": v for (t, b, m), v in stats.items()},
+        "analysis": {
+            m: {k: a[k] for k in ("intra", "inter", "intra_over_inter", "same_class_neighbour_similarity_1px")}
+            for m, a in analyses.items()
+        },
+        "cells": len(cells),
+        "expected_cells": expected,
+    }
+
+
+def benchmark(
+    config: BenchmarkConfig | dict[str, Any] | str | Path | None = None, *, command: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """Pretrain every method, fine-tune and test on every task, budget and seed; write the tables.
+
+    Args:
+        config: A :class:`~cover.benchmark.config.BenchmarkConfig`, a dict of its keys, a YAML
+            path, or ``None`` (with ``preset=...``).
+        command: The command line to print in ``results.md`` (the CLI passes it).
+        **options: Config keys overriding ``config`` (``preset``, ``out``, ``device``, ...).
+
+    Returns:
+        ``results`` (``"task|n=budget|method"`` -> Dice mean/std/n), ``analysis`` (per method),
+        ``cells`` (finished) and ``expected_cells``, ``ran``/``skipped`` (units of work: pretraining
+        runs, analyses and cells run now or reused from records), ``out`` and ``config``.
+    """
+    tic = time.monotonic()
+    config = resolve_benchmark_config(config, **options)
+    tasks = config.task_configs()
+    out = _prepare(Path(config.out))
+    save_yaml(config, out / "config.yaml")
+    records = Records(out / "cells")
+    model, scratch_model = _model_options(config)
+    datas = {t.name: task_data(t, out / "data") for t in tasks}
+    pretrains: dict[tuple[str, int], dict[str, Any]] = {}
+    ran, skipped = 0, 0
+    for dim in sorted({t.dim for t in tasks}):
+        for method in config.methods:
+            if is_pretrained(method):
+                pretrains[(method, dim)], reused = _pretrain(config, method, dim, out, records, model)
+                ran, skipped = ran + (not reused), skipped + reused
+    analyses: dict[str, dict[str, Any]] = {}
+    if config.analyze is not False:
+        first = tasks[0]
+        for method in config.methods:
+            pretrained = pretrains.get((method, first.dim))
+            analyses[method], reused = _analyse(
+                config, first, datas[first.name], method, pretrained, scratch_model, out, records
+            )
+            ran, skipped = ran + (not reused), skipped + reused
+    plan = [
+        (seed, task, budget, method)
+        for seed in config.seeds
+        for task in tasks
+        for budget in sorted(task.budgets)
+        for method in config.methods
+    ]
+    cells = []
+    progress = tqdm(plan, desc="benchmark cells", dynamic_ncols=True)
+    for seed, task, budget, method in progress:
+        progress.set_postfix_str(f"{task.name} {method} n={budget} seed={seed}")
+        cell, reused = _finetune_cell(
+            config,
+            task,
+            datas[task.name],
+            method,
+            budget,
+            seed,
+            pretrains.get((method, task.dim)),
+            scratch_model,
+            out,
+            records,
+        )
+        ran, skipped = ran + (not reused), skipped + reused
+        cells.append(cell)
+    progress.close()
+    summary = _write_report(
+        config,
+        tasks,
+        cells,
+        pretrains,
+        analyses,
+        out,
+        command or "python: cover.benchmark(...)",
+        time.monotonic() - tic,
+    )
+    summary.update(out=str(out), ran=ran, skipped=skipped, config=dataclasses.asdict(config))
+    print(
+        f"benchmark: {len(cells)} cells; {ran} units of work run now, {skipped} reused; results in {out}",
+        file=sys.stderr,
+    )
+    return summary

@@ -1,0 +1,148 @@
+"""The benchmark runner on a micro config, its presets and config checks, and its report."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from cover.benchmark.config import PRESETS, resolve_benchmark_config
+from cover.benchmark.report import aggregate, dice_table
+from cover.benchmark.runner import benchmark
+from cover.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
+
+
+def write_blobs(root, seed=0):
+    """A tiny labeled task: discs (label 1) with a core (label 2) on noise, 32 x 32."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 3), ("test", 2)):
+        for role in ("images", "labels"):
+            (root / split / role).mkdir(parents=True)
+        for i in range(count):
+            yy, xx = np.indices((32, 32))
+            cy, cx = rng.integers(10, 22, 2)
+            radius = (yy - cy) ** 2 + (xx - cx) ** 2
+            labels = np.where(radius < 9, 2, np.where(radius < 36, 1, 0)).astype(np.uint8)
+            image = (labels * 80 + rng.integers(0, 30, (32, 32))).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"c{i}.png")
+            Image.fromarray(labels).save(root / split / "labels" / f"c{i}.png")
+
+
+def micro(tmp_path):
+    data = tmp_path / "blobs"
+    write_blobs(data)
+    task = {
+        "name": "blobs",
+        "images": str(data / "train" / "images"),
+        "labels": str(data / "train" / "labels"),
+        "test_images": str(data / "test" / "images"),
+        "test_labels": str(data / "test" / "labels"),
+        "budgets": [1, 2],
+        "preset": "minmax",
+    }
+    return {
+        "out": str(tmp_path / "bench"),
+        "methods": ["scratch", "cover"],
+        "seeds": [0],
+        "model": {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4},
+        "pretrain": {"steps": 2, "batch_size": 2, "size": 32, "warmup_steps": 1, "eval_pairs": 2},
+        "finetune": {"steps": 2, "batch_size": 2, "size": 32},
+        "tasks": [task],
+        "analyze": {"samples_per_class": 20, "max_distance": 2},
+        "device": "cpu",
+    }
+
+
+def test_micro_benchmark_writes_results_and_skips_finished_cells(tmp_path):
+    config = micro(tmp_path)
+    first = benchmark(config)
+    out = Path(config["out"])
+    for name in ("results.md", "results.csv", "label_efficiency.png", "neighbour_similarity.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert first["cells"] == first["expected_cells"] == 4
+    assert first["ran"] == 1 + 2 + 4 and first["skipped"] == 0  # pretraining, 2 analyses, 4 cells
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["method"], r["budget"]) for r in rows) == [("cover", "1"), ("cover", "2")] + [
+        ("scratch", "1"),
+        ("scratch", "2"),
+    ]
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    cell = json.loads((out / "cells" / "blobs__cover__n2__seed0.json").read_text())
+    assert cell["status"] == "done" and cell["num_train"] == 2 and cell["num_test"] == 2
+    table = (out / "results.md").read_text()
+    assert "| scratch |" in table and "| cover |" in table and "blobs n=1" in table and "**" in table
+    assert "intra / inter" in table
+
+    second = benchmark(config)
+    assert second["ran"] == 0 and second["skipped"] == 7
+    assert second["results"] == first["results"]
+
+    more_steps = {**config, "finetune": {"steps": 3, "batch_size": 2, "size": 32}}
+    with pytest.raises(ConfigError, match="other settings"):
+        benchmark(more_steps)
+
+
+def test_benchmark_refuses_a_foreign_output_folder(tmp_path):
+    config = micro(tmp_path)
+    Path(config["out"]).mkdir()
+    (Path(config["out"]) / "thesis.tex").write_text("keep")
+    with pytest.raises(ConfigError, match="not a cover benchmark"):
+        benchmark(config)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_files_match_the_presets_and_resolve(name):
+    values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert values == {"preset": name, **PRESETS[name]}
+    config = resolve_benchmark_config(preset=name)
+    assert config.preset == name and "mni-tissue-2d" in [t.name for t in config.task_configs()]
+    assert resolve_benchmark_config(CONFIGS / f"{name}.yaml") == config
+
+
+def test_default_preset_is_mni_2d_with_three_seeds_and_every_method():
+    config = resolve_benchmark_config(preset="default")
+    assert list(config.seeds) == [0, 1, 2]
+    assert set(config.methods) == {"scratch", "dense-infonce", "simclr", "cover"}
+
+
+def test_custom_task_example_resolves():
+    config = resolve_benchmark_config(CONFIGS / "custom_task.yaml")
+    (task,) = config.task_configs()
+    assert task.name == "liver-ct" and task.dim == 3 and task.preset == "ct:-175,250"
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"methods": ["scratch", "moco"]}, "methods"),
+        ({"pretrain": {"method": "cover"}}, "set by the benchmark"),
+        ({"finetune": {"num_labeled": 3}}, "set by the benchmark"),
+        ({"tasks": [{"name": "mine"}]}, "not a built-in task"),
+        ({"tasks": [{"name": "mni-tissue-2d", "budgets": [1, 16]}]}, "8 labeled slices"),
+        ({"tasks": [{"name": "mni-tissue-2d", "bugdets": [1]}]}, "unknown config key 'tasks\\[0\\].bugdets'"),
+        ({"analyze": {"samples": 3}}, "analyze: unknown keys"),
+        ({"preset": "huge"}, "preset"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors(change, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_benchmark_config({"preset": "quick", **change})
+
+
+def test_table_bolds_the_best_mean_per_column():
+    cells = [
+        {"task": "t", "budget": 1, "method": m, "seed": s, "dice": d}
+        for m, values in (("a", (0.5, 0.7)), ("b", (0.8, 0.8)))
+        for s, d in enumerate(values)
+    ]
+    stats = aggregate(cells)
+    assert stats[("t", 1, "a")]["mean"] == pytest.approx(0.6)
+    assert stats[("t", 1, "a")]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    lines = dice_table(stats, ["a", "b"], [("t", 1)])
+    assert lines[2].startswith("| a | 60.0 ± 14.1 |")
+    assert lines[3] == "| b | **80.0 ± 0.0** | **80.0** |"
