@@ -28,11 +28,14 @@ class ModelConfig:
     """Backbone and vector head.
 
     Attributes:
-        backbone: Registered backbone name (``unet``).
+        backbone: Registered backbone name (``unet``, ``monai-basicunet``).
         channels: U-Net encoder then decoder widths.
         heads: MoV heads per pyramid level, coarse to fine.
         head_dim: Channels per head ``d``.
         window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
+        backbone_args: Extra arguments of the backbone beyond ``channels`` (for
+            ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
+            ``upsample`` of ``monai.networks.nets.BasicUNet``).
     """
 
     backbone: str = "unet"
@@ -40,6 +43,7 @@ class ModelConfig:
     heads: tuple[int, ...] = (4, 4, 4, 1, 1)
     head_dim: int = 8
     window_radius: int = 2
+    backbone_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -34,14 +34,22 @@ def _unet(spatial_dims: int, in_channels: int, channels: tuple[int, ...], **_: A
     return UNet(spatial_dims, in_channels, channels)
 
 
+@register_backbone("monai-basicunet")
+def _monai_basic_unet(spatial_dims: int, in_channels: int, channels: tuple[int, ...], **kwargs: Any) -> nn.Module:
+    from cover.nn.monai_backbone import build_basic_unet_pyramid  # imports MONAI only when used
+
+    return build_basic_unet_pyramid(spatial_dims, in_channels, channels, **kwargs)
+
+
 def build_backbone(name: str, spatial_dims: int, in_channels: int, **kwargs: Any) -> nn.Module:
     """Build a registered backbone.
 
     Args:
-        name: Registry name (``"unet"``, ...).
+        name: Registry name (``"unet"``, ``"monai-basicunet"``, ...).
         spatial_dims: 2 or 3.
         in_channels: Image channels.
-        **kwargs: Backbone arguments (``channels`` for the U-Net).
+        **kwargs: Backbone arguments (``channels``; ``model.backbone_args`` such as
+            ``out_channels`` or ``norm`` for ``monai-basicunet``).
 
     Returns:
         The backbone module.
