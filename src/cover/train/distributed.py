@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from cover.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,19 @@ def init_distributed(device: str) -> DistributedContext:
     resolved = resolve_device(device)
     if world_size > 1:
         if resolved.type == "cuda":
+            available = torch.cuda.device_count()
+            if local_rank >= available:
+                raise ConfigError(
+                    f"devices: {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} processes on this node but only "
+                    f"{available} CUDA device(s); use at most {available} processes per node"
+                )
             resolved = torch.device("cuda", local_rank)
             torch.cuda.set_device(resolved)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+        # Every rank has read its config (and, on resume, the run's config.yaml) before rank 0
+        # writes into the output folder.
+        dist.barrier(device_ids=[local_rank] if resolved.type == "cuda" else None)
     return DistributedContext(rank, world_size, local_rank, resolved)
 
 
@@ -87,3 +100,59 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=context.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0.5)
+
+
+def mean_over_ranks(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
+    """Average scalars over ranks (a collective), e.g. losses of the global batch for logging.
+
+    Args:
+        values: Name to this rank's value (same names on every rank).
+        context: The run's context.
+
+    Returns:
+        Name to the mean over ranks.
+    """
+    if not context.enabled or not values:
+        return values
+    names = sorted(values)
+    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return {n: float(v) / context.world_size for n, v in zip(names, tensor.tolist(), strict=True)}
+
+
+def state_digest(module_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a ``state_dict``'s names, dtypes, shapes and exact bytes (sorted by name).
+
+    Args:
+        module_or_state: A module or a ``state_dict``.
+
+    Returns:
+        Hex digest; equal digests mean bit-identical weights.
+    """
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def gather_digests(module: nn.Module, context: DistributedContext) -> list[str]:
+    """Every rank's :func:`state_digest` of its model, in rank order (a collective).
+
+    DDP keeps replicas identical by averaging gradients; this checks it at the end of a run.
+
+    Args:
+        module: This rank's model (unwrapped).
+        context: The run's context.
+
+    Returns:
+        ``world_size`` hex digests.
+    """
+    digest = state_digest(module)
+    if not context.enabled:
+        return [digest]
+    gathered: list[str | None] = [None] * context.world_size
+    dist.all_gather_object(gathered, digest)
+    return [str(d) for d in gathered]

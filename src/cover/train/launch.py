@@ -1,8 +1,13 @@
-"""``--devices N``: relaunch the same command under ``torchrun`` with N local processes."""
+"""``--devices N``: relaunch the same command under ``torchrun`` with N local processes.
+
+``cover pretrain --devices N ARGS`` runs what ``torchrun --standalone --nproc_per_node=N -m
+cover pretrain ARGS`` runs (the elastic launcher runs in this process). When a process fails,
+the others are stopped and the exit status is the failed process's own (2 for an ``error:``
+line it printed, 130 after an interruption), without torchrun's traceback.
+"""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 
@@ -22,6 +27,19 @@ def strip_devices(argv: list[str]) -> list[str]:
     return kept
 
 
+def torchrun_args(processes: int, argv: list[str]) -> list[str]:
+    """The ``torchrun`` arguments that run ``cover ARGS`` in ``processes`` local processes.
+
+    Args:
+        processes: Number of processes on this machine.
+        argv: The ``cover`` arguments (``--devices`` is removed).
+
+    Returns:
+        Arguments for ``torch.distributed.run``.
+    """
+    return ["--standalone", f"--nproc_per_node={processes}", "-m", "cover", *strip_devices(argv)]
+
+
 def launch_local(processes: int, argv: list[str]) -> int:
     """Run ``torchrun --standalone --nproc_per_node=N -m cover ARGS`` and wait for it.
 
@@ -30,16 +48,18 @@ def launch_local(processes: int, argv: list[str]) -> int:
         argv: The ``cover`` arguments (``--devices`` is removed).
 
     Returns:
-        torchrun's exit status.
+        0 on success, else the exit status of the first process that failed.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-        "-m",
-        "cover",
-        *strip_devices(argv),
-    ]
-    return subprocess.call(command)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(torchrun_args(processes, argv)))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        code = failure.exitcode
+        if code < 0:  # killed by a signal
+            print(f"error: process {rank} was killed by signal {-code}", file=sys.stderr)
+            return 1
+        return code or 1
+    return 0

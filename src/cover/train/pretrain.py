@@ -36,7 +36,14 @@ from cover.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cover.train.distributed import DistributedContext, any_rank, init_distributed, shutdown_distributed
+from cover.train.distributed import (
+    DistributedContext,
+    any_rank,
+    gather_digests,
+    init_distributed,
+    mean_over_ranks,
+    shutdown_distributed,
+)
 from cover.train.logger import RunLogger
 from cover.train.sampler import StepBatchSampler
 from cover.train.schedule import warmup_cosine
@@ -89,7 +96,11 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
 def build_model(config: PretrainConfig) -> torch.nn.Module:
     """The method module (backbone + head) the config describes."""
     backbone = build_backbone(
-        config.model.backbone, config.dim, config.in_channels, channels=tuple(config.model.channels)
+        config.model.backbone,
+        config.dim,
+        config.in_channels,
+        channels=tuple(config.model.channels),
+        **config.model.backbone_args,
     )
     options = {"vec_weight": config.vec_weight, "con_weight": config.con_weight} if config.method == "cover" else {}
     options.update(config.method_options)
@@ -211,7 +222,7 @@ def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: t
         "cover_version": cover.__version__,
         "method": config.method,
         "backbone": config.model.backbone,
-        "backbone_args": {"channels": list(config.model.channels)},
+        "backbone_args": {"channels": list(config.model.channels), **config.model.backbone_args},
         "spatial_dims": config.dim,
         "in_channels": config.in_channels,
         "patch_size": list(config.size),
@@ -385,7 +396,9 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         train_model = torch.compile(model)
     if context.enabled:
         ids = [device.index] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        # static_graph: every step runs the same graph, and DDP then also copes with parameters
+        # a method leaves unused (SimCLR's decoder, MONAI's frozen final_conv).
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids, static_graph=True)
     generator = ViewGenerator(config.views, config.size)
     sampler = StepBatchSampler(
         config.seed, config.batch_size, len(train_set), start, config.steps, context.rank, context.world_size
@@ -445,7 +458,8 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                 scaler.update()
             scheduler.step()
             done = step + 1
-            values = {k: float(v.detach()) for k, v in losses.items()}
+            # Logged losses are the means over ranks, i.e. those of the global batch.
+            values = mean_over_ranks({k: float(v.detach()) for k, v in losses.items()}, context)
             for key, value in values.items():
                 if math.isfinite(value):
                     history.setdefault(key, []).append(value)
@@ -491,7 +505,12 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         "nonfinite_steps": skipped_total,
         "seconds": round(time.monotonic() - tic, 1),
         "checkpoint": str(list_checkpoints(out)[-1]) if context.is_main and list_checkpoints(out) else None,
+        "processes": context.world_size,
+        # SHA-256 of each rank's final weights: DDP replicas must be identical.
+        "parameter_digests": gather_digests(model, context),
     }
+    if context.is_main and len(set(summary["parameter_digests"])) > 1:
+        print("warning: the processes ended with different weights; rank 0's were saved", file=sys.stderr)
     tail = max(1, min(20, len(history.get("loss", [])) // 5 or 1))
     for key, values in history.items():
         summary[f"final_{key}"] = float(np.mean(values[-tail:])) if values else math.nan
