@@ -1,0 +1,236 @@
+"""Labeled cases: pairing images with labels, class labels, and the reproducible case split.
+
+A *case* is one image with its label: a label-map file (segmentation) or a class index
+(classification). Cases come from
+
+- a folder pair (``images`` + ``labels``): label maps matched by file-name stem, where the
+  label may also carry one of :data:`LABEL_SUFFIXES` (``a.nii.gz`` <-> ``a_seg.nii.gz``);
+- for classification, ``images`` + a CSV (``image``, ``label`` columns; the image by file
+  name or stem), or one sub-folder of ``images`` per class;
+- a datalist (JSON/CSV, :func:`cover.data.discovery.load_datalist`) with ``image`` and
+  ``label`` (a path for segmentation, a class value for classification).
+
+:func:`split_cases` draws the validation cases and the labeled subset from a seed; the same
+seed gives the same cases, and a smaller ``label_fraction`` picks a subset of a larger one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cover.data.discovery import find_images, load_datalist
+from cover.data.readers import SUFFIX_FORMATS
+from cover.data.record import data_error
+from cover.errors import ConfigError
+
+#: Endings a label-map file name may add to its image's stem.
+LABEL_SUFFIXES = ("", "_seg", "_label", "_labels", "_mask", "_gt")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labeled image.
+
+    Attributes:
+        name: Case name (the image's file-name stem, or its path relative to the folder).
+        image: Image file (or DICOM series folder).
+        label: Label-map file (segmentation), else ``None``.
+        target: Class index (classification), else ``None``.
+    """
+
+    name: str
+    image: Path
+    label: Path | None = None
+    target: int | None = None
+
+
+def file_stem(path: str | Path) -> str:
+    """File name without its image suffix (``a.nii.gz`` -> ``a``)."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in sorted(SUFFIX_FORMATS, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    if root.is_file():
+        return file_stem(path)
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    return str(relative.parent / file_stem(relative)) if relative.parent != Path(".") else file_stem(relative)
+
+
+def _class_index(values: list[str]) -> tuple[list[int], list[str]]:
+    """Class indices and sorted class names (numerically when all values are integers)."""
+    unique = sorted(set(values))
+    try:
+        unique = sorted(unique, key=lambda v: float(v))
+    except ValueError:
+        pass
+    lookup = {v: i for i, v in enumerate(unique)}
+    return [lookup[v] for v in values], unique
+
+
+def _pair_label_maps(images: list[Path], image_root: Path, label_root: Path) -> list[Case]:
+    labels = find_images(label_root)
+    by_stem: dict[str, Path] = {}
+    for path in labels:
+        by_stem.setdefault(_relative_name(path, label_root), path)
+    cases, missing = [], []
+    for image in images:
+        name = _relative_name(image, image_root)
+        match = next((by_stem[name + s] for s in LABEL_SUFFIXES if name + s in by_stem), None)
+        if match is None:
+            missing.append(image)
+        else:
+            cases.append(Case(name=name, image=image, label=match))
+    if missing:
+        raise data_error(
+            missing[0],
+            f"no label map in {label_root} for this image (looked for the same stem, optionally with "
+            f"{', '.join(s for s in LABEL_SUFFIXES if s)}); {len(missing)} of {len(images)} images lack labels",
+        )
+    return cases
+
+
+def _class_csv(path: Path) -> dict[str, str]:
+    """``image`` (file name or stem) -> class value from a CSV with ``image`` and ``label`` columns."""
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        raise data_error(path, "classification labels must be a CSV file with 'image' and 'label' columns")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "image" not in fields or "label" not in fields:
+            raise data_error(path, f"CSV needs 'image' and 'label' columns, found {fields}")
+        table = {}
+        for row in reader:
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if row["image"]:
+                table[file_stem(row["image"])] = row["label"]
+    return table
+
+
+def _class_cases(images: list[Path], root: Path, labels: str | None) -> tuple[list[Case], list[str]]:
+    if labels is not None:
+        table = _class_csv(Path(labels))
+        values = []
+        for image in images:
+            stem = file_stem(image)
+            if stem not in table:
+                raise data_error(image, f"no row for this image (stem {stem!r}) in {labels}")
+            values.append(table[stem])
+    else:
+        if root.is_file():
+            raise data_error(root, "classification of a single file needs a labels CSV")
+        values = [
+            image.relative_to(root).parts[0] if len(image.relative_to(root).parts) > 1 else "" for image in images
+        ]
+        if any(v == "" for v in values):
+            raise data_error(root, "images need a labels CSV, or must sit in one sub-folder per class")
+    targets, names = _class_index(values)
+    cases = [Case(_relative_name(i, root), i, target=t) for i, t in zip(images, targets, strict=True)]
+    return cases, names
+
+
+def _datalist_cases(datalist: str, task: str) -> tuple[list[Case], list[str] | None]:
+    source = Path(datalist)
+    entries = load_datalist(source)
+    if any("label" not in e and "class" not in e for e in entries):
+        raise data_error(source, "every entry needs a 'label' (label map for seg, class for cls)")
+    names = [file_stem(e["image"]) for e in entries]
+    if task == "seg":
+        return [Case(n, e["image"], label=e["label"]) for n, e in zip(names, entries, strict=True)], None
+    # load_datalist resolves 'label' as a path relative to the datalist; recover the value.
+    values = [
+        str(e["class"]) if "class" in e else os.path.relpath(e["label"], source.parent).replace(os.sep, "/")
+        for e in entries
+    ]
+    targets, classes = _class_index(values)
+    return [Case(n, e["image"], target=t) for n, e, t in zip(names, entries, targets, strict=True)], classes
+
+
+def find_cases(
+    task: str, images: str | None = None, labels: str | None = None, datalist: str | None = None
+) -> tuple[list[Case], list[str] | None]:
+    """The labeled cases of a folder pair or datalist.
+
+    Args:
+        task: ``seg`` or ``cls``.
+        images: Image folder or file.
+        labels: seg: label-map folder; cls: CSV of classes (or ``None`` for class sub-folders).
+        datalist: JSON/CSV datalist (instead of ``images``/``labels``).
+
+    Returns:
+        ``(cases, class_names)``; class names for classification, else ``None``.
+
+    Raises:
+        DataError: Missing folders, images without labels, malformed CSV/datalist.
+    """
+    if datalist is not None:
+        return _datalist_cases(datalist, task)
+    if images is None:
+        raise ConfigError("images: give an image folder (with labels) or a datalist")
+    root = Path(images)
+    found = find_images(root)
+    if not found:
+        raise data_error(root, "no images found")
+    if task == "cls":
+        return _class_cases(found, root, labels)
+    if labels is None:
+        raise ConfigError("labels: segmentation needs a labels folder matching images")
+    label_root = Path(labels)
+    if not label_root.exists():
+        raise data_error(label_root, "no such file or folder")
+    return _pair_label_maps(found, root, label_root), None
+
+
+def split_cases(
+    num_cases: int,
+    *,
+    seed: int,
+    val_fraction: float,
+    label_fraction: float | None = None,
+    num_labeled: int | None = None,
+) -> dict[str, list[int]]:
+    """Draw validation cases and the labeled training subset, reproducibly from ``seed``.
+
+    One permutation of the cases is drawn from ``seed``: its first ``round(val_fraction * n)``
+    cases (at least one when ``val_fraction > 0`` and ``n >= 2``) validate, and the labeled
+    cases are the first ``num_labeled`` (or ``ceil(label_fraction * pool)``) of the rest, so
+    smaller budgets are subsets of larger ones.
+
+    Args:
+        num_cases: Number of cases ``n``.
+        seed: Seed of the permutation.
+        val_fraction: Fraction held out for validation (0 for none).
+        label_fraction: Fraction of the remaining pool that is labeled (``None``: all).
+        num_labeled: Number of labeled cases (wins over ``label_fraction``).
+
+    Returns:
+        ``{"train": [...], "val": [...], "unused": [...]}`` sorted case indices.
+    """
+    order = np.random.default_rng([int(seed), 0x5B117]).permutation(num_cases).tolist()
+    n_val = round(val_fraction * num_cases)
+    if val_fraction > 0 and num_cases >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, num_cases - 1)
+    val, pool = order[:n_val], order[n_val:]
+    if num_labeled is not None:
+        if num_labeled > len(pool):
+            raise ConfigError(
+                f"num_labeled: {num_labeled} is more than the {len(pool)} cases left for training "
+                f"({num_cases} cases, {n_val} for validation)"
+            )
+        count = num_labeled
+    elif label_fraction is not None:
+        count = max(1, math.ceil(label_fraction * len(pool) - 1e-9))
+    else:
+        count = len(pool)
+    return {"train": sorted(pool[:count]), "val": sorted(val), "unused": sorted(pool[count:])}

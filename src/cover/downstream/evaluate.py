@@ -1,0 +1,221 @@
+"""Scoring a fine-tuned checkpoint on labeled data: ``cover evaluate`` and :func:`cover.evaluate`.
+
+Segmentation: whole-image inference (:mod:`cover.downstream.inference`: sliding windows for
+3D and for 2D images larger than the training size), then per case and per foreground class
+Dice and HD95 (:mod:`cover.downstream.metrics`). Classification: AUC and accuracy.
+
+Writes ``metrics.csv`` (one row per case), ``metrics.json`` (mean and std per class and
+overall), ``cases.png`` (image, label and prediction of a few cases; segmentation) and
+``config.yaml`` (the arguments).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cover.config import save_yaml
+from cover.data.record import data_error
+from cover.downstream.cases import Case, find_cases
+from cover.downstream.figures import plot_cases
+from cover.downstream.inference import classify, segment_case
+from cover.downstream.loading import checkpoint_load_options, load_case
+from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores, summarise
+from cover.downstream.models import load_finetuned
+from cover.downstream.outputs import prepare_output
+from cover.errors import ConfigError
+from cover.train.distributed import resolve_device
+
+
+def class_labels(metadata: dict[str, Any]) -> list[str]:
+    """Names of a checkpoint's classes (``"0"``, ``"1"``, ... when it has none)."""
+    names = metadata.get("class_names")
+    return [str(n) for n in names] if names else [str(k) for k in range(int(metadata["num_classes"]))]
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _demo_sources(metadata: dict[str, Any], out: Path) -> tuple[str, str]:
+    if not metadata.get("demo"):
+        raise ConfigError("images: give --images and --labels (or --datalist) to evaluate on")
+    from cover.downstream.demo import write_demo_task
+
+    paths = write_demo_task(out / "demo_data", size=int(metadata["patch_size"][0]))
+    return paths["test_images"], paths["test_labels"]
+
+
+def evaluate(
+    checkpoint: str | Path,
+    images: str | None = None,
+    labels: str | None = None,
+    datalist: str | None = None,
+    out: str | Path = "cover_runs/evaluate",
+    *,
+    device: str = "auto",
+    overwrite: bool = False,
+    overlap: float | None = None,
+    sw_batch_size: int = 4,
+    figure_cases: int = 4,
+) -> dict[str, Any]:
+    """Score a fine-tuned checkpoint on labeled cases.
+
+    Args:
+        checkpoint: A ``cover finetune`` checkpoint (or its output folder: ``best.pt``).
+        images: Image folder or file (seg: with ``labels``, a folder of label maps; cls: a CSV
+            of classes or class sub-folders).
+        labels: See ``images``.
+        datalist: JSON/CSV datalist instead of ``images``/``labels``. With neither, a
+            checkpoint of the built-in demo is scored on the demo's test slab.
+        out: Output folder.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        overwrite: Allow writing into a non-empty folder.
+        overlap: Sliding-window overlap (default: the checkpoint's).
+        sw_batch_size: Windows per forward pass.
+        figure_cases: Cases shown in ``cases.png``.
+
+    Returns:
+        The summary written to ``metrics.json``. seg: ``mean_dice``, ``mean_dice_std`` (over
+        cases of the per-case mean foreground Dice), ``mean_hd95``, ``classes`` (per class
+        ``dice``/``hd95`` mean and std), ``num_cases``; cls: ``auc``, ``accuracy``.
+    """
+    torch_device = resolve_device(device)
+    network, metadata = load_finetuned(checkpoint, torch_device)
+    folder = prepare_output(out, overwrite, "evaluate")
+    if images is None and datalist is None:
+        images, labels = _demo_sources(metadata, folder)
+    task = metadata["task"]
+    names = class_labels(metadata)
+    cases, found_names = find_cases(task, images, labels, datalist)
+    if task == "cls":
+        lookup = {n: i for i, n in enumerate(names)}
+        missing = sorted(set(found_names or []) - set(lookup))
+        if missing:
+            raise data_error(labels or datalist or images, f"classes {missing} are not classes of {checkpoint} {names}")
+        cases = [Case(c.name, c.image, target=lookup[found_names[c.target]]) for c in cases]
+    overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
+    save_yaml(
+        {
+            "checkpoint": str(checkpoint),
+            "images": images,
+            "labels": labels,
+            "datalist": datalist,
+            "out": str(out),
+            "device": device,
+            "overlap": overlap,
+            "sw_batch_size": sw_batch_size,
+        },
+        folder / "config.yaml",
+    )
+    options = checkpoint_load_options(metadata, keep_record=task == "seg")
+    if task == "cls":
+        summary = _evaluate_classification(network, cases, options, names, torch_device, folder)
+    else:
+        summary = _evaluate_segmentation(
+            network, cases, options, metadata, names, overlap, sw_batch_size, figure_cases, torch_device, folder
+        )
+    summary["checkpoint"] = str(checkpoint)
+    summary = json_safe(summary)
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _evaluate_segmentation(
+    network: torch.nn.Module,
+    cases: list[Case],
+    options: dict[str, Any],
+    metadata: dict[str, Any],
+    names: list[str],
+    overlap: float,
+    sw_batch_size: int,
+    figure_cases: int,
+    device: torch.device,
+    folder: Path,
+) -> dict[str, Any]:
+    num_classes = int(metadata["num_classes"])
+    rows, shown = [], []
+    for case in tqdm(cases, desc="evaluate", dynamic_ncols=True):
+        loaded = load_case(case, **options)
+        if int(loaded.label.max()) >= num_classes:
+            raise data_error(
+                case.label, f"holds label {int(loaded.label.max())}; the checkpoint has {num_classes} classes"
+            )
+        prediction = segment_case(
+            network, loaded.image.to(device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
+        )
+        scores = segmentation_scores(prediction, loaded.label, num_classes, spacing=loaded.record.spacing)
+        row: dict[str, Any] = {"case": case.name, "image": str(case.image), "label": str(case.label)}
+        for k in range(1, num_classes):
+            row[f"dice_{names[k]}"] = scores["dice"][k - 1]
+        for k in range(1, num_classes):
+            row[f"hd95_{names[k]}"] = scores["hd95"][k - 1]
+        row["mean_dice"] = float(np.nanmean(scores["dice"]))
+        row["mean_hd95"] = mean_std(scores["hd95"])[0]
+        rows.append(row)
+        if len(shown) < figure_cases:
+            shown.append((case.name, loaded.image.numpy(), loaded.label.numpy(), prediction.numpy()))
+    if not rows:
+        raise ConfigError("images: no cases to evaluate")
+    _write_csv(rows, folder / "metrics.csv")
+    plot_cases(shown, num_classes, folder / "cases.png", names)
+    stats = summarise(rows, [k for k in rows[0] if k.startswith(("dice_", "hd95_", "mean_"))])
+    classes = {
+        names[k]: {
+            "dice_mean": stats[f"dice_{names[k]}"]["mean"],
+            "dice_std": stats[f"dice_{names[k]}"]["std"],
+            "hd95_mean": stats[f"hd95_{names[k]}"]["mean"],
+            "hd95_std": stats[f"hd95_{names[k]}"]["std"],
+        }
+        for k in range(1, num_classes)
+    }
+    return {
+        "task": "seg",
+        "num_cases": len(rows),
+        "mean_dice": stats["mean_dice"]["mean"],
+        "mean_dice_std": stats["mean_dice"]["std"],
+        "mean_hd95": stats["mean_hd95"]["mean"],
+        "mean_hd95_std": stats["mean_hd95"]["std"],
+        "classes": classes,
+        "hd95_units": "mm (pixels for images without spacing)",
+    }
+
+
+def _evaluate_classification(
+    network: torch.nn.Module,
+    cases: list[Case],
+    options: dict[str, Any],
+    names: list[str],
+    device: torch.device,
+    folder: Path,
+) -> dict[str, Any]:
+    rows, probabilities = [], []
+    for case in tqdm(cases, desc="evaluate", dynamic_ncols=True):
+        loaded = load_case(case, **options)
+        probs = classify(network, loaded.image[None].to(device))[0].cpu().numpy()
+        probabilities.append(probs)
+        row = {"case": case.name, "image": str(case.image), "label": names[case.target]}
+        row["prediction"] = names[int(probs.argmax())]
+        row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
+        rows.append(row)
+    if not rows:
+        raise ConfigError("images: no cases to evaluate")
+    _write_csv(rows, folder / "metrics.csv")
+    scores = classification_scores(np.stack(probabilities), np.asarray([c.target for c in cases]))
+    return {
+        "task": "cls",
+        "num_cases": len(rows),
+        "auc": scores["auc"] if not math.isnan(scores["auc"]) else None,
+        "accuracy": scores["accuracy"],
+        "class_names": names,
+    }

@@ -1,0 +1,160 @@
+"""Reading labeled cases through the data layer: normalised images, integer label maps.
+
+Images are read with :func:`cover.data.readers.read_image` and normalised with an intensity
+preset (:mod:`cover.data.presets`): the one given, or each file's default from its modality
+when the preset is ``None``/``"auto"``. Label maps are read the same way and rounded to
+integers; they must have the image's spatial shape. Classification images are resized to the
+network's input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from cover.data.presets import default_preset_for, normalize
+from cover.data.readers import ImageRecord, read_image
+from cover.data.record import data_error
+from cover.downstream.cases import Case
+from cover.geometry import linear_mode
+
+
+@dataclass
+class LoadedCase:
+    """A case in memory.
+
+    Attributes:
+        case: The case it came from.
+        image: float32 ``(C, *spatial)`` normalised image (resized for classification).
+        label: int64 ``(*spatial)`` label map (segmentation), else ``None``.
+        record: The image's record (geometry for writing predictions), or ``None`` when not kept.
+        preset: The preset actually applied.
+    """
+
+    case: Case
+    image: torch.Tensor
+    label: torch.Tensor | None
+    record: ImageRecord | None
+    preset: str
+
+
+def resolve_preset(preset: str | None, record: ImageRecord) -> str:
+    """The preset to apply to one image: the given one, or the file's default when ``None``/``auto``."""
+    if preset in (None, "", "auto"):
+        return default_preset_for(record)
+    return str(preset)
+
+
+def read_normalised(
+    path: str, preset: str | None, dim: int, in_channels: int = 1
+) -> tuple[np.ndarray, ImageRecord, str]:
+    """Read and normalise one image.
+
+    Args:
+        path: Image file or DICOM series folder.
+        preset: Preset text, or ``None``/``"auto"`` for the file's default.
+        dim: Expected number of spatial axes (2 or 3).
+        in_channels: Expected channels (more than 1 keeps colour / 4th-axis channels).
+
+    Returns:
+        ``(array, record, preset)``; ``array`` float32 ``(C, *spatial)``.
+    """
+    record = read_image(path, channels=in_channels > 1)
+    if record.spatial_dims != dim:
+        hint = "use --dim 3" if record.spatial_dims == 3 else "use --dim 2"
+        raise data_error(record.path, f"is a {record.spatial_dims}D image but dim is {dim}; {hint}")
+    if record.channels != in_channels:
+        raise data_error(record.path, f"has {record.channels} channels, the network expects {in_channels}")
+    chosen = resolve_preset(preset, record)
+    array = normalize(record.array, chosen)
+    return array, record, chosen
+
+
+def read_label_map(path: str, shape: Sequence[int]) -> np.ndarray:
+    """Read a label map, rounded to integers, checked against the image's spatial shape.
+
+    Args:
+        path: Label file.
+        shape: The image's spatial shape.
+
+    Returns:
+        int64 ``(*spatial)`` labels.
+    """
+    record = read_image(path)
+    if record.spatial_shape != tuple(shape):
+        raise data_error(
+            record.path, f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(shape)}"
+        )
+    labels = np.rint(record.array[0]).astype(np.int64)
+    if labels.min() < 0:
+        raise data_error(record.path, f"label map has negative values (min {labels.min()})")
+    return labels
+
+
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``(C, *spatial)`` to ``size`` (linear, antialiased in 2D)."""
+    if tuple(image.shape[1:]) == tuple(size):
+        return image
+    dims = len(size)
+    return F.interpolate(
+        image[None], size=tuple(size), mode=linear_mode(dims), align_corners=False, antialias=dims == 2
+    )[0]
+
+
+def load_case(
+    case: Case,
+    *,
+    task: str,
+    dim: int,
+    preset: str | None,
+    in_channels: int,
+    size: Sequence[int],
+    keep_record: bool = False,
+) -> LoadedCase:
+    """Read one case.
+
+    Args:
+        case: The case.
+        task: ``seg`` or ``cls``.
+        dim: 2 or 3.
+        preset: Preset or ``None``/``"auto"``.
+        in_channels: Image channels.
+        size: Classification input size (segmentation keeps the native size).
+        keep_record: Keep the image's record (its raw array and geometry).
+
+    Returns:
+        The loaded case.
+    """
+    array, record, chosen = read_normalised(str(case.image), preset, dim, in_channels)
+    label = None
+    if task == "seg" and case.label is not None:
+        label = torch.from_numpy(read_label_map(str(case.label), record.spatial_shape))
+    image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if task == "cls":
+        image = resize_image(image, size)
+    return LoadedCase(case=case, image=image, label=label, record=record if keep_record else None, preset=chosen)
+
+
+def checkpoint_load_options(metadata: dict[str, Any], keep_record: bool) -> dict[str, Any]:
+    """Keyword arguments of :func:`load_case` that feed a fine-tuned checkpoint's network.
+
+    Args:
+        metadata: The checkpoint's metadata (task, spatial dims, preset, channels, patch size).
+        keep_record: Keep each image's record (for writing predictions or spacing).
+
+    Returns:
+        ``{"task", "dim", "preset", "in_channels", "size", "keep_record"}``.
+    """
+    return {
+        "task": metadata["task"],
+        "dim": int(metadata["spatial_dims"]),
+        "preset": metadata.get("preset"),
+        "in_channels": int(metadata["in_channels"]),
+        "size": metadata["patch_size"],
+        "keep_record": keep_record,
+    }

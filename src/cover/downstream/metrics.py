@@ -1,0 +1,125 @@
+"""Segmentation and classification scores (MONAI / scikit-learn), per case and summarised.
+
+Segmentation, per foreground class (background excluded):
+
+- Dice ``2|P ∩ G| / (|P| + |G|)`` (MONAI ``compute_dice``); a class absent from both the
+  prediction and the label scores 1, absent from the label only 0.
+- HD95: the 95th percentile of the symmetric surface distances (MONAI
+  ``compute_hausdorff_distance``, ``percentile=95``) in the image's spacing units (mm for
+  files with geometry, pixels for plain images); NaN when the class is empty in the
+  prediction or the label.
+
+Classification: ROC AUC (binary: of the positive class; more classes: one-vs-rest macro
+average) and accuracy; AUC is NaN when the labels hold one class only.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.networks.utils import one_hot
+
+
+def segmentation_scores(
+    prediction: torch.Tensor,
+    label: torch.Tensor,
+    num_classes: int,
+    spacing: Sequence[float] | None = None,
+    hd95: bool = True,
+) -> dict[str, list[float]]:
+    """Per-class Dice and HD95 of one case.
+
+    Args:
+        prediction: ``(*spatial)`` integer class map.
+        label: ``(*spatial)`` integer class map.
+        num_classes: ``K`` (background included).
+        spacing: Voxel size per axis (``None``: 1).
+        hd95: Also compute HD95 (slower).
+
+    Returns:
+        ``{"dice": [K-1 values], "hd95": [K-1 values]}`` for classes ``1 … K-1`` (no
+        ``hd95`` entry when not asked for).
+    """
+    pred = one_hot(prediction.long().cpu()[None, None], num_classes)
+    true = one_hot(label.long().cpu()[None, None], num_classes)
+    dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0]
+    if not hd95:
+        return {"dice": [float(v) for v in dice]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns about empty classes; they give NaN
+        distances = compute_hausdorff_distance(
+            pred, true, include_background=False, percentile=95, spacing=list(spacing) if spacing else None
+        )[0]
+    distances = torch.where(torch.isinf(distances), torch.full_like(distances, math.nan), distances)
+    return {"dice": [float(v) for v in dice], "hd95": [float(v) for v in distances]}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation ignoring NaN; NaN when nothing is left."""
+    array = np.asarray(values, dtype=np.float64)
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return math.nan, math.nan
+    return float(array.mean()), float(array.std())
+
+
+def classification_scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """AUC and accuracy.
+
+    Args:
+        probabilities: ``(N, K)`` class probabilities.
+        targets: ``(N,)`` class indices.
+
+    Returns:
+        ``{"auc", "accuracy"}``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    accuracy = float((probabilities.argmax(axis=1) == targets).mean()) if len(targets) else math.nan
+    present = np.unique(targets)
+    auc = math.nan
+    if len(present) >= 2:
+        if probabilities.shape[1] == 2:
+            auc = float(roc_auc_score(targets, probabilities[:, 1]))
+        else:
+            scores = probabilities[:, present]
+            scores = scores / np.clip(scores.sum(axis=1, keepdims=True), 1e-12, None)
+            labels = list(present) if len(present) > 2 else None
+            auc = float(roc_auc_score(targets, scores if labels else scores[:, 1], multi_class="ovr", labels=labels))
+    return {"auc": auc, "accuracy": accuracy}
+
+
+def summarise(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean and std over cases of each key of per-case rows (NaN ignored).
+
+    Args:
+        rows: One dict per case.
+        keys: Columns to summarise.
+
+    Returns:
+        ``{key: {"mean", "std"}}``.
+    """
+    out = {}
+    for key in keys:
+        mean, std = mean_std([row[key] for row in rows])
+        out[key] = {"mean": mean, "std": std}
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of nested dicts/lists with NaN and infinities replaced by ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

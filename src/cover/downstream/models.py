@@ -1,0 +1,207 @@
+"""Downstream networks and their weights: segmentation and classification heads on a backbone.
+
+- :class:`SegmentationNet`: the whole backbone (a pretrained U-Net keeps encoder *and*
+  decoder) and a new 1x1(x1) convolution mapping the finest decoder features to classes.
+- :class:`ClassificationNet`: global average pooling of the bottleneck features (pyramid
+  level 0) and a new linear layer.
+
+Both keep the backbone under the attribute ``backbone``, so their state-dict keys start with
+``backbone.`` like the pretraining methods'. :func:`load_pretrained_backbone` reads a
+``cover pretrain`` checkpoint (or a run folder, its ``checkpoints/`` folder, a fine-tuned
+checkpoint, or an export folder when :mod:`cover.export` provides ``load_pretrained``) and
+returns the backbone's weights with the plain-JSON metadata; :func:`load_finetuned` rebuilds
+a fine-tuned network from its checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cover.errors import ConfigError, CoverError
+from cover.nn.backbones import build_backbone
+from cover.nn.unet import conv_nd
+from cover.train.checkpoint import list_checkpoints, load_checkpoint
+
+FINETUNE_FORMAT = "cover-finetune/1"
+
+
+class SegmentationNet(nn.Module):
+    """Backbone + 1x1(x1) convolution on the finest decoder features.
+
+    Args:
+        backbone: A pyramid-returning backbone (see :mod:`cover.nn.backbones`).
+        num_classes: Output classes ``K`` (background included).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = conv_nd(backbone.spatial_dims)(backbone.pyramid_channels[-1], num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, *spatial)`` of images ``(B, C, *spatial)``."""
+        return self.head(self.backbone(x)[-1])
+
+
+class ClassificationNet(nn.Module):
+    """Backbone + linear layer on globally averaged bottleneck features.
+
+    Args:
+        backbone: A pyramid-returning backbone.
+        num_classes: Output classes ``K``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.pyramid_channels[0], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K)`` of images ``(B, C, *spatial)``."""
+        return self.head(self.backbone(x)[0].flatten(2).mean(dim=2))
+
+
+def build_network(task: str, spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """Network of a task from a backbone description.
+
+    Args:
+        task: ``seg`` or ``cls``.
+        spec: ``backbone``, ``backbone_args``, ``spatial_dims``, ``in_channels``.
+        num_classes: Output classes.
+
+    Returns:
+        :class:`SegmentationNet` or :class:`ClassificationNet`.
+    """
+    backbone = build_backbone(
+        spec["backbone"], int(spec["spatial_dims"]), int(spec["in_channels"]), **_backbone_kwargs(spec)
+    )
+    return (SegmentationNet if task == "seg" else ClassificationNet)(backbone, num_classes)
+
+
+def _backbone_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(spec.get("backbone_args") or {})
+    if "channels" in kwargs:
+        kwargs["channels"] = tuple(int(c) for c in kwargs["channels"])
+    return kwargs
+
+
+def freeze_backbone(network: nn.Module, freeze: str) -> None:
+    """Stop gradients into the encoder (``encoder``) or the whole backbone (``all``).
+
+    Args:
+        network: A downstream network.
+        freeze: ``none``, ``encoder`` or ``all``.
+    """
+    if freeze == "none":
+        return
+    part = network.backbone
+    if freeze == "encoder":
+        if not hasattr(part, "encoder"):
+            raise ConfigError(f"freeze: the {type(part).__name__} backbone has no 'encoder' to freeze; use all or none")
+        part = part.encoder
+    for parameter in part.parameters():
+        parameter.requires_grad_(False)
+
+
+def _newest_in(folder: Path) -> Path | None:
+    for candidate in (folder, folder.parent if folder.name == "checkpoints" else folder):
+        found = list_checkpoints(candidate)
+        if found:
+            return found[-1]
+    if (folder / "best.pt").is_file():  # a fine-tuning output folder
+        return folder / "best.pt"
+    return None
+
+
+def _export_backbone(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Weights and metadata from an export folder, when :mod:`cover.export` can load it."""
+    try:
+        module = importlib.import_module("cover.export")
+    except ModuleNotFoundError:
+        return None
+    loader = getattr(module, "load_pretrained", None)
+    if loader is None:
+        return None
+    loaded = loader(path)
+    backbone, metadata = loaded if isinstance(loaded, tuple) else (loaded, {})
+    return backbone.state_dict(), dict(metadata)
+
+
+def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """Backbone weights and metadata of a pretrained (or fine-tuned) checkpoint.
+
+    Args:
+        path: A checkpoint file, a ``cover pretrain`` run folder or its ``checkpoints/``
+            folder (the newest checkpoint is used), a fine-tuning output folder (its
+            ``best.pt``), or an export folder.
+
+    Returns:
+        ``(backbone_state_dict, metadata, checkpoint_path)``; the state-dict keys have the
+        ``backbone.`` prefix removed.
+    """
+    source = Path(path)
+    if source.is_dir():
+        newest = _newest_in(source)
+        if newest is None:
+            exported = _export_backbone(source)
+            if exported is None:
+                raise CoverError(f"pretrained: {source} holds no checkpoint (checkpoints/step_*.pt or best.pt)")
+            return exported[0], exported[1], source
+        source = newest
+    state = load_checkpoint(source)
+    weights = {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
+    if not weights:
+        raise CoverError(f"pretrained: {source} has no backbone.* weights")
+    metadata = dict(state.get("metadata") or {})
+    for key in ("backbone", "spatial_dims", "in_channels"):
+        if key not in metadata:
+            raise CoverError(f"pretrained: {source} lacks metadata '{key}'; not a cover checkpoint")
+    return weights, metadata, source
+
+
+def pretrained_preset(metadata: dict[str, Any]) -> str | None:
+    """The intensity preset a pretrained checkpoint was trained with (``None`` if unknown/auto)."""
+    preset = metadata.get("preset") or (metadata.get("data") or {}).get("preset")
+    return None if preset in (None, "", "auto") else str(preset)
+
+
+def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write a fine-tuned checkpoint (atomic): weights, plain-JSON metadata and the run config.
+
+    Args:
+        path: Destination ``.pt``.
+        network: The downstream network.
+        metadata: Task, classes, preset, patch size, backbone description (plain JSON).
+        config: The resolved fine-tuning config as a plain dict.
+    """
+    from cover.train.checkpoint import save_checkpoint
+
+    state = {"format": FINETUNE_FORMAT, "model": network.state_dict(), "metadata": metadata, "config": config}
+    save_checkpoint(state, path)
+
+
+def load_finetuned(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a fine-tuned network from its checkpoint alone.
+
+    Args:
+        path: A checkpoint written by ``cover finetune`` (or its output folder: ``best.pt``).
+        device: Where the network goes.
+
+    Returns:
+        ``(network in eval mode, metadata)``.
+    """
+    source = Path(path)
+    if source.is_dir():
+        source = source / "best.pt"
+    state = load_checkpoint(source)
+    if state.get("format") != FINETUNE_FORMAT:
+        raise CoverError(f"{source}: not a fine-tuned checkpoint (run cover finetune first)")
+    metadata = state["metadata"]
+    network = build_network(metadata["task"], metadata, int(metadata["num_classes"]))
+    network.load_state_dict(state["model"])
+    return network.to(device).eval(), metadata

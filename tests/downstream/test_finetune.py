@@ -1,0 +1,161 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cover
+from cover.downstream.evaluate import evaluate
+from cover.downstream.finetune import finetune
+from cover.downstream.predict import predict
+from cover.errors import ConfigError
+from cover.train.checkpoint import load_checkpoint
+
+RUN_FILES = ("config.yaml", "split.json", "log.csv", "curves.png", "best.pt", "last.pt", "summary.json", "tensorboard")
+
+
+TINY = {"channels": [8, 16, 32, 16, 8]}
+
+
+def seg_options(images, labels, out, dim, **extra):
+    options = {
+        "images": images,
+        "labels": labels,
+        "dim": dim,
+        "size": 32 if dim == 2 else 16,
+        "batch_size": 8 if dim == 2 else 4,
+        "steps": 120 if dim == 2 else 100,
+        "lr": 1e-2,
+        "val_every": 40,
+        "model": TINY,
+        "out": str(out),
+    }
+    options.update(extra)
+    return options
+
+
+@pytest.fixture(scope="module")
+def trained3d(seg3d, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run3d")
+    summary = finetune(**seg_options(*seg3d, out / "run", dim=3))
+    return out / "run", summary
+
+
+def test_api_names_resolve():
+    assert cover.finetune is finetune and cover.evaluate is evaluate and cover.predict is predict
+
+
+def test_scratch_2d_learns_the_shapes(seg2d, seg_task, tmp_path):
+    summary = finetune(**seg_options(*seg2d, tmp_path / "run", dim=2))
+    for name in RUN_FILES:
+        assert (tmp_path / "run" / name).exists(), name
+    assert summary["num_train"] + summary["num_val"] == 24 and summary["steps"] == 120
+    # Held-out cases drawn with another seed, never seen in training or validation.
+    test_images, test_labels = seg_task(tmp_path / "test", dim=2, n=8, side=32, seed=99)
+    result = evaluate(summary["checkpoint"], test_images, test_labels, out=tmp_path / "eval")
+    assert result["mean_dice"] >= 0.8, result
+    assert set(result["classes"]) == {"1", "2"} and result["num_cases"] == 8
+    for name in ("metrics.csv", "metrics.json", "cases.png", "config.yaml"):
+        assert (tmp_path / "eval" / name).is_file()
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["case", "image", "label", "dice_1", "dice_2"] and len(rows) == 9
+
+
+def test_scratch_3d_learns_and_predicts_in_the_input_geometry(trained3d, seg_task, oblique_affine, tmp_path):
+    run, summary = trained3d
+    test_images, test_labels = seg_task(tmp_path / "test", dim=3, n=4, side=16, seed=99)
+    result = evaluate(run / "best.pt", test_images, test_labels, out=tmp_path / "eval")
+    assert result["mean_dice"] >= 0.8, result
+    assert result["mean_hd95"] >= 0  # in mm of the oblique affine
+    written = predict(run / "best.pt", test_images, out=tmp_path / "pred")["outputs"]
+    assert len(written) == 4
+    for path in written:
+        mask, source = nib.load(path), nib.load(path.replace(str(tmp_path / "pred"), test_images))
+        np.testing.assert_allclose(mask.affine, oblique_affine, atol=1e-6)
+        np.testing.assert_allclose(mask.affine, source.affine, atol=1e-6)
+        assert mask.shape == source.shape and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    truth = np.asarray(nib.load(test_labels + "/case00.nii.gz").dataobj)
+    predicted = np.asarray(nib.load(written[0]).dataobj)
+    assert (predicted == truth).mean() > 0.9  # the mask lines up voxel for voxel with the file
+
+
+def test_predict_png_stays_png(seg2d, tmp_path):
+    summary = finetune(**seg_options(*seg2d, tmp_path / "run", dim=2, steps=2, val_every=2))
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    image = np.load(seg2d[0] + "/case00.npy")
+    Image.fromarray(np.clip(image * 200, 0, 255).astype(np.uint8)).save(folder / "a.png")
+    written = predict(summary["checkpoint"], str(folder), out=tmp_path / "pred")["outputs"]
+    assert [p.rsplit("/", 1)[1] for p in written] == ["a.png"]
+    assert np.asarray(Image.open(written[0])).shape == (32, 32)
+
+
+def test_classification_separates_a_trivial_task(cls_task, tmp_path):
+    images = cls_task(tmp_path / "data", n=24)
+    summary = finetune(
+        task="cls",
+        images=images,
+        dim=2,
+        size=32,
+        batch_size=8,
+        steps=40,
+        lr=1e-2,
+        val_fraction=0.25,
+        val_every=20,
+        model=TINY,
+        out=str(tmp_path / "run"),
+    )
+    assert summary["class_names"] == ["disc", "empty"] and summary["best_val_auc"] >= 0.9, summary
+    test = cls_task(tmp_path / "test", n=12, seed=5)
+    result = evaluate(summary["checkpoint"], test, out=tmp_path / "eval")
+    assert result["auc"] >= 0.9 and result["accuracy"] >= 0.75, result
+    predictions = predict(summary["checkpoint"], test, out=tmp_path / "pred")["outputs"][0]
+    assert (tmp_path / "pred" / "predictions.csv").is_file() and predictions.endswith("predictions.csv")
+
+
+def test_split_is_reproducible_and_written(seg2d, tmp_path):
+    def split(out, seed):
+        options = seg_options(*seg2d, out, dim=2, steps=1, val_every=1, label_fraction=0.25, seed=seed)
+        finetune(**options, augment={"enabled": False})
+        return json.loads((out / "split.json").read_text())
+
+    a, b, c = split(tmp_path / "a", 3), split(tmp_path / "b", 3), split(tmp_path / "c", 4)
+    assert a == b and a != c
+    assert len(a["val"]) == 5 and len(a["train"]) == 5 and len(a["unused"]) == 14  # ceil(0.25 * 19)
+    names = {e["name"] for part in ("train", "val", "unused") for e in a[part]}
+    assert len(names) == 24
+    assert all(e["label"].endswith("_seg.png") for e in a["train"])
+    with pytest.raises(ConfigError, match="num_labeled"):
+        finetune(**seg_options(*seg2d, tmp_path / "d", dim=2, steps=1, num_labeled=30))
+
+
+def test_refuses_a_folder_of_another_run(seg2d, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "other.txt").write_text("x")
+    with pytest.raises(ConfigError, match="already holds files"):
+        finetune(**seg_options(*seg2d, tmp_path / "run", dim=2, steps=1))
+
+
+def test_pretrained_backbone_is_loaded_exactly(seg2d, tmp_path):
+    from cover.train.pretrain import pretrain
+
+    pretrain(
+        out=str(tmp_path / "pre"), dim=2, size=32, batch_size=2, steps=2, eval_pairs=4, checkpoint_every=2,
+        model={"channels": TINY["channels"], "heads": [2, 2, 1], "head_dim": 4},
+    )  # fmt: skip
+    source = load_checkpoint(tmp_path / "pre" / "checkpoints" / "step_00000002.pt")
+    pretrained = {k: v for k, v in source["model"].items() if k.startswith("backbone.")}
+    options = seg_options(*seg2d, tmp_path / "probe", dim=2, steps=3, val_every=3, freeze="all")
+    options.pop("model")
+    summary = finetune(pretrained=str(tmp_path / "pre" / "checkpoints"), **options)
+    assert summary["pretrained"].endswith("step_00000002.pt")
+    probe = load_checkpoint(tmp_path / "probe" / "last.pt")
+    assert probe["metadata"]["preset"] == "mri" == source["metadata"]["data"]["preset"]
+    for key, value in pretrained.items():  # linear probe: the whole backbone stays as pretrained
+        assert torch.equal(probe["model"][key], value), key
+    fresh = finetune(pretrained=str(tmp_path / "pre"), **{**options, "freeze": "encoder", "out": str(tmp_path / "ft")})
+    tuned = load_checkpoint(fresh["last_checkpoint"])["model"]
+    assert all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("backbone.encoder."))
+    assert not all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("backbone.decoder."))
