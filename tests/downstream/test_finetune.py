@@ -138,24 +138,48 @@ def test_refuses_a_folder_of_another_run(seg2d, tmp_path):
         finetune(**seg_options(*seg2d, tmp_path / "run", dim=2, steps=1))
 
 
-def test_pretrained_backbone_is_loaded_exactly(seg2d, tmp_path):
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory):
+    """A tiny 2-step COVER pretraining run on the demo data; its checkpoint."""
     from cover.train.pretrain import pretrain
 
+    out = tmp_path_factory.mktemp("pretrain") / "pre"
     pretrain(
-        out=str(tmp_path / "pre"), dim=2, size=32, batch_size=2, steps=2, eval_pairs=4, checkpoint_every=2,
+        out=str(out), dim=2, size=32, batch_size=2, steps=2, eval_pairs=4, checkpoint_every=2,
         model={"channels": TINY["channels"], "heads": [2, 2, 1], "head_dim": 4},
     )  # fmt: skip
-    source = load_checkpoint(tmp_path / "pre" / "checkpoints" / "step_00000002.pt")
+    return out / "checkpoints" / "step_00000002.pt"
+
+
+def test_pretrained_backbone_is_loaded_exactly(pretrain_run, seg2d, tmp_path):
+    source = load_checkpoint(pretrain_run)
     pretrained = {k: v for k, v in source["model"].items() if k.startswith("backbone.")}
     options = seg_options(*seg2d, tmp_path / "probe", dim=2, steps=3, val_every=3, freeze="all")
     options.pop("model")
-    summary = finetune(pretrained=str(tmp_path / "pre" / "checkpoints"), **options)
+    summary = finetune(pretrained=str(pretrain_run.parent), **options)
     assert summary["pretrained"].endswith("step_00000002.pt")
     probe = load_checkpoint(tmp_path / "probe" / "last.pt")
     assert probe["metadata"]["preset"] == "mri" == source["metadata"]["data"]["preset"]
     for key, value in pretrained.items():  # linear probe: the whole backbone stays as pretrained
         assert torch.equal(probe["model"][key], value), key
-    fresh = finetune(pretrained=str(tmp_path / "pre"), **{**options, "freeze": "encoder", "out": str(tmp_path / "ft")})
+    run_folder = str(pretrain_run.parent.parent)
+    fresh = finetune(pretrained=run_folder, **{**options, "freeze": "encoder", "out": str(tmp_path / "ft")})
     tuned = load_checkpoint(fresh["last_checkpoint"])["model"]
     assert all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("backbone.encoder."))
     assert not all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("backbone.decoder."))
+
+
+def test_pretrained_from_an_export_folder(pretrain_run, seg2d, tmp_path):
+    from cover.export import export
+
+    source = load_checkpoint(pretrain_run)
+    options = seg_options(*seg2d, tmp_path / "probe", dim=2, steps=1, val_every=1, freeze="all")
+    options.pop("model")
+    for encoder_only in (False, True):
+        folder = export(pretrain_run, tmp_path / f"export{encoder_only}", encoder_only=encoder_only)
+        out = tmp_path / f"probe{encoder_only}"
+        summary = finetune(pretrained=str(folder), **{**options, "out": str(out)})
+        probe = load_checkpoint(summary["last_checkpoint"])["model"]
+        part = "backbone.encoder." if encoder_only else "backbone."
+        compared = [k for k in source["model"] if k.startswith(part)]
+        assert compared and all(torch.equal(probe[k], source["model"][k]) for k in compared)

@@ -45,6 +45,7 @@ from cover.downstream.metrics import classification_scores, json_safe, mean_std,
 from cover.downstream.models import (
     build_network,
     freeze_backbone,
+    load_backbone_weights,
     load_pretrained_backbone,
     pretrained_preset,
     save_finetuned,
@@ -117,6 +118,7 @@ def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, to
         "pretrained": str(path),
         "pretrained_method": metadata.get("method"),
         "pretrained_preset": pretrained_preset(metadata),
+        "encoder_only": bool(metadata.get("encoder_only")),
     }
     return spec, weights, source
 
@@ -284,11 +286,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
     if weights is not None:
-        try:
-            network.backbone.load_state_dict(weights, strict=True)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0]
-            raise CoverError(f"pretrained: {source['pretrained']} does not fit the backbone ({first})") from None
+        load_backbone_weights(network, weights, source["encoder_only"], source["pretrained"])
     backbone = network.backbone
     try:
         backbone.check_size(config.size)

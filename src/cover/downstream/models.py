@@ -8,14 +8,13 @@
 Both keep the backbone under the attribute ``backbone``, so their state-dict keys start with
 ``backbone.`` like the pretraining methods'. :func:`load_pretrained_backbone` reads a
 ``cover pretrain`` checkpoint (or a run folder, its ``checkpoints/`` folder, a fine-tuned
-checkpoint, or an export folder when :mod:`cover.export` provides ``load_pretrained``) and
-returns the backbone's weights with the plain-JSON metadata; :func:`load_finetuned` rebuilds
+checkpoint, or a ``cover export`` folder, through :mod:`cover.export`) and returns the
+backbone's weights with the plain-JSON metadata; :func:`load_finetuned` rebuilds
 a fine-tuned network from its checkpoint alone.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -108,53 +107,32 @@ def freeze_backbone(network: nn.Module, freeze: str) -> None:
         parameter.requires_grad_(False)
 
 
-def _newest_in(folder: Path) -> Path | None:
-    for candidate in (folder, folder.parent if folder.name == "checkpoints" else folder):
-        found = list_checkpoints(candidate)
-        if found:
-            return found[-1]
-    if (folder / "best.pt").is_file():  # a fine-tuning output folder
-        return folder / "best.pt"
-    return None
-
-
-def _export_backbone(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """Weights and metadata from an export folder, when :mod:`cover.export` can load it."""
-    try:
-        module = importlib.import_module("cover.export")
-    except ModuleNotFoundError:
-        return None
-    loader = getattr(module, "load_pretrained", None)
-    if loader is None:
-        return None
-    loaded = loader(path)
-    backbone, metadata = loaded if isinstance(loaded, tuple) else (loaded, {})
-    return backbone.state_dict(), dict(metadata)
-
-
 def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """Backbone weights and metadata of a pretrained (or fine-tuned) checkpoint.
+    """Backbone weights and metadata of a pretrained (or fine-tuned) checkpoint or an export.
 
     Args:
         path: A checkpoint file, a ``cover pretrain`` run folder or its ``checkpoints/``
-            folder (the newest checkpoint is used), a fine-tuning output folder (its
-            ``best.pt``), or an export folder.
+            folder (the newest valid checkpoint), a fine-tuning output folder (its
+            ``best.pt``), or a ``cover export`` folder (``cover.json``).
 
     Returns:
-        ``(backbone_state_dict, metadata, checkpoint_path)``; the state-dict keys have the
-        ``backbone.`` prefix removed.
+        ``(backbone_state_dict, metadata, source)``; keys without the ``backbone.`` prefix.
+        For an encoder-only export only the encoder's weights are returned and
+        ``metadata["encoder_only"]`` is true.
     """
+    from cover.export import SIDECAR, backbone_state_dict, encoder_prefixes, load_pretrained, resolve_checkpoint
+
     source = Path(path)
-    if source.is_dir():
-        newest = _newest_in(source)
-        if newest is None:
-            exported = _export_backbone(source)
-            if exported is None:
-                raise CoverError(f"pretrained: {source} holds no checkpoint (checkpoints/step_*.pt or best.pt)")
-            return exported[0], exported[1], source
-        source = newest
-    state = load_checkpoint(source)
-    weights = {k.removeprefix("backbone."): v for k, v in state["model"].items() if k.startswith("backbone.")}
+    if (source.is_dir() and (source / SIDECAR).is_file()) or source.name == SIDECAR:
+        backbone, metadata = load_pretrained(source)
+        weights = backbone.state_dict()
+        if metadata.get("encoder_only"):
+            weights = {k: v for k, v in weights.items() if k.startswith(encoder_prefixes(backbone))}
+        return weights, dict(metadata), source
+    if source.is_dir() and (source / "best.pt").is_file() and not list_checkpoints(source):
+        source = source / "best.pt"  # a fine-tuning output folder
+    state, source = resolve_checkpoint(source)
+    weights = backbone_state_dict(state["model"])
     if not weights:
         raise CoverError(f"pretrained: {source} has no backbone.* weights")
     metadata = dict(state.get("metadata") or {})
@@ -162,6 +140,26 @@ def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, torch.Tensor],
         if key not in metadata:
             raise CoverError(f"pretrained: {source} lacks metadata '{key}'; not a cover checkpoint")
     return weights, metadata, source
+
+
+def load_backbone_weights(
+    network: nn.Module, weights: dict[str, torch.Tensor], encoder_only: bool, source: Any
+) -> None:
+    """Copy pretrained weights into ``network.backbone``: strictly, or the encoder only.
+
+    Args:
+        network: A downstream network.
+        weights: Backbone state dict (from :func:`load_pretrained_backbone`).
+        encoder_only: Only the encoder is given; the rest keeps its fresh initialisation.
+        source: Where the weights came from (for messages).
+    """
+    try:
+        result = network.backbone.load_state_dict(weights, strict=not encoder_only)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise CoverError(f"pretrained: {source} does not fit the backbone ({first})") from None
+    if encoder_only and result.unexpected_keys:
+        raise CoverError(f"pretrained: {source} has weights the backbone lacks: {result.unexpected_keys[:3]}")
 
 
 def pretrained_preset(metadata: dict[str, Any]) -> str | None:
