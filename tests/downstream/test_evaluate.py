@@ -80,3 +80,35 @@ def test_evaluate_rejects_labels_beyond_the_checkpoint_classes(seg2d, seg_task, 
     Image.fromarray(np.full((32, 32), 7, dtype=np.uint8)).save(labels + "/case00_seg.png")
     with pytest.raises(Exception, match="holds label 7"):
         evaluate_module.evaluate(summary["checkpoint"], images, labels, out=tmp_path / "eval")
+
+
+class Pointwise(torch.nn.Module):
+    """A network whose output at a pixel depends on that pixel only, and checks the divisor."""
+
+    def __init__(self, divisor):
+        super().__init__()
+        self.divisor = divisor
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[2:]))
+        assert all(s % self.divisor == 0 for s in x.shape[2:])
+        return self.conv(x)
+
+
+def test_sliding_window_and_padding_give_the_whole_image_result():
+    from cover.downstream.inference import segment_logits
+
+    network = Pointwise(divisor=8)
+    image = torch.rand(1, 40, 27)  # larger than the 16x16 training size: sliding windows
+    with torch.no_grad():
+        expected = network.conv(image[None])[0]
+    logits = segment_logits(network, image, (16, 16), 8, overlap=0.25)
+    assert logits.shape == (3, 40, 27) and set(network.sizes) == {(16, 16)}
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+    network.sizes.clear()
+    small = torch.rand(1, 13, 10)  # smaller than the training size: padded to 16x16, cropped back
+    logits = segment_logits(network, small, (32, 32), 8)
+    assert logits.shape == (3, 13, 10) and network.sizes == [(16, 16)]
+    torch.testing.assert_close(logits, network.conv(small[None])[0].detach(), atol=1e-6, rtol=0)
