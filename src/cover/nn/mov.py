@@ -9,18 +9,46 @@ the window ``{-r..r}^ndim``::
     v_j(p)    = sum_o w_j(p, o) o
     u(p)      = mean_j v_j(p)
 
-The vectorised kernel reads every window at once from strided views of the zero-padded keys
-(no Python loop over offsets).
+How the kernel works (:class:`_MoVFunction`, one code path for 2D and 3D):
+
+* ``q`` and ``k`` are zero-padded by ``r`` on every side and flattened to ``(B*J, d, Np)``.
+  A voxel ``p`` is addressed by its *window origin* ``P = sum_i p_i * stride_i`` in the padded
+  grid, so the window of every voxel in a run of consecutive origins is one strided view of the
+  padded keys, ``(B*J, d, *[2r+1]*ndim, n)`` with the origins innermost and contiguous. Origins
+  that fall in the padding of an axis (``p_i >= S_i``) are computed and thrown away (a few
+  percent of the work).
+* Origins are processed in chunks sized to stay in cache, with preallocated buffers. Scores are
+  accumulated channel by channel into a ``(B*J, W, n)`` buffer (no ``(B, C, *S, W)`` copy of
+  the windows is ever made), the separable border mask is added as a ``-inf`` bias and the
+  softmax runs in float32; the vectors are one matmul with the offsets.
+* Backward: ``ds = w * (g.o - g.v_j) / J``; ``grad_q`` is the same windowed contraction of
+  ``ds`` against ``k``, and ``grad_k`` (the adjoint of the window gather) is a gather too:
+  ``grad_k(p) = sum_o ds(p - o, o) q(p - o)``, read through a strided view of ``ds`` stored
+  with reversed offsets in a sliding buffer over the padded grid. The weights ``w`` are kept
+  from the forward pass when small (``KEEP_WEIGHTS_BYTES``) and recomputed chunk by chunk
+  otherwise, so a large 3D MoV needs little more memory than its inputs.
+
+Python loops run over chunks and channels, never over window offsets. Inputs in bf16/fp16
+(autocast) are computed in float32; the result is float32.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.autograd.function import once_differentiable
+
+# Elements of one (B*J, W, n) work buffer per chunk (2**19 float32 = 2 MiB): sized for the cache.
+CHUNK_ELEMENTS = 2**19
+# The forward pass keeps the softmax weights for backward when they take at most this many bytes;
+# larger ones (big 3D levels) are recomputed chunk by chunk, which keeps the MoV's memory near its inputs'.
+KEEP_WEIGHTS_BYTES = 256 * 2**20
+# Channels contracted per step in the backward pass (the product buffer holds this many chunks).
+PRODUCT_GROUP = 1
 
 
 def window_offsets(radius: int, spatial_dims: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -40,27 +68,331 @@ def window_offsets(radius: int, spatial_dims: int, device: torch.device | str | 
     return torch.stack([g.reshape(-1) for g in grids], dim=-1)
 
 
-@lru_cache(maxsize=32)
-def _valid_window(spatial: tuple[int, ...], radius: int, device: str) -> torch.Tensor:
-    """Bool ``(*S, W)``: whether ``p + o`` is inside the image."""
-    ndim = len(spatial)
-    ones = torch.ones((1, 1, *spatial), device=device)
-    padded = F.pad(ones, [radius] * (2 * ndim))
-    windows = _unfold_windows(padded, radius)  # (1, 1, *S, *w)
-    return windows.reshape(*spatial, -1)[...] > 0.5
+@dataclass(frozen=True)
+class _Grid:
+    """Index arithmetic of the padded, flattened grid (all counts in voxels)."""
+
+    spatial: tuple[int, ...]  # S
+    radius: int  # r
+    padded: tuple[int, ...]  # S + 2r per axis
+    strides: tuple[int, ...]  # flat stride of each padded axis
+    size: int  # Np, voxels in the padded grid
+    origins: int  # number of window origins 0 .. P(S - 1)
+    center: int  # flat shift from a window's origin to its centre, P(r, ..., r)
+
+    @property
+    def width(self) -> int:
+        return 2 * self.radius + 1
+
+    @property
+    def window(self) -> int:
+        return self.width ** len(self.spatial)
+
+    def view_windows(self, x: torch.Tensor, start: int, count: int) -> torch.Tensor:
+        """Windows of ``count`` consecutive origins from ``start``.
+
+        Args:
+            x: ``(N, C, Np)`` contiguous padded grid.
+            start: First origin.
+            count: Number of origins ``n``.
+
+        Returns:
+            Strided view ``(N, C, *[2r+1]*ndim, n)`` (no copy).
+        """
+        size = (x.shape[0], x.shape[1], *([self.width] * len(self.spatial)), count)
+        stride = (x.stride(0), x.stride(1), *self.strides, 1)
+        return x.as_strided(size, stride, x.storage_offset() + start)
+
+    def to_spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """View ``(..., origins)`` values at the voxels only: ``(..., *S)`` (no copy)."""
+        lead = x.shape[:-1]
+        step = x.stride(-1)
+        return x.as_strided((*lead, *self.spatial), (*x.stride()[:-1], *[step * s for s in self.strides]))
+
+    def bias(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Per-axis score bias ``(ndim, 2r+1, origins)``: 0, or ``-inf`` where offset ``o_i`` leaves axis ``i``.
+
+        The window mask is separable: the bias of offset ``o`` is the sum over axes. Origins in
+        the padding (not voxels) get no ``-inf`` so that their (discarded) softmax stays finite.
+        """
+        ndim, width = len(self.spatial), self.width
+        origin = torch.arange(self.origins, device=device)
+        shift = torch.arange(width, device=device).view(width, 1) - self.radius
+        coords = [(origin // self.strides[axis]) % self.padded[axis] for axis in range(ndim)]
+        voxel = torch.stack([c < s for c, s in zip(coords, self.spatial, strict=True)]).all(dim=0)
+        bias = torch.zeros((ndim, width, self.origins), device=device, dtype=dtype)
+        for axis in range(ndim):
+            target = coords[axis] + shift  # (w, origins)
+            outside = ((target < 0) | (target >= self.spatial[axis])) & voxel
+            bias[axis].masked_fill_(outside, float("-inf"))
+        return bias
 
 
-def _unfold_windows(padded: torch.Tensor, radius: int) -> torch.Tensor:
-    """Strided view ``(..., *S, *([2r+1] * ndim))`` of every window of a padded tensor."""
-    ndim = padded.dim() - 2
-    width = 2 * radius + 1
-    for axis in range(ndim):
-        padded = padded.unfold(2 + axis, width, 1)
-    return padded
+@lru_cache(maxsize=64)
+def _grid(spatial: tuple[int, ...], radius: int) -> _Grid:
+    padded = tuple(s + 2 * radius for s in spatial)
+    strides = tuple(math.prod(padded[i + 1 :]) for i in range(len(padded)))
+    origins = sum((s - 1) * t for s, t in zip(spatial, strides, strict=True)) + 1
+    return _Grid(spatial, radius, padded, strides, math.prod(padded), origins, radius * sum(strides))
 
 
+def _chunk(rows: int, window: int) -> int:
+    """Origins per chunk so that one ``(rows, window, n)`` buffer holds about ``CHUNK_ELEMENTS``."""
+    return max(64, CHUNK_ELEMENTS // (rows * window))
+
+
+def _chunk_of(flat: torch.Tensor, rows: int, window: int, start: int, count: int) -> torch.Tensor:
+    """The contiguous ``(rows, window, count)`` block of origins ``start…`` in a chunk-major buffer."""
+    return flat[rows * window * start : rows * window * (start + count)].view(rows, window, count)
+
+
+class _Workspace:
+    """Chunk-sized buffers reused by every chunk (no allocation inside the chunk loops).
+
+    Args:
+        like: Tensor giving dtype and device.
+        rows: ``B*J``.
+        window: ``W``.
+        step: Origins per chunk.
+        dim: Channels per head ``d``.
+    """
+
+    def __init__(self, like: torch.Tensor, rows: int, window: int, step: int, dim: int) -> None:
+        size = rows * window * step
+        self.scores = like.new_empty(size)
+        self.weights = like.new_empty(size)
+        self.mask = like.new_empty(window * step)
+        self.product = like.new_empty(size * max(1, min(dim, PRODUCT_GROUP)))
+
+    @staticmethod
+    def take(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
+        """A contiguous view of the first ``prod(shape)`` elements."""
+        return buffer[: math.prod(shape)].view(shape)
+
+
+def _contract(windows: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, buffer: torch.Tensor) -> None:
+    """``out[:, c] = sum over the window of windows[:, c] * weights``, a few channels at a time.
+
+    Args:
+        windows: ``(B*J, d, *w, n)`` window view.
+        weights: ``(B*J, *w, n)`` contiguous.
+        out: ``(B*J, d, n)`` destination (may be a strided slice).
+        buffer: Flat work buffer; its size sets how many channels go per step.
+    """
+    rows, dim, count = windows.shape[0], windows.shape[1], windows.shape[-1]
+    size = weights.numel()
+    group = max(1, min(dim, buffer.numel() // size))
+    for first in range(0, dim, group):
+        last = min(dim, first + group)
+        product = buffer[: (last - first) * size].view(rows, last - first, *weights.shape[1:])
+        torch.mul(windows[:, first:last], weights.unsqueeze(1), out=product)
+        torch.sum(product.view(rows, last - first, -1, count), dim=2, out=out[:, first:last])
+
+
+def _weights(
+    grid: _Grid,
+    qc: torch.Tensor,
+    kc: torch.Tensor,
+    bias: torch.Tensor,
+    start: int,
+    count: int,
+    work: _Workspace,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax window weights of ``count`` consecutive origins.
+
+    Args:
+        grid: Grid arithmetic.
+        qc: ``(B*J, d, Np)`` padded queries, pre-scaled by ``1/sqrt(d)``.
+        kc: ``(B*J, d, Np)`` padded keys.
+        bias: ``(ndim, 2r+1, origins)`` from :meth:`_Grid.bias`.
+        start: First origin.
+        count: Number of origins ``n``.
+        work: Buffers.
+        out: Contiguous ``(B*J, W, n)`` destination; default a view of ``work.weights``.
+
+    Returns:
+        ``(B*J, W, n)`` weights (``out``).
+    """
+    rows, dim = qc.shape[:2]
+    ndim, width = len(grid.spatial), grid.width
+    keys = grid.view_windows(kc, start, count)  # (BJ, d, *w, n)
+    queries = qc[:, :, start + grid.center : start + grid.center + count].reshape(rows, dim, *([1] * ndim), count)
+    # The (separable) window mask as one (W, n) bias, then scores = bias + sum_c k_c q_c.
+    mask = work.take(work.mask, *([width] * ndim), count)
+    axis_bias = [
+        bias[axis, :, start : start + count].view(*[width if a == axis else 1 for a in range(ndim)], count)
+        for axis in range(ndim)
+    ]
+    mask.copy_(axis_bias[0])
+    for extra in axis_bias[1:]:
+        mask.add_(extra)
+    scores = work.take(work.scores, rows, *([width] * ndim), count)
+    key_channels, query_channels = keys.unbind(1), queries.unbind(1)
+    torch.addcmul(mask, key_channels[0], query_channels[0], out=scores)
+    for c in range(1, dim):  # channels, not offsets: each step covers the whole window
+        scores.addcmul_(key_channels[c], query_channels[c])
+    weights = work.take(work.weights, rows, grid.window, count) if out is None else out
+    return torch._softmax(scores.view(rows, grid.window, count), 1, False, out=weights)
+
+
+class _MoVFunction(torch.autograd.Function):
+    """Fused MoV forward/backward on the padded flat grid (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, key: torch.Tensor, heads: int, radius: int) -> torch.Tensor:  # noqa: D102
+        batch, channels, *spatial = query.shape
+        ndim, dim = len(spatial), channels // heads
+        rows = batch * heads
+        grid = _grid(tuple(spatial), radius)
+        qc, kc = _padded(query, grid, rows, 1.0 / math.sqrt(dim)), _padded(key, grid, rows)
+        bias = grid.bias(query.device, query.dtype)
+        offsets_t = window_offsets(radius, ndim, device=query.device).to(query.dtype).T.contiguous()
+        vectors = query.new_empty(rows, ndim, grid.origins)
+        step = min(_chunk(rows, grid.window), grid.origins)
+        work = _Workspace(query, rows, grid.window, step, 1)
+        keep = rows * grid.window * grid.origins * query.element_size() <= KEEP_WEIGHTS_BYTES
+        # Kept weights are stored chunk after chunk, each chunk a contiguous (B*J, W, n) block.
+        stored = query.new_empty(rows * grid.window * grid.origins) if keep else None
+        for start in range(0, grid.origins, step):
+            count = min(step, grid.origins - start)
+            out = None if stored is None else _chunk_of(stored, rows, grid.window, start, count)
+            weights = _weights(grid, qc, kc, bias, start, count, work, out)
+            vectors[:, :, start : start + count] = torch.matmul(offsets_t, weights)  # (no out=: slow into views)
+        ctx.save_for_backward(qc, kc, vectors, stored)
+        ctx.heads, ctx.radius, ctx.step = heads, radius, step
+        field = vectors.view(batch, heads, ndim, grid.origins).mean(dim=1)
+        return grid.to_spatial(field).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:  # noqa: D102
+        qc, kc, vectors, stored = ctx.saved_tensors
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            grad_q, grad_k = _backward(qc, kc, vectors, stored, grad.to(qc.dtype), ctx.heads, ctx.radius, ctx.step)
+        return grad_q, grad_k, None, None
+
+
+def _padded(x: torch.Tensor, grid: _Grid, rows: int, scale: float = 1.0) -> torch.Tensor:
+    """``scale * x`` zero-padded by ``r`` on every side, as ``(B*J, d, Np)`` (one allocation)."""
+    out = x.new_zeros(x.shape[0], x.shape[1], *grid.padded)
+    inner = out[(slice(None), slice(None), *[slice(grid.radius, grid.radius + s) for s in grid.spatial])]
+    if scale == 1.0:
+        inner.copy_(x)
+    else:
+        torch.mul(x, scale, out=inner)
+    return out.view(rows, -1, grid.size)
+
+
+def _backward(
+    qc: torch.Tensor,
+    kc: torch.Tensor,
+    vectors: torch.Tensor,
+    stored: torch.Tensor | None,
+    grad: torch.Tensor,
+    heads: int,
+    radius: int,
+    step: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the MoV with respect to the (unpadded) query and key.
+
+    The weights are read from ``stored`` or recomputed chunk by chunk. The score gradients ``ds`` are written, offsets
+    reversed, into a sliding buffer over the padded grid (window centres), which the ``grad_k``
+    gather trails by the window's reach, so no full ``(B*J, W, Np)`` array is ever allocated.
+
+    Args:
+        qc: ``(B*J, d, Np)`` padded, pre-scaled queries.
+        kc: ``(B*J, d, Np)`` padded keys.
+        vectors: ``(B*J, ndim, origins)`` per-head vectors of the forward pass.
+        stored: Weights kept by the forward pass (chunk after chunk, see :func:`_chunk_of`), or
+            ``None`` to recompute them.
+        grad: ``(B, ndim, *S)`` gradient of the output.
+        heads: ``J``.
+        radius: ``r``.
+        step: Origins per chunk of the forward pass.
+
+    Returns:
+        ``(grad_query, grad_key)``, each ``(B, J*d, *S)``.
+    """
+    rows, dim, size = qc.shape
+    batch, ndim, *spatial = grad.shape
+    grid = _grid(tuple(spatial), radius)
+    window, width, origins, center = grid.window, grid.width, grid.origins, grid.center
+    reach = 2 * center  # a gather at origin P reads buffer positions P .. P + reach
+    offsets = window_offsets(radius, ndim, device=grad.device).to(qc.dtype)
+    reverse = torch.arange(window - 1, -1, -1, device=grad.device)
+    bias = grid.bias(grad.device, qc.dtype)
+    # dL/dw_j(p, o) = g(p).o / J: g on the origins (zero at padding origins).
+    g = grad.new_zeros(batch, ndim, origins)
+    torch.mul(grad, 1.0 / heads, out=grid.to_spatial(g))
+    grad_q = qc.new_empty(rows, dim, origins)
+    grad_k = qc.new_empty(rows, dim, origins)
+    work = _Workspace(qc, rows, window, step, dim)
+    w_shape = (rows, *([width] * ndim))
+    # Sliding buffer of ds at window centres, offsets reversed: positions [base, base + capacity).
+    capacity = min(size, 2 * reach + 3 * step)
+    trail = qc.new_empty(rows, window, capacity)
+    trail[:, :, :center].zero_()
+    gather_stride = (
+        window * capacity,
+        *[s + width ** (ndim - 1 - i) * capacity for i, s in enumerate(grid.strides)],
+        1,
+    )
+    state = {"base": 0, "written": center, "done": 0}
+
+    def make_room(end: int) -> None:
+        """Slide the buffer so that positions up to ``end`` fit (keeps what the gather still needs)."""
+        base, written, done = state["base"], state["written"], state["done"]
+        if end - base <= capacity:
+            return
+        keep = written - done  # < reach + step <= done - base: the copy never overlaps
+        trail[:, :, :keep].copy_(trail[:, :, done - base : written - base])
+        state["base"] = done
+
+    def drain() -> None:
+        """grad_k(p) = sum_o ds(p - o, o) q(p - o) for every origin whose reach is written."""
+        while state["done"] < origins:
+            start = state["done"]
+            count = min(step, origins - start)
+            if start + count + reach > state["written"]:
+                return
+            gathered = work.take(work.scores, *w_shape, count)
+            gathered.copy_(trail.as_strided((*w_shape, count), gather_stride, start - state["base"]))
+            _contract(grid.view_windows(qc, start, count), gathered, grad_k[:, :, start : start + count], work.product)
+            state["done"] = start + count
+
+    for start in range(0, origins, step):
+        count = min(step, origins - start)
+        stop = start + count
+        if stored is None:
+            weights = _weights(grid, qc, kc, bias, start, count, work)  # (BJ, W, n) in work.weights
+        else:
+            weights = _chunk_of(stored, rows, window, start, count)
+        g_chunk = g[:, :, start:stop]  # (B, ndim, n)
+        along = torch.matmul(offsets, g_chunk)  # (B, W, n): g.o
+        dots = (vectors[:, :, start:stop].view(batch, heads, ndim, count) * g_chunk.unsqueeze(1)).sum(2, keepdim=True)
+        factor = work.take(work.product, batch, heads, window, count)
+        torch.sub(along.unsqueeze(1), dots, out=factor)  # g.o - g.v_j
+        ds = torch.mul(weights, factor.view(rows, window, count), out=work.take(work.weights, rows, window, count))
+        _contract(grid.view_windows(kc, start, count), ds.view(*w_shape, count), grad_q[:, :, start:stop], work.product)
+        make_room(stop + center)
+        flipped = torch.index_select(ds, 1, reverse, out=work.take(work.scores, rows, window, count))
+        trail[:, :, start + center - state["base"] : stop + center - state["base"]] = flipped
+        state["written"] = stop + center
+        drain()
+    make_room(size)
+    trail[:, :, state["written"] - state["base"] : size - state["base"]].zero_()
+    state["written"] = size
+    drain()
+    channels = heads * dim
+    grad_query = grid.to_spatial(grad_q.view(batch, channels, origins)) * (1.0 / math.sqrt(dim))
+    grad_key = grid.to_spatial(grad_k.view(batch, channels, origins)).contiguous()
+    return grad_query, grad_key
+
+
+@torch.compiler.disable  # a hand-scheduled kernel: `--compile` compiles the model around it
 def mixture_of_vectors(query: torch.Tensor, key: torch.Tensor, heads: int, radius: int) -> torch.Tensor:
-    """Vectorised MoV.
+    """Vectorised MoV (fused forward and backward; see the module docstring).
 
     Args:
         query: ``(B, J*d, *S)`` projected features of view b.
@@ -69,24 +401,20 @@ def mixture_of_vectors(query: torch.Tensor, key: torch.Tensor, heads: int, radiu
         radius: Window radius ``r``.
 
     Returns:
-        Displacement ``u`` of shape ``(B, ndim, *S)`` in voxels of this grid.
+        Displacement ``u`` of shape ``(B, ndim, *S)`` in voxels of this grid, float32 (float64
+        for float64 inputs). Low-precision inputs (autocast) are computed in float32.
     """
     batch, channels, *spatial = query.shape
-    ndim = len(spatial)
     dim = channels // heads
     if dim * heads != channels:
         raise ValueError(f"{channels} channels do not split into {heads} heads")
-    q = query.reshape(batch, heads, dim, *spatial)
-    padded = F.pad(key, [radius] * (2 * ndim))
-    windows = _unfold_windows(padded, radius)  # (B, C, *S, *w): a view, no copy
-    windows = windows.reshape(batch, heads, dim, *spatial, -1)  # (B, J, d, *S, W)
-    scores = torch.einsum("bjd...,bjd...w->bj...w", q, windows) * (1.0 / math.sqrt(dim))
-    valid = _valid_window(tuple(spatial), radius, str(query.device))
-    scores = scores.masked_fill(~valid, float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)  # (B, J, *S, W)
-    offsets = window_offsets(radius, ndim, device=query.device).to(weights.dtype)  # (W, ndim)
-    vectors = (weights @ offsets).mean(dim=1)  # (B, *S, ndim)
-    return vectors.movedim(-1, 1)
+    if key.shape != query.shape:
+        raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} differ in shape")
+    if len(spatial) not in (2, 3):
+        raise ValueError(f"MoV needs 2 or 3 spatial dimensions, got {len(spatial)}")
+    dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), torch.float32)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        return _MoVFunction.apply(query.to(dtype), key.to(dtype), heads, radius)
 
 
 class MixtureOfVectors(nn.Module):
@@ -115,6 +443,6 @@ class MixtureOfVectors(nn.Module):
             feat_a: ``(B, C, *S)`` features of view a, already warped by the coarser estimate.
 
         Returns:
-            ``(B, ndim, *S)`` displacement in voxels of this level.
+            ``(B, ndim, *S)`` displacement in voxels of this level (float32).
         """
         return mixture_of_vectors(self.project(feat_b), self.project(feat_a), self.heads, self.radius)
