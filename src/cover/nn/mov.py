@@ -251,7 +251,8 @@ class _MoVFunction(torch.autograd.Function):
         vectors = query.new_empty(rows, ndim, grid.origins)
         step = min(_chunk(rows, grid.window), grid.origins)
         work = _Workspace(query, rows, grid.window, step, 1)
-        keep = rows * grid.window * grid.origins * query.element_size() <= KEEP_WEIGHTS_BYTES
+        needs_grad = any(ctx.needs_input_grad[:2])
+        keep = needs_grad and rows * grid.window * grid.origins * query.element_size() <= KEEP_WEIGHTS_BYTES
         # Kept weights are stored chunk after chunk, each chunk a contiguous (B*J, W, n) block.
         stored = query.new_empty(rows * grid.window * grid.origins) if keep else None
         for start in range(0, grid.origins, step):

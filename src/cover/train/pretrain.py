@@ -434,7 +434,10 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
             )
-            bad = any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)), context)
+            # One device->host copy per step for the finiteness check and the logged losses.
+            host = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)]).tolist()
+            local = dict(zip(losses, host[:-1], strict=True))
+            bad = any_rank(not (math.isfinite(local["loss"]) and math.isfinite(host[-1])), context)
             if bad:
                 consecutive_bad += 1
                 skipped_total += 1
@@ -459,7 +462,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
             scheduler.step()
             done = step + 1
             # Logged losses are the means over ranks, i.e. those of the global batch.
-            values = mean_over_ranks({k: float(v.detach()) for k, v in losses.items()}, context)
+            values = mean_over_ranks(local, context)
             for key, value in values.items():
                 if math.isfinite(value):
                     history.setdefault(key, []).append(value)
