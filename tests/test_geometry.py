@@ -116,3 +116,14 @@ def test_jacobian_of_affine_field_is_det():
     phi = affine_field(matrix, torch.zeros(1, 2), (9, 9))
     det = field_jacobian_determinant(phi)
     torch.testing.assert_close(det, torch.full_like(det, float(torch.det(matrix[0]))), atol=1e-4, rtol=0)
+
+
+def test_sample_at_samples_bf16_inputs_at_float32_positions():
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 128, 128).to(torch.bfloat16)
+    coords = identity_grid((8, 8)) + torch.tensor([60.3, 100.7]).view(1, 2, 1, 1)
+    out = sample_at(x, coords)
+    assert out.dtype == torch.bfloat16
+    # Same as sampling the (exactly representable) bf16 values in float32, then rounding once:
+    # the sampling positions are not rounded to bf16 (which would move them by ~0.25 voxel).
+    assert torch.equal(out, sample_at(x.float(), coords).to(torch.bfloat16))

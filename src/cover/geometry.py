@@ -76,15 +76,17 @@ def sample_at(x: torch.Tensor, coords: torch.Tensor, mode: str = "linear", paddi
     # grid_sample wants (B, *out_spatial, ndim) with the last axis ordered (x, y[, z]),
     # i.e. reversed array axes.
     grid = normalised.movedim(1, -1).flip(-1)
-    if grid.dtype != x.dtype:
-        grid = grid.to(x.dtype)
-    return F.grid_sample(
-        x,
-        grid,
+    # Sample in the higher of the two precisions: rounding the grid to bf16 would move the
+    # sampling positions by up to ~0.25 voxel at 128 voxels.
+    dtype = torch.promote_types(x.dtype, grid.dtype)
+    out = F.grid_sample(
+        x.to(dtype),
+        grid.to(dtype),
         mode="bilinear" if mode == "linear" else "nearest",
         padding_mode=padding,
         align_corners=True,
     )
+    return out.to(x.dtype)
 
 
 def warp(x: torch.Tensor, phi: torch.Tensor, mode: str = "linear") -> torch.Tensor:
