@@ -277,6 +277,37 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
     return dataclasses.replace(instance, **changes)
 
 
+def run_values(config: Any, options: dict[str, Any], default_out: str) -> dict[str, Any]:
+    """A run's config values: a dataclass, dict or YAML path, overridden by ``options``.
+
+    On resume (``resume`` set), the run's own ``OUT/config.yaml`` fills every key that is not
+    given, so ``--out DIR --resume auto`` alone continues a run with its settings.
+
+    Args:
+        config: A config dataclass, a dict of its keys, a YAML path, or ``None``.
+        options: Keys that override ``config`` (``None`` values are ignored).
+        default_out: The command's default output folder.
+
+    Returns:
+        Plain values, ready for the command's ``resolve_*_config``.
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        values = to_dict(config)
+    elif isinstance(config, (str, Path)):
+        values = load_yaml(config)
+    else:
+        values = dict(config or {})
+    values = deep_merge(values, {k: v for k, v in options.items() if v is not None})
+    if values.get("resume"):
+        saved = Path(values.get("out", default_out)) / "config.yaml"
+        if saved.is_file():
+            merged = load_yaml(saved)
+            for key in ("resume", "overwrite"):
+                merged.pop(key, None)
+            values = deep_merge(merged, values)
+    return values
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Merge ``extra`` into a copy of ``base``, recursing into nested mappings (``None`` = not given)."""
     merged = dict(base)

@@ -49,6 +49,10 @@ def finetune(
     out: Annotated[str | None, Opt(help="Output folder.")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML file with any of these options.")] = None,
     overwrite: Annotated[bool | None, Opt("--overwrite", help="Write into a non-empty --out.")] = None,
+    resume: Annotated[str | None, Opt(help="auto (newest valid checkpoint in --out) or a checkpoint.")] = None,
+    checkpoint_every: Annotated[int | None, Opt(help="Steps between training-state checkpoints.")] = None,
+    checkpoint_minutes: Annotated[float | None, Opt(help="Also checkpoint every this many minutes.")] = None,
+    devices: Annotated[int | None, Opt(help="Launch this many processes (DDP) on this machine.")] = None,
 ) -> None:
     """Fine-tune a pretrained backbone (or train from scratch) on labeled images."""
     from cover.cli import config_values
@@ -82,8 +86,17 @@ def finetune(
         "device": device,
         "out": out,
         "overwrite": overwrite,
+        "resume": resume,
+        "checkpoint_every": checkpoint_every,
+        "checkpoint_minutes": checkpoint_minutes,
         "model": {"channels": channels} if channels else {},
     }
+    if devices and devices > 1:
+        import sys
+
+        from cover.train.launch import launch_local
+
+        raise typer.Exit(launch_local(devices, sys.argv[1:]))
     run(config_values(config, options))
 
 

@@ -115,6 +115,14 @@ class FinetuneConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         out: Output folder.
         overwrite: Allow writing into a non-empty folder of another run.
+        resume: ``None``, ``auto`` (newest valid checkpoint in ``out``; a fresh start when
+            there is none) or a checkpoint path.
+        checkpoint_every: Steps between training-state checkpoints in ``out/checkpoints``
+            (``None``: at every validation).
+        checkpoint_minutes: Also checkpoint when this many minutes passed since the last one.
+        keep_checkpoints: Number of recent training-state checkpoints kept.
+        max_nonfinite_steps: Abort after this many consecutive steps with a non-finite loss
+            or gradient (each such step is skipped).
         log_every: Steps between log rows.
         evaluate_test: Demo only: evaluate the selected checkpoint on the test slab at the end.
         augment: Augmentation settings.
@@ -155,6 +163,11 @@ class FinetuneConfig:
     device: str = "auto"
     out: str = "cover_runs/finetune"
     overwrite: bool = False
+    resume: str | None = None
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = None
+    keep_checkpoints: int = 2
+    max_nonfinite_steps: int = 20
     log_every: int = 10
     evaluate_test: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -228,7 +241,7 @@ def resolve_finetune_config(
 
 
 def resolve_steps(config: FinetuneConfig, num_train: int) -> FinetuneConfig:
-    """Fill ``steps`` (from ``epochs``), ``warmup_steps`` and ``val_every``.
+    """Fill ``steps`` (from ``epochs``), ``warmup_steps``, ``val_every`` and ``checkpoint_every``.
 
     Args:
         config: A resolved config.
@@ -242,7 +255,8 @@ def resolve_steps(config: FinetuneConfig, num_train: int) -> FinetuneConfig:
         steps = max(1, config.epochs * math.ceil(num_train / config.batch_size))
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, steps // 20)
     val_every = config.val_every if config.val_every is not None else max(1, steps // 10)
-    return dataclasses.replace(config, steps=steps, warmup_steps=warmup, val_every=val_every)
+    every = config.checkpoint_every if config.checkpoint_every is not None else val_every
+    return dataclasses.replace(config, steps=steps, warmup_steps=warmup, val_every=val_every, checkpoint_every=every)
 
 
 def validate_finetune_config(config: FinetuneConfig) -> None:
@@ -274,6 +288,11 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
         (config.patience is None or config.patience >= 1, "patience", "must be at least 1"),
         (config.val_every is None or config.val_every >= 1, "val_every", "must be at least 1"),
         (config.in_channels >= 1, "in_channels", "must be at least 1"),
+        (config.checkpoint_every is None or config.checkpoint_every >= 1, "checkpoint_every", "must be at least 1"),
+        (config.checkpoint_minutes is None or config.checkpoint_minutes > 0, "checkpoint_minutes", "must be positive"),
+        (config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
+        (config.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be at least 1"),
+        (config.log_every >= 1, "log_every", "must be at least 1"),
         (
             config.class_names is None or config.num_classes is None or len(config.class_names) == config.num_classes,
             "class_names",

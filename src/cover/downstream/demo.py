@@ -49,6 +49,23 @@ def demo_slices(z_values: list[int] | range, size: int = DEMO_SIZE) -> tuple[np.
     return pixels, label_maps.numpy().astype(np.uint8)
 
 
+def demo_task_paths(folder: str | Path) -> dict[str, str]:
+    """Where :func:`write_demo_task` puts the demo's folders (nothing is written).
+
+    Args:
+        folder: The demo folder.
+
+    Returns:
+        Folder paths by role: ``images``, ``labels``, ``test_images``, ``test_labels``.
+    """
+    root = Path(folder)
+    return {
+        prefix + role: str(root / split / role)
+        for split, prefix in (("train", ""), ("test", "test_"))
+        for role in ("images", "labels")
+    }
+
+
 def write_demo_task(folder: str | Path, size: int = DEMO_SIZE) -> dict[str, str]:
     """Write the demo's training and test slices with labels as PNG files.
 
@@ -59,16 +76,14 @@ def write_demo_task(folder: str | Path, size: int = DEMO_SIZE) -> dict[str, str]
     Returns:
         Folder paths by role: ``images``, ``labels``, ``test_images``, ``test_labels``.
     """
-    root = Path(folder)
-    paths = {}
+    paths = demo_task_paths(folder)
     for split, slab in (("train", FINETUNE_SLAB), ("test", TEST_SLAB)):
         z_values = range(*slab)
         images, labels = demo_slices(z_values, size)
         prefix = "" if split == "train" else "test_"
         for role, stack in (("images", images), ("labels", labels)):
-            target = root / split / role
+            target = Path(paths[prefix + role])
             target.mkdir(parents=True, exist_ok=True)
             for z, picture in zip(z_values, stack, strict=True):
                 Image.fromarray(picture).save(target / f"mni_z{z:03d}.png")
-            paths[prefix + role] = str(target)
     return paths

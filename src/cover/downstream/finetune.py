@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import cover
-from cover.config import save_yaml, to_dict
+from cover.config import run_values, save_yaml, to_dict
 from cover.data.record import data_error
 from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
@@ -51,8 +53,29 @@ from cover.downstream.models import (
     save_finetuned,
 )
 from cover.downstream.outputs import prepare_output
-from cover.errors import ConfigError, CoverError
-from cover.train.distributed import resolve_device
+from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.train.checkpoint import (
+    CHECKPOINT_DIR,
+    capture_rng_state,
+    checkpoint_path,
+    load_states,
+    prune_checkpoints,
+    remove_partial_files,
+    restore_rng_state,
+    resume_state,
+    save_checkpoint,
+)
+from cover.train.distributed import (
+    DistributedContext,
+    any_rank,
+    barrier,
+    broadcast_object,
+    gather_digests,
+    init_distributed,
+    mean_over_ranks,
+    shutdown_distributed,
+)
+from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.logger import RunLogger
 from cover.train.schedule import warmup_cosine
 
@@ -71,24 +94,10 @@ class _Data:
     test_labels: str | None = None
 
 
-def _data_sources(config: FinetuneConfig, out: Path) -> _Data:
-    if not config.is_demo:
-        return _Data(
-            config.images, config.labels, config.datalist, config.val_images, config.val_labels, config.val_datalist
-        )
-    from cover.downstream.demo import write_demo_task
-
-    paths = write_demo_task(out / "demo_data", size=config.size[0])
-    # The demo validates on its test slab (no other labeled slices exist); it reports ``select``.
+def _data_sources(config: FinetuneConfig) -> _Data:
+    """User data folders/datalists of a non-demo run."""
     return _Data(
-        paths["images"],
-        paths["labels"],
-        None,
-        paths["test_images"],
-        paths["test_labels"],
-        None,
-        paths["test_images"],
-        paths["test_labels"],
+        config.images, config.labels, config.datalist, config.val_images, config.val_labels, config.val_datalist
     )
 
 
@@ -248,12 +257,70 @@ def validation_score(
         network.train(was_training)
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return int(np.random.default_rng([seed, step, 0xA06]).integers(0, 2**62))
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """Seed of one step's augmentation on one rank (rank 0's equals a single-process run's)."""
+    key = [seed, step, 0xA06] if rank == 0 else [seed, step, rank, 0xA06]
+    return int(np.random.default_rng(key).integers(0, 2**62))
+
+
+#: Format tag of fine-tuning training-state checkpoints (``OUT/checkpoints/step_N.pt``).
+CHECKPOINT_FORMAT = "cover-finetune-checkpoint/1"
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What a training-state checkpoint carries besides weights and optimiser.
+
+    Attributes:
+        best: Best validation score so far.
+        best_step: Step of ``best``.
+        stale: Validations since the last improvement.
+        history: Training loss of every finished step (mean over ranks).
+        last_val: Latest validation metrics.
+        skipped: Non-finite steps skipped.
+        early_stopped: Whether early stopping ended the run.
+    """
+
+    best: float = -math.inf
+    best_step: int = 0
+    stale: int = 0
+    history: list[float] = dataclasses.field(default_factory=list)
+    last_val: dict[str, float] = dataclasses.field(default_factory=dict)
+    skipped: int = 0
+    early_stopped: bool = False
+
+
+def _find_start(config: FinetuneConfig) -> tuple[dict[str, Any] | None, Path | None]:
+    """The training state to resume from, or ``(None, None)`` for a fresh start."""
+    state, path = resume_state(config.resume, config.out)
+    if state is not None and state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"resume: {path} is not a cover finetune training checkpoint")
+    return state, path
+
+
+def _prepare(config: FinetuneConfig, resuming: bool, context: DistributedContext) -> Path:
+    """Rank 0 checks and creates the output folder; the others wait for it."""
+    out = Path(config.out)
+    if context.is_main:
+        if resuming:
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"out: {out} exists and is not a folder")
+            out.mkdir(parents=True, exist_ok=True)
+            remove_partial_files(out)
+        else:
+            prepare_output(out, config.overwrite, "finetune", resumable=True)
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # an overwritten run's states
+    barrier(context)
+    return out
 
 
 def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Fine-tune (or linear-probe) a pretrained backbone, or train from scratch, on labeled data.
+
+    Runs in one process, or in several under ``torchrun`` (DDP: ``batch_size`` is global,
+    each process trains on its share of every batch, rank 0 validates, logs and writes).
+    A first SIGTERM/SIGINT finishes the step, writes a training-state checkpoint and stops;
+    ``resume="auto"`` continues from the newest valid one with the same losses.
 
     Args:
         config: A :class:`~cover.downstream.config.FinetuneConfig`, a dict of its keys, a YAML
@@ -264,16 +331,41 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         The run summary (also ``OUT/summary.json``): steps, best/last validation score,
         checkpoint paths, case counts and, for the demo, the test metrics.
     """
-    config = resolve_finetune_config(config, **options)
-    device = resolve_device(config.device)
-    out = prepare_output(config.out, config.overwrite, "finetune")
-    data = _data_sources(config, out)
+    config = resolve_finetune_config(run_values(config, options, FinetuneConfig.out))
+    context = init_distributed(config.device)
+    try:
+        return _finetune(config, context)
+    finally:
+        shutdown_distributed()
+
+
+def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
+    device = context.device
+    if config.batch_size % context.world_size:
+        raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
+    state, state_path = _find_start(config)
+    out = _prepare(config, resuming=state is not None or bool(config.resume), context=context)
+    if config.is_demo:
+        from cover.downstream.demo import demo_task_paths, write_demo_task
+
+        if context.is_main:
+            write_demo_task(out / "demo_data", size=config.size[0])
+        barrier(context)
+        paths = demo_task_paths(out / "demo_data")
+        # The demo validates on its test slab (no other labeled slices exist); it reports ``select``.
+        data = _Data(
+            paths["images"], paths["labels"], None, paths["test_images"], paths["test_labels"], None,
+            paths["test_images"], paths["test_labels"],
+        )  # fmt: skip
+    else:
+        data = _data_sources(config)
     spec, weights, source = _backbone_spec(config)
     preset = config.preset or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     if not train_cases:
         raise CoverError("no labeled training cases left after the split; lower val_fraction or add data")
-    _write_split(out, config, train_cases, val_cases, unused)
+    if context.is_main:
+        _write_split(out, config, train_cases, val_cases, unused)
     train = _load(train_cases, config, preset, "loading training cases")
     val = _load(val_cases, config, preset, "loading validation cases")
     num_classes = _num_classes(config, train + val, class_names)
@@ -281,7 +373,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"class_names: {len(names)} names for {num_classes} classes")
     config = resolve_steps(config, len(train))
-    save_yaml(config, out / "config.yaml")
+    if context.is_main:
+        save_yaml(config, out / "config.yaml")
 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
@@ -299,6 +392,22 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
     )
+    progress = _Progress()
+    start = 0
+    if state is not None:
+        load_states(
+            state_path,
+            [(network, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler"))],
+        )
+        progress = _Progress(**state.get("progress", {}))
+        restore_rng_state(state.get("rng", {}))
+        start = int(state["step"])
+        if context.is_main:
+            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
+    elif config.resume and config.resume != "auto":
+        raise ConfigError(f"resume: {config.resume} could not be used")
+    elif config.resume and context.is_main:
+        print(f"no usable checkpoint in {out / CHECKPOINT_DIR}; starting at step 0", file=sys.stderr)
     criterion = DiceCELoss(to_onehot_y=True, softmax=True) if config.task == "seg" else nn.CrossEntropyLoss()
     metric = "val_dice" if config.task == "seg" else "val_auc"
     metadata = {
@@ -320,64 +429,138 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         "seed": config.seed,
         **source,
     }
+
+    def save_state(step: int) -> None:
+        if context.is_main:
+            save_checkpoint(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "step": step,
+                    "config": to_dict(config),
+                    "metadata": metadata,
+                    "model": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": capture_rng_state(),
+                    # Batches are a pure function of (seed, step): no data-order state is needed.
+                    "progress": dataclasses.asdict(progress),
+                },
+                checkpoint_path(out, step),
+            )
+            prune_checkpoints(out, config.keep_checkpoints)
+
+    def validate(step: int) -> dict[str, float]:
+        """Validate on rank 0, share the scores, keep the best network; the log row."""
+        scores = None
+        if context.is_main:
+            scores = validation_score(
+                network, val, config.task, num_classes, config.size, backbone.divisor, config.overlap, device
+            )
+        progress.last_val = broadcast_object(scores, context)
+        if progress.last_val["score"] > progress.best:
+            progress.best, progress.best_step, progress.stale = progress.last_val["score"], step, 0
+            if context.is_main:
+                values = {**metadata, "step": step, metric: progress.best}
+                save_finetuned(out / "best.pt", network, values, to_dict(config))
+        else:
+            progress.stale += 1
+        return {k: v for k, v in progress.last_val.items() if k != "score"}
+
+    train_network: nn.Module = network
+    if context.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        # static_graph copes with parameters a task leaves unused (the decoder in classification).
+        train_network = nn.parallel.DistributedDataParallel(network, device_ids=ids, static_graph=True)
     sampler = BatchSampler(train, config.batch_size, config.size, config.seed, config.foreground_prob)
+    share = config.batch_size // context.world_size
+    rows = slice(context.rank * share, (context.rank + 1) * share)
     fields = ["loss", "lr", "seconds", metric] + (["val_accuracy"] if config.task == "cls" else [])
-    logger = RunLogger(out, fields)
-    start = f"pretrained={source['pretrained']}" if weights is not None else "scratch"
-    print(
-        f"cover finetune: task={config.task} dim={config.dim} {start} "
-        f"freeze={config.freeze} train={len(train)} val={len(val)} classes={num_classes} steps={config.steps} "
-        f"batch={config.batch_size} size={list(config.size)} device={device}",
-        file=sys.stderr,
-    )
-    best, best_step, stale, history = -math.inf, 0, 0, []
-    last_val: dict[str, float] = {}
-    tic = time.monotonic()
+    logger = RunLogger(out, fields, start) if context.is_main else None
+    if context.is_main:
+        origin = f"pretrained={source['pretrained']}" if weights is not None else "scratch"
+        print(
+            f"cover finetune: task={config.task} dim={config.dim} {origin} "
+            f"freeze={config.freeze} train={len(train)} val={len(val)} classes={num_classes} steps={config.steps} "
+            f"batch={config.batch_size} size={list(config.size)} device={device} processes={context.world_size}",
+            file=sys.stderr,
+        )
+    guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=progress.skipped)
+    tic = last_save = time.monotonic()
+    done = start
     network.train()
-    progress = tqdm(total=config.steps, desc="finetune", dynamic_ncols=True)
-    done = 0
-    try:
-        for step in range(config.steps):
-            images, targets = sampler.batch(step)
-            images, targets = images.to(device), targets.to(device)
-            generator = torch.Generator(device=device).manual_seed(_step_seed(config.seed, step))
-            with torch.no_grad():
-                if config.task == "seg":
-                    images, targets = augment_batch(images, targets, config.augment, generator)
-                else:
-                    images, _ = augment_batch(images, None, config.augment, generator)
-            logits = network(images)
-            loss = criterion(logits, targets[:, None] if config.task == "seg" else targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            done = step + 1
-            history.append(float(loss.detach()))
-            row: dict[str, float] = {}
-            if val and (done % config.val_every == 0 or done == config.steps):
-                last_val = validation_score(
-                    network, val, config.task, num_classes, config.size, backbone.divisor, config.overlap, device
+    bar = tqdm(total=config.steps, initial=start, desc="finetune", dynamic_ncols=True, disable=not context.is_main)
+    with StopSignals() as signals:
+        try:
+            for step in range(start, config.steps if not progress.early_stopped else start):
+                images, targets = sampler.batch(step)
+                images, targets = images[rows].to(device), targets[rows].to(device)
+                generator = torch.Generator(device=device).manual_seed(_step_seed(config.seed, step, context.rank))
+                with torch.no_grad():
+                    if config.task == "seg":
+                        images, targets = augment_batch(images, targets, config.augment, generator)
+                    else:
+                        images, _ = augment_batch(images, None, config.augment, generator)
+                logits = train_network(images)
+                loss = criterion(logits, targets[:, None] if config.task == "seg" else targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    trainable, config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
-                row.update({k: v for k, v in last_val.items() if k != "score"})
-                if last_val["score"] > best:
-                    best, best_step, stale = last_val["score"], done, 0
-                    save_finetuned(out / "best.pt", network, {**metadata, "step": done, metric: best}, to_dict(config))
+                loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.float()]).tolist()
+                bad = any_rank(not guard.finite(loss_value, norm_value), context)
+                if guard.check(bad, step + 1):
+                    optimizer.step()
                 else:
-                    stale += 1
-            if done % config.log_every == 0 or done == config.steps or row:
-                row.update(loss=history[-1], lr=scheduler.get_last_lr()[0], seconds=time.monotonic() - tic)
-                logger.log(done, row)
-            progress.update(1)
-            progress.set_postfix({"loss": f"{history[-1]:.3f}", metric: f"{best:.3f}" if best > -math.inf else "-"})
-            if config.patience is not None and stale >= config.patience:
-                tqdm.write(f"early stop at step {done}: no better {metric} in {config.patience} validations")
-                break
-    finally:
-        progress.close()
-        logger.close()
+                    optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                done = step + 1
+                progress.skipped = guard.skipped
+                loss_value = mean_over_ranks({"loss": loss_value}, context)["loss"]
+                if math.isfinite(loss_value):
+                    progress.history.append(loss_value)
+                row = validate(done) if val and (done % config.val_every == 0 or done == config.steps) else {}
+                if logger is not None and (done % config.log_every == 0 or done == config.steps or row):
+                    last = progress.history[-1] if progress.history else math.nan
+                    row.update(loss=last, lr=scheduler.get_last_lr()[0], seconds=time.monotonic() - tic)
+                    logger.log(done, row)
+                bar.update(1)
+                if progress.history:
+                    best_text = f"{progress.best:.3f}" if progress.best > -math.inf else "-"
+                    bar.set_postfix({"loss": f"{progress.history[-1]:.3f}", metric: best_text})
+                progress.early_stopped = config.patience is not None and progress.stale >= config.patience
+                stop = any_rank(signals.requested, context)
+                minutes_due = config.checkpoint_minutes is not None and (
+                    time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+                )
+                if (
+                    done % config.checkpoint_every == 0
+                    or done == config.steps
+                    or progress.early_stopped
+                    or stop
+                    or any_rank(minutes_due, context)
+                ):
+                    save_state(done)
+                    last_save = time.monotonic()
+                if stop:
+                    raise TrainingInterrupted(
+                        f"interrupted at step {done}; checkpoint saved in {out / CHECKPOINT_DIR}; "
+                        f"continue with: cover finetune --out {shlex.quote(str(out))} --resume auto"
+                    )
+                if progress.early_stopped:
+                    bar.write(f"early stop at step {done}: no better {metric} in {config.patience} validations")
+                    break
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
+    best, best_step, history, last_val = progress.best, progress.best_step, progress.history, progress.last_val
+    # SHA-256 of each rank's final weights: DDP replicas must be identical.
+    digests = gather_digests(network, context)
+    if not context.is_main:
+        return {"steps": done, "processes": context.world_size, "rank": context.rank, "parameter_digests": digests}
+    if len(set(digests)) > 1:
+        print("warning: the processes ended with different weights; rank 0's were saved", file=sys.stderr)
     save_finetuned(out / "last.pt", network, {**metadata, "step": done, metric: last_val.get("score")}, to_dict(config))
     if not val:  # nothing to select on
         save_finetuned(out / "best.pt", network, {**metadata, "step": done}, to_dict(config))
@@ -395,8 +578,12 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         "class_names": names,
         "steps": done,
         "planned_steps": config.steps,
+        "start_step": start,
+        "processes": context.world_size,
+        "parameter_digests": digests,
+        "nonfinite_steps": progress.skipped,
         "seconds": round(time.monotonic() - tic, 1),
-        "final_loss": float(np.mean(history[-max(1, min(20, len(history) // 5)) :])),
+        "final_loss": float(np.mean(history[-max(1, min(20, len(history) // 5)) :])) if history else math.nan,
         f"best_{metric}": best if best > -math.inf else None,
         "best_step": best_step,
         f"last_{metric}": last_val.get("score"),
@@ -414,7 +601,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
             images=data.test_images,
             labels=data.test_labels,
             out=out / "test",
-            device=config.device,
+            device=str(device),
             overwrite=True,
         )
         summary["test"] = {k: test[k] for k in ("mean_dice", "mean_dice_std", "classes", "num_cases")}

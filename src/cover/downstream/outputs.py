@@ -25,13 +25,14 @@ MASK_SUFFIX = {
 }
 
 
-def prepare_output(out: str | Path, overwrite: bool, command: str) -> Path:
+def prepare_output(out: str | Path, overwrite: bool, command: str, resumable: bool = False) -> Path:
     """Create the output folder, refusing a non-empty one unless ``overwrite``.
 
     Args:
         out: Output folder.
         overwrite: Allow writing into a folder that already holds files.
         command: Command name for the message (``finetune``, ``evaluate``, ``predict``).
+        resumable: The command can resume a run (the message then offers ``--resume auto``).
 
     Returns:
         The folder.
@@ -40,8 +41,9 @@ def prepare_output(out: str | Path, overwrite: bool, command: str) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"out: {folder} exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        resume = "pass --resume auto to continue it, " if resumable else ""
         raise ConfigError(
-            f"out: {folder} already holds files of another run; pass --overwrite to replace its results "
+            f"out: {folder} already holds files of another run; {resume}pass --overwrite to replace its results "
             f"or choose another --out for cover {command}"
         )
     folder.mkdir(parents=True, exist_ok=True)

@@ -194,3 +194,45 @@ def prune_checkpoints(out: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints."""
     for path in list_checkpoints(out)[:-keep]:
         path.unlink(missing_ok=True)
+
+
+def resume_state(resume: str | None, out: str | Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The checkpoint a run continues from.
+
+    Args:
+        resume: ``None`` (fresh start), ``auto`` (the newest valid checkpoint in ``out``, or a
+            fresh start when there is none) or a checkpoint path.
+        out: The run's output folder.
+
+    Returns:
+        ``(state, path)``, or ``(None, None)`` for a fresh start.
+    """
+    if not resume:
+        return None, None
+    if resume == "auto":
+        found = find_resume_checkpoint(out)
+        return (None, None) if found is None else (found[1], found[0])
+    return load_checkpoint(resume), Path(resume)
+
+
+def load_states(path: str | Path | None, pairs: list[tuple[Any, Any]]) -> None:
+    """``target.load_state_dict(state)`` for each pair; a mismatch becomes a one-line error.
+
+    Args:
+        path: The checkpoint the states come from (for the message).
+        pairs: ``(module/optimizer/scheduler/scaler, its saved state)``.
+
+    Raises:
+        CoverError: A state does not fit this run's model or optimizer.
+    """
+    try:
+        for target, state in pairs:
+            target.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        details = [line for line in lines if not line.startswith("Error(s) in loading")]
+        first = (details or lines or [type(error).__name__])[0][:200]
+        raise CoverError(
+            f"resume: {path} does not match this run's model or optimizer ({first}); "
+            "resume with the run's own config or start a new --out"
+        ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -102,6 +103,29 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
     return bool(tensor.item() > 0.5)
 
 
+def broadcast_object(value: Any, context: DistributedContext) -> Any:
+    """Rank 0's ``value`` on every rank (a collective; other ranks' values are ignored).
+
+    Args:
+        value: A picklable value (on ranks other than 0, anything, e.g. ``None``).
+        context: The run's context.
+
+    Returns:
+        Rank 0's value.
+    """
+    if not context.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=context.device if context.device.type == "cuda" else None)
+    return box[0]
+
+
+def barrier(context: DistributedContext) -> None:
+    """Wait until every rank arrives (no-op in a single-process run)."""
+    if context.enabled:
+        dist.barrier(device_ids=[context.local_rank] if context.device.type == "cuda" else None)
+
+
 def mean_over_ranks(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
     """Average scalars over ranks (a collective), e.g. losses of the global batch for logging.
 
@@ -134,7 +158,7 @@ def state_digest(module_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

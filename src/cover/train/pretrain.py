@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import cover
-from cover.config import PretrainConfig, deep_merge, load_yaml, resolve_pretrain_config, save_yaml, to_dict
-from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.config import PretrainConfig, resolve_pretrain_config, run_values, save_yaml, to_dict
+from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
 from cover.methods import build_method
 from cover.methods.losses import endpoint_error
@@ -28,12 +28,12 @@ from cover.nn.backbones import build_backbone
 from cover.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
-    find_resume_checkpoint,
     list_checkpoints,
-    load_checkpoint,
+    load_states,
     prune_checkpoints,
     remove_partial_files,
     restore_rng_state,
+    resume_state,
     save_checkpoint,
 )
 from cover.train.distributed import (
@@ -44,6 +44,7 @@ from cover.train.distributed import (
     mean_over_ranks,
     shutdown_distributed,
 )
+from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.logger import RunLogger
 from cover.train.sampler import StepBatchSampler
 from cover.train.schedule import warmup_cosine
@@ -150,33 +151,7 @@ def _prepare_output(config: PretrainConfig, resumed: bool, context: DistributedC
 
 def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, options: dict[str, Any]) -> PretrainConfig:
     """Merge a config (object, dict or YAML path), explicit options and, on resume, the saved run."""
-    if isinstance(config, PretrainConfig):
-        values = to_dict(config)
-    elif isinstance(config, (str, Path)):
-        values = load_yaml(config)
-    else:
-        values = dict(config or {})
-    values = deep_merge(values, options)
-    if values.get("resume"):
-        out = Path(values.get("out", PretrainConfig.out))
-        saved = out / "config.yaml"
-        if saved.is_file():
-            merged = load_yaml(saved)
-            for key in ("resume", "overwrite"):
-                merged.pop(key, None)
-            values = deep_merge(merged, values)
-    return resolve_pretrain_config(values)
-
-
-def _find_start(config: PretrainConfig) -> tuple[dict[str, Any] | None, Path | None]:
-    if not config.resume:
-        return None, None
-    if config.resume == "auto":
-        found = find_resume_checkpoint(config.out)
-        if found is None:
-            return None, None
-        return found[1], found[0]
-    return load_checkpoint(config.resume), Path(config.resume)
+    return resolve_pretrain_config(run_values(config, options, PretrainConfig.out))
 
 
 def _autocast(config: PretrainConfig, device: torch.device):
@@ -233,23 +208,6 @@ def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: t
     }
 
 
-def _install_signal_handlers(flag: dict[str, Any]) -> dict[int, Any]:
-    """First SIGTERM/SIGINT: finish the step, checkpoint, stop. A second one stops at once."""
-    previous = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        if "signal" in flag:
-            raise KeyboardInterrupt
-        flag["signal"] = signum
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[signum] = signal.signal(signum, handler)
-        except ValueError:  # not the main thread
-            pass
-    return previous
-
-
 def _worker_init(_worker_id: int) -> None:
     """DataLoader workers leave SIGTERM/SIGINT to the main process, which stops cleanly.
 
@@ -264,30 +222,6 @@ def _check_device(config: PretrainConfig, device: torch.device) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {config.device} requested but no CUDA device is available (use cpu or auto)")
     _autocast(config, device)
-
-
-def _load_state(
-    state: dict[str, Any],
-    path: Path | None,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-) -> None:
-    """Load a checkpoint's states, turning a mismatch with this config into a one-line error."""
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        details = [line for line in lines if not line.startswith("Error(s) in loading")]
-        first = (details or lines or [type(error).__name__])[0][:200]
-        raise CoverError(
-            f"resume: {path} does not match this run's model or optimizer ({first}); "
-            "resume with the run's own config or start a new --out"
-        ) from None
 
 
 @torch.no_grad()
@@ -353,7 +287,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     torch.manual_seed(config.seed)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
-    state, state_path = _find_start(config)
+    state, state_path = resume_state(config.resume, config.out)
     if context.is_main:
         _check_output(config, resuming=state is not None or bool(config.resume))
     model = build_model(config).to(device)
@@ -362,11 +296,15 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    start, skipped_total = 0, 0
+    start, skipped_before = 0, 0
     if state is not None:
-        _load_state(state, state_path, model, optimizer, scheduler, scaler)
+        load_states(
+            state_path,
+            [(model, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler")),
+             (scaler, state.get("scaler"))],
+        )  # fmt: skip
         start = int(state["step"])
-        skipped_total = int(state.get("nonfinite_steps", 0))
+        skipped_before = int(state.get("nonfinite_steps", 0))
     elif config.resume and config.resume != "auto":
         raise ConfigError(f"resume: {config.resume} could not be used")
     train_set, heldout, data_metadata = build_datasets(config)
@@ -413,90 +351,82 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global torch RNG alone
     )
     logger = RunLogger(out, ["loss", "loss_vec", "loss_con", "lr", "seconds"], start) if context.is_main else None
-    flag: dict[str, Any] = {}
-    previous_handlers = _install_signal_handlers(flag)
+    guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
     progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
-    consecutive_bad, last_save, tic = 0, time.monotonic(), time.monotonic()
+    last_save, tic = time.monotonic(), time.monotonic()
     history: dict[str, list[float]] = {}
     step = start
-    try:
-        for step, batch in enumerate(loader, start=start):
-            source = batch.to(device, non_blocking=True)
-            view_gen = torch.Generator(device=device).manual_seed(view_seed(config.seed, step, context.rank))
-            with torch.no_grad():
-                views = generator(source, view_gen)
-            with _autocast(config, device):
-                losses = train_model(views)
-            loss = losses["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
-            )
-            # One device->host copy per step for the finiteness check and the logged losses.
-            host = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)]).tolist()
-            local = dict(zip(losses, host[:-1], strict=True))
-            bad = any_rank(not (math.isfinite(local["loss"]) and math.isfinite(host[-1])), context)
-            if bad:
-                consecutive_bad += 1
-                skipped_total += 1
+    with StopSignals() as signals:
+        try:
+            for step, batch in enumerate(loader, start=start):
+                source = batch.to(device, non_blocking=True)
+                view_gen = torch.Generator(device=device).manual_seed(view_seed(config.seed, step, context.rank))
+                with torch.no_grad():
+                    views = generator(source, view_gen)
+                with _autocast(config, device):
+                    losses = train_model(views)
+                loss = losses["loss"]
                 optimizer.zero_grad(set_to_none=True)
-                if context.is_main:
-                    tqdm.write(
-                        f"warning: step {step + 1}: non-finite loss or gradient, step skipped "
-                        f"({consecutive_bad} in a row, abort at {config.max_nonfinite_steps})",
-                        file=sys.stderr,
-                    )
-                if consecutive_bad >= config.max_nonfinite_steps:
-                    raise CoverError(
-                        f"aborting at step {step + 1}: {consecutive_bad} consecutive non-finite steps "
-                        f"(lower --lr or check the data); the last good checkpoint in {out} is kept"
-                    )
-                if config.amp == "fp16":
-                    scaler.update()
-            else:
-                consecutive_bad = 0
-                scaler.step(optimizer)
-                scaler.update()
-            scheduler.step()
-            done = step + 1
-            # Logged losses are the means over ranks, i.e. those of the global batch.
-            values = mean_over_ranks(local, context)
-            for key, value in values.items():
-                if math.isfinite(value):
-                    history.setdefault(key, []).append(value)
-            if context.is_main:
-                progress.update(1)
-                progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
-                if done % config.log_every == 0 or done == config.steps:
-                    logger.log(
-                        done,
-                        {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - tic},
-                    )
-            minutes_due = (
-                config.checkpoint_minutes is not None and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
-            )
-            stop = any_rank("signal" in flag, context)
-            if done % config.checkpoint_every == 0 or done == config.steps or stop or any_rank(minutes_due, context):
-                if context.is_main:
-                    save_checkpoint(
-                        _checkpoint_state(config, model, optimizer, scheduler, scaler, done, metadata, skipped_total),
-                        checkpoint_path(out, done),
-                    )
-                    prune_checkpoints(out, config.keep_checkpoints)
-                last_save = time.monotonic()
-            if stop:
-                raise TrainingInterrupted(
-                    f"interrupted at step {done}; checkpoint saved in {out / 'checkpoints'}; "
-                    f"continue with: cover pretrain --out {shlex.quote(str(out))} --resume auto"
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
-    finally:
-        progress.close()
-        if logger is not None:
-            logger.close()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+                # One device->host copy per step for the finiteness check and the logged losses.
+                host = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)]).tolist()
+                local = dict(zip(losses, host[:-1], strict=True))
+                bad = any_rank(not guard.finite(local["loss"], host[-1]), context)
+                if guard.check(bad, step + 1):
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    if config.amp == "fp16":
+                        scaler.update()
+                scheduler.step()
+                done = step + 1
+                # Logged losses are the means over ranks, i.e. those of the global batch.
+                values = mean_over_ranks(local, context)
+                for key, value in values.items():
+                    if math.isfinite(value):
+                        history.setdefault(key, []).append(value)
+                if context.is_main:
+                    progress.update(1)
+                    progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
+                    if done % config.log_every == 0 or done == config.steps:
+                        logger.log(
+                            done,
+                            {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - tic},
+                        )
+                minutes_due = (
+                    config.checkpoint_minutes is not None
+                    and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+                )
+                stop = any_rank(signals.requested, context)
+                if (
+                    done % config.checkpoint_every == 0
+                    or done == config.steps
+                    or stop
+                    or any_rank(minutes_due, context)
+                ):
+                    if context.is_main:
+                        save_checkpoint(
+                            _checkpoint_state(
+                                config, model, optimizer, scheduler, scaler, done, metadata, guard.skipped
+                            ),
+                            checkpoint_path(out, done),
+                        )
+                        prune_checkpoints(out, config.keep_checkpoints)
+                    last_save = time.monotonic()
+                if stop:
+                    raise TrainingInterrupted(
+                        f"interrupted at step {done}; checkpoint saved in {out / 'checkpoints'}; "
+                        f"continue with: cover pretrain --out {shlex.quote(str(out))} --resume auto"
+                    )
+        finally:
+            progress.close()
+            if logger is not None:
+                logger.close()
     summary = {
         "steps": config.steps,
         "start_step": start,
@@ -505,7 +435,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         "size": list(config.size),
         "backbone_parameters": backbone_params,
         "head_parameters": head_params,
-        "nonfinite_steps": skipped_total,
+        "nonfinite_steps": guard.skipped,
         "seconds": round(time.monotonic() - tic, 1),
         "checkpoint": str(list_checkpoints(out)[-1]) if context.is_main and list_checkpoints(out) else None,
         "processes": context.world_size,
