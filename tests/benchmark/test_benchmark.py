@@ -146,3 +146,50 @@ def test_table_bolds_the_best_mean_per_column():
     lines = dice_table(stats, ["a", "b"], [("t", 1)])
     assert lines[2].startswith("| a | 60.0 ± 14.1 |")
     assert lines[3] == "| b | **80.0 ± 0.0** | **80.0** |"
+
+
+def _signal_on_call(monkeypatch, target, name: str, call: int) -> None:
+    """Send SIGTERM to this process on the ``call``-th call of ``target.name`` (1-based)."""
+    import os
+    import signal
+
+    original = getattr(target, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapped)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "finetune-step",  # inside a fine-tuning: it checkpoints, the re-run resumes it
+        "evaluate",  # between training runs: the benchmark stops after the unit
+    ],
+)
+def test_sigterm_stops_the_benchmark_and_a_rerun_finishes_with_the_same_results(tmp_path, monkeypatch, where):
+    import cover.downstream.evaluate as evaluate_module
+    from cover.downstream.batches import BatchSampler
+    from cover.errors import TrainingInterrupted
+
+    reference = benchmark({**micro(tmp_path / "reference"), "analyze": False})
+    config = {**micro(tmp_path / "interrupted"), "analyze": False}
+    if where == "finetune-step":
+        _signal_on_call(monkeypatch, BatchSampler, "batch", 3)  # the second cell's first step
+    else:
+        _signal_on_call(monkeypatch, evaluate_module, "evaluate", 2)
+    with pytest.raises(TrainingInterrupted, match="benchmark interrupted; .* continue with: "):
+        benchmark(config, command="cover benchmark --config micro.yaml")
+    monkeypatch.undo()
+    records = {p.stem: json.loads(p.read_text())["status"] for p in (Path(config["out"]) / "cells").glob("*.json")}
+    # Pretraining and the first cell are done; a signal during an evaluation lets that cell finish too.
+    finished = 2 if where == "finetune-step" else 3
+    assert list(records.values()).count("done") == finished, records
+    again = benchmark(config)
+    assert again["cells"] == 4 and again["skipped"] == finished
+    assert again["results"] == reference["results"]

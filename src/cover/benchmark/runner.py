@@ -9,8 +9,10 @@ scores it on the task's test cases. Each method's backbone is also measured by
 
 Every finished unit of work leaves a small JSON record in ``OUT/cells/`` holding a
 fingerprint of the settings that produced it; re-running skips records whose fingerprint
-matches, resumes an interrupted pretraining (``resume=auto``), redoes an interrupted
-fine-tuning, and refuses records made with other settings (choose another ``out``).
+matches, resumes an interrupted pretraining or fine-tuning from its checkpoint
+(``resume=auto``), and refuses records made with other settings (choose another ``out``).
+SIGTERM/SIGINT inside a training run checkpoint it; between training runs the benchmark
+stops after the current unit; either way it exits with the command that continues.
 
 Outputs: ``results.md`` (rows = methods, columns = task x budget, test Dice % mean ± std over
 seeds, best bold, plus the feature-geometry table), ``results.csv`` (one row per cell),
@@ -37,8 +39,9 @@ from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
 from cover.benchmark.report import aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 from cover.benchmark.tasks import TaskConfig, task_data
 from cover.config import deep_merge, save_yaml, to_dict
-from cover.errors import ConfigError
+from cover.errors import ConfigError, TrainingInterrupted
 from cover.methods.scratch import is_pretrained
+from cover.train.guards import StopSignals
 
 _OWN = {"config.yaml", "cells", "pretrain", "finetune", "analysis", "data", "results.md", "results.csv"}
 
@@ -187,7 +190,16 @@ def _finetune_cell(
     records.put(name, {"fingerprint": print_, "status": "running"})
     tic = time.monotonic()
     checkpoint = str(out / pretrained["checkpoint"]) if pretrained else None
-    summary = finetune(values, pretrained=checkpoint, out=str(folder), overwrite=True, device=config.device)
+    # An interrupted fine-tuning (same settings: the fingerprint matched) continues from its checkpoint.
+    started = folder.is_dir() and any(folder.iterdir())
+    summary = finetune(
+        values,
+        pretrained=checkpoint,
+        out=str(folder),
+        resume="auto" if started else None,
+        overwrite=not started,
+        device=config.device,
+    )
     scores = evaluate(
         summary["last_checkpoint"],
         images=test["test_images"],
@@ -381,8 +393,26 @@ def benchmark(
     """
     tic = time.monotonic()
     config = resolve_benchmark_config(config, **options)
-    tasks = config.task_configs()
     out = _prepare(Path(config.out))
+    again = command or "cover.benchmark(...) with the same settings"
+    with StopSignals() as signals:
+        try:
+            return _run(config, out, signals, command, tic)
+        except TrainingInterrupted:
+            raise TrainingInterrupted(
+                f"benchmark interrupted; finished work is kept in {out / 'cells'} and the interrupted run keeps "
+                f"its checkpoint; continue with: {again}"
+            ) from None
+
+
+def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str | None, tic: float) -> dict[str, Any]:
+    """The benchmark's units of work, checking for a stop request after each one."""
+
+    def check_stop() -> None:
+        if signals.requested:
+            raise TrainingInterrupted("stop requested")
+
+    tasks = config.task_configs()
     save_yaml(config, out / "config.yaml")
     records = Records(out / "cells")
     model, scratch_model = _model_options(config)
@@ -394,6 +424,7 @@ def benchmark(
             if is_pretrained(method):
                 pretrains[(method, dim)], reused = _pretrain(config, method, dim, out, records, model)
                 ran, skipped = ran + (not reused), skipped + reused
+                check_stop()
     analyses: dict[str, dict[str, Any]] = {}
     if config.analyze is not False:
         first = tasks[0]
@@ -403,6 +434,7 @@ def benchmark(
                 config, first, datas[first.name], method, pretrained, scratch_model, out, records
             )
             ran, skipped = ran + (not reused), skipped + reused
+            check_stop()
     plan = [
         (seed, task, budget, method)
         for seed in config.seeds
@@ -428,6 +460,7 @@ def benchmark(
         )
         ran, skipped = ran + (not reused), skipped + reused
         cells.append(cell)
+        check_stop()
     progress.close()
     summary = _write_report(
         config,
