@@ -12,13 +12,18 @@ class PretrainMethod(nn.Module):
     """A (backbone, head, loss) triple fed by the shared view generator.
 
     Subclasses implement :meth:`forward`, returning a dict of scalar tensors whose ``"loss"``
-    entry is optimised; other entries (e.g. ``"loss_vec"``) are logged.
+    entry is optimised; the entries named in :attr:`logged` are written to ``log.csv``.
+
+    Attributes:
+        name: Registry name.
+        logged: Keys of :meth:`forward`'s result that the trainer logs, ``"loss"`` first.
 
     Args:
         backbone: A pyramid-returning backbone (see :mod:`cover.nn.backbones`).
     """
 
     name = "base"
+    logged: tuple[str, ...] = ("loss",)
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ class CoverMethod(PretrainMethod):
     """
 
     name = "cover"
+    logged = ("loss", "loss_vec", "loss_con")
 
     def __init__(
         self,

@@ -129,6 +129,7 @@ class DenseInfoNCEMethod(PretrainMethod):
     """
 
     name = "dense-infonce"
+    logged = ("loss", "loss_nce", "acc_pos")
 
     def __init__(
         self,

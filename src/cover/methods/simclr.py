@@ -32,6 +32,7 @@ class SimCLRMethod(PretrainMethod):
     """
 
     name = "simclr"
+    logged = ("loss", "loss_nce", "acc_pos")
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, hidden_dim: int = 512, proj_dim: int = 128):
         super().__init__(backbone)

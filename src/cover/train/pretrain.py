@@ -350,7 +350,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         worker_init_fn=_worker_init if config.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global torch RNG alone
     )
-    logger = RunLogger(out, ["loss", "loss_vec", "loss_con", "lr", "seconds"], start) if context.is_main else None
+    logger = RunLogger(out, [*model.logged, "lr", "seconds"], start) if context.is_main else None
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
     progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
     last_save, tic = time.monotonic(), time.monotonic()
@@ -476,7 +476,7 @@ def _finish(
         )
         views, phi = result["views"], result["phi"]
         plot_flow(views.view_a, views.view_b, views.phi_gt, phi, warp(views.view_a, phi), views.mask, out / "flow.png")
-    plot_losses(out / "log.csv", out / "loss.png")
+    plot_losses(out / "log.csv", out / "loss.png", columns=tuple(k for k in model.logged if k != "loss") or ("loss",))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if "epe" in summary:
         print(
