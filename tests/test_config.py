@@ -170,3 +170,13 @@ def test_invalid_config_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="method_options: 'temprature' is not an option of method 'cover'"):
         pretrain(out=str(tmp_path / "run"), size=32, model=TINY_MODEL, method_options={"temprature": 1})
     assert not (tmp_path / "run").exists()
+
+
+def test_3d_demo_uses_its_small_network_unless_the_user_names_one():
+    demo = resolve_pretrain_config({"dim": 3})
+    assert demo.model.channels == (16, 32, 64, 128, 64, 32, 16) and demo.model.heads == (4, 4, 1, 1)
+    assert demo.model.window_radius == 1 and demo.size == (32, 32, 32) and demo.views.rotation_deg == 15.0
+    assert resolve_pretrain_config({"dim": 3, "model": {"window_radius": 2}}).model.channels == demo.model.channels
+    monai = resolve_pretrain_config({"dim": 3, "model": {"backbone": "monai-basicunet"}})
+    assert monai.model.channels == (32, 64, 128, 256, 512, 256, 128, 64, 32) and len(monai.model.heads) == 5
+    assert resolve_pretrain_config({"dim": 3, "data": "/ct"}).model.channels[4] == 512

@@ -225,7 +225,8 @@ def demo_datasets(dim: int, source_size: tuple[int, ...]) -> tuple[Dataset, Data
     spatial = vol2.shape[1:]
     low, high = TEST_SLAB[0] // 2, (TEST_SLAB[1] + 1) // 2
     full = [(0, s) for s in spatial]
-    # Held-out patches are centred in the test slab; training patches anywhere else.
+    # Held-out patches are centred in the test slab; training patches anywhere, so in 3D they
+    # overlap it (one template): held-out pairs differ from training by their transforms only.
     heldout = VolumePatches(vol2, source_size, centre_range=full[:2] + [(low, high)], length=1)
     train = VolumePatches(vol2, source_size, length=1)
     metadata.update(spacing=[2.0, 2.0, 2.0])

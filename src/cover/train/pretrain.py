@@ -469,11 +469,15 @@ def _finish(
         summary["epe"] = result["epe"]
         summary["epe_zero"] = result["epe_zero"]
         summary["epe_ratio"] = result["epe"] / max(result["epe_zero"], 1e-9)
-        summary["epe_pairs"] = (
-            f"{config.eval_pairs} view pairs from "
-            + ("the demo's held-out slab (never trained on)" if config.is_demo else "the training images")
-            + " with transforms never drawn in training"
-        )
+        source = "the training images"
+        if config.is_demo:
+            source = (
+                "the demo's held-out slab (never trained on)"
+                if config.dim == 2
+                else "patches centred in the demo's test slab (3D patches of the one template overlap the training "
+                "region)"
+            )
+        summary["epe_pairs"] = f"{config.eval_pairs} view pairs from {source} with transforms never drawn in training"
         views, phi = result["views"], result["phi"]
         plot_flow(views.view_a, views.view_b, views.phi_gt, phi, warp(views.view_a, phi), views.mask, out / "flow.png")
     plot_losses(out / "log.csv", out / "loss.png", columns=tuple(k for k in model.logged if k != "loss") or ("loss",))
