@@ -10,13 +10,11 @@ uninterrupted run of the same seed: batches and augmentations are functions of
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 import yaml
 
 import cover.downstream.finetune as finetune_module
+from _support.processes import ENV, act_when_written, finish, kill, start, terminate_group
 from cover.downstream.finetune import CHECKPOINT_FORMAT, finetune
 from cover.errors import ConfigError, CoverError
 from cover.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
@@ -63,51 +62,29 @@ def _command(tmp: Path, data: tuple[str, str], out: Path, *extra: str) -> list[s
     ]  # fmt: skip
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _start(command: list[str], tmp: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        command, cwd=tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-
-
-def _finish(process: subprocess.Popen, timeout: float = 300.0) -> tuple[int, str]:
-    _, err = process.communicate(timeout=timeout)
-    return process.returncode, err
-
-
 @pytest.fixture(scope="module")
 def interrupted_runs(seg2d, tmp_path_factory):
     """An uninterrupted run, one killed by SIGKILL and one stopped by SIGTERM, each resumed."""
     tmp = tmp_path_factory.mktemp("ft_signals")
     full, killed, termed = tmp / "full", tmp / "killed", tmp / "termed"
-    reference = _start(_command(tmp, seg2d, full), tmp)
-    kill_run = _start(_command(tmp, seg2d, killed), tmp)
-    term_run = _start(_command(tmp, seg2d, termed), tmp)
-    pending = {
-        "term": (checkpoint_path(termed, 2), term_run, lambda: os.killpg(term_run.pid, signal.SIGTERM)),
-        "kill": (checkpoint_path(killed, 4), kill_run, lambda: kill_run.send_signal(signal.SIGKILL)),
-    }
-    deadline = time.monotonic() + 300
-    while pending:
-        for name, (path, process, action) in list(pending.items()):
-            if path.exists():
-                action()
-                del pending[name]
-            elif process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"{name} run ended or stalled before {path.name}:\n{process.stderr.read()}")
-        time.sleep(0.02)
-    kill_rc, _ = _finish(kill_run)
-    term_rc, term_err = _finish(term_run)
+    reference = start(_command(tmp, seg2d, full), tmp)
+    kill_run = start(_command(tmp, seg2d, killed), tmp)
+    term_run = start(_command(tmp, seg2d, termed), tmp)
+    act_when_written(
+        {
+            "term": (checkpoint_path(termed, 2), term_run, terminate_group(term_run)),
+            "kill": (checkpoint_path(killed, 4), kill_run, kill(kill_run)),
+        }
+    )
+    kill_rc, _ = finish(kill_run)
+    term_rc, term_err = finish(term_run)
     killed_steps = max(columns(killed)["loss"])
     termed_checkpoints = [p.name for p in list_checkpoints(termed)]
     hint = next((line for line in term_err.splitlines() if "interrupted" in line), "")
     resume_args = shlex.split(hint.split("continue with: cover ", 1)[-1]) if "continue with" in hint else []
-    kill_resume = _start(_command(tmp, seg2d, killed, "--resume", "auto"), tmp)
-    term_resume = _start([sys.executable, "-m", "cover", *resume_args], tmp)
-    ref_rc, ref_err = _finish(reference)
+    kill_resume = start(_command(tmp, seg2d, killed, "--resume", "auto"), tmp)
+    term_resume = start([sys.executable, "-m", "cover", *resume_args], tmp)
+    ref_rc, ref_err = finish(reference)
     assert ref_rc == 0, ref_err
     return {
         "full": full,
@@ -119,8 +96,8 @@ def interrupted_runs(seg2d, tmp_path_factory):
         "term_err": term_err,
         "term_hint": hint,
         "termed_checkpoints": termed_checkpoints,
-        "kill_resume": _finish(kill_resume),
-        "term_resume": _finish(term_resume),
+        "kill_resume": finish(kill_resume),
+        "term_resume": finish(term_resume),
     }
 
 

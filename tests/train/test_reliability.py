@@ -15,9 +15,7 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 import yaml
 
 import cover.train.checkpoint as checkpoint_module
+from _support.processes import act_when_written, finish, kill, start, terminate_group
 from cover.errors import CoverError, TrainingInterrupted
 from cover.methods.cover import CoverMethod
 from cover.train.checkpoint import (
@@ -88,19 +87,6 @@ def _command(tmp: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _start(command: list[str], tmp: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    # A new session, so a signal can go to the whole process group as a scheduler sends it.
-    return subprocess.Popen(
-        command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-
-
-def _finish(process: subprocess.Popen, timeout: float = 300.0) -> tuple[int, str]:
-    _, err = process.communicate(timeout=timeout)
-    return process.returncode, err
-
-
 @pytest.fixture(scope="module")
 def interrupted_runs(tmp_path_factory):
     """An uninterrupted run, a run killed by SIGKILL and one stopped by SIGTERM, each resumed.
@@ -109,28 +95,20 @@ def interrupted_runs(tmp_path_factory):
     """
     tmp = tmp_path_factory.mktemp("signals")
     full, killed, termed = tmp / "full", tmp / "killed", tmp / "termed"
-    reference = _start(_command(tmp, full), tmp)
-    kill_run = _start(_command(tmp, killed), tmp)
-    term_run = _start(_command(tmp, termed), tmp)
+    reference = start(_command(tmp, full), tmp)
+    kill_run = start(_command(tmp, killed), tmp)
+    term_run = start(_command(tmp, termed), tmp)
 
     # SIGTERM to the process group (main process and its DataLoader worker, as a scheduler
     # sends it) after the first checkpoint; SIGKILL to the main process after the second.
-    pending = {
-        "term": (checkpoint_path(termed, 2), term_run, lambda: os.killpg(term_run.pid, signal.SIGTERM)),
-        "kill": (checkpoint_path(killed, 4), kill_run, lambda: kill_run.send_signal(signal.SIGKILL)),
-    }
-    deadline = time.monotonic() + 300
-    while pending:
-        for name, (path, process, action) in list(pending.items()):
-            if path.exists():
-                action()
-                del pending[name]
-            elif process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"{name} run ended or stalled before {path.name}:\n{process.stderr.read()}")
-        time.sleep(0.02)
-    kill_rc, _ = _finish(kill_run)
-    term_rc, term_err = _finish(term_run)
+    act_when_written(
+        {
+            "term": (checkpoint_path(termed, 2), term_run, terminate_group(term_run)),
+            "kill": (checkpoint_path(killed, 4), kill_run, kill(kill_run)),
+        }
+    )
+    kill_rc, _ = finish(kill_run)
+    term_rc, term_err = finish(term_run)
     killed_log = losses(killed)
     killed_checkpoints = [p.name for p in list_checkpoints(killed)]
     termed_checkpoints = [p.name for p in list_checkpoints(termed)]
@@ -138,13 +116,9 @@ def interrupted_runs(tmp_path_factory):
 
     hint = next((line for line in term_err.splitlines() if "interrupted" in line), "")
     resume_args = shlex.split(hint.split("continue with: cover ", 1)[-1]) if "continue with" in hint else []
-    kill_resume = _start(_command(tmp, killed, "--resume", "auto"), tmp)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    term_resume = subprocess.Popen(
-        [sys.executable, "-m", "cover", *resume_args], cwd=tmp, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    ref_rc, ref_err = _finish(reference)
+    kill_resume = start(_command(tmp, killed, "--resume", "auto"), tmp)
+    term_resume = start([sys.executable, "-m", "cover", *resume_args], tmp)
+    ref_rc, ref_err = finish(reference)
     assert ref_rc == 0, ref_err
     return {
         "full": full,
@@ -158,8 +132,8 @@ def interrupted_runs(tmp_path_factory):
         "term_hint": hint,
         "termed_log": termed_log,
         "termed_checkpoints": termed_checkpoints,
-        "kill_resume": _finish(kill_resume),
-        "term_resume": _finish(term_resume),
+        "kill_resume": finish(kill_resume),
+        "term_resume": finish(term_resume),
     }
 
 
