@@ -63,6 +63,20 @@ def test_scratch_2d_learns_the_shapes(seg2d, seg_task, tmp_path):
     assert rows[0].split(",")[:5] == ["case", "image", "label", "dice_1", "dice_2"] and len(rows) == 9
 
 
+def test_bf16_fine_tuning_learns_like_float32(seg2d, seg_task, tmp_path):
+    """bf16 autocast on CPU: the same recipe reaches the same quality (weights stay float32)."""
+    summary = finetune(**seg_options(*seg2d, tmp_path / "run", dim=2, amp="bf16"))
+    test_images, test_labels = seg_task(tmp_path / "test", dim=2, n=8, side=32, seed=99)
+    result = evaluate(summary["checkpoint"], test_images, test_labels, out=tmp_path / "eval")
+    assert result["mean_dice"] >= 0.8, result
+    weights = torch.load(summary["checkpoint"], weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+    with pytest.raises(ConfigError, match="amp: fp16 needs a CUDA device"):
+        finetune(**seg_options(*seg2d, tmp_path / "fp16", dim=2, amp="fp16", device="cpu"))
+    with pytest.raises(ConfigError, match="amp: 'fp8' is not allowed"):
+        finetune(**seg_options(*seg2d, tmp_path / "fp8", dim=2, amp="fp8"))
+
+
 def test_scratch_3d_learns_and_predicts_in_the_input_geometry(trained3d, seg_task, oblique_affine, tmp_path):
     run, summary = trained3d
     test_images, test_labels = seg_task(tmp_path / "test", dim=3, n=4, side=16, seed=99)

@@ -177,9 +177,10 @@ def test_checkpoints_hold_the_training_state_as_plain_values(seg2d, tmp_path):
     assert state_digest(state["model"]) == state_digest(last)
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(seg2d, tmp_path, capsys):
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(seg2d, tmp_path, capsys, amp):
     run = tmp_path / "run"
-    finetune(**tiny(seg2d, run))
+    finetune(**tiny(seg2d, run, amp=amp))
     reference = columns(run)
     newest = checkpoint_path(run, 6)
     newest.write_bytes(newest.read_bytes()[:1000])  # a save that was cut short

@@ -15,6 +15,7 @@ from typing import Any
 
 from cover.config import DEFAULT_CHANNELS, load_yaml, to_dict, update_dataclass
 from cover.errors import ConfigError
+from cover.train.precision import AMP_CHOICES
 
 TASKS = ("seg", "cls")
 FREEZE = ("none", "encoder", "all")
@@ -103,6 +104,8 @@ class FinetuneConfig:
         weight_decay: Adam weight decay.
         warmup_steps: Warm-up steps (``None``: 5 % of ``steps``).
         grad_clip: Gradient norm clipping (0 disables).
+        amp: Mixed precision of the training steps: ``none``, ``bf16`` or ``fp16`` (fp16 on
+            CUDA only, with loss scaling); validation and evaluation run in float32.
         preset: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
             file's default (from its modality).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
@@ -152,6 +155,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     warmup_steps: int | None = None
     grad_clip: float = 1.0
+    amp: str = "none"
     preset: str | None = None
     foreground_prob: float = 0.5
     val_every: int | None = None
@@ -268,6 +272,7 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
     checks = [
         (config.task in TASKS, "task", f"{config.task!r} is not allowed (allowed: {', '.join(TASKS)})"),
         (config.freeze in FREEZE, "freeze", f"{config.freeze!r} is not allowed (allowed: {', '.join(FREEZE)})"),
+        (config.amp in AMP_CHOICES, "amp", f"{config.amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})"),
         (config.select in SELECT, "select", f"{config.select!r} is not allowed (allowed: {', '.join(SELECT)})"),
         (len(config.size) == config.dim, "size", f"{list(config.size)} needs 1 or {config.dim} values"),
         (all(s > 0 for s in config.size), "size", f"{list(config.size)} must be positive"),

@@ -77,6 +77,7 @@ from cover.train.distributed import (
 )
 from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.logger import RunLogger
+from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.schedule import warmup_cosine
 
 
@@ -341,6 +342,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
 
 def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
     device = context.device
+    check_amp(config.amp, device)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)
@@ -392,13 +394,15 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
     )
+    scaler = grad_scaler(config.amp, device)
     progress = _Progress()
     start = 0
     if state is not None:
         load_states(
             state_path,
-            [(network, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler"))],
-        )
+            [(network, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler")),
+             (scaler, state.get("scaler", {}))],
+        )  # fmt: skip
         progress = _Progress(**state.get("progress", {}))
         restore_rng_state(state.get("rng", {}))
         start = int(state["step"])
@@ -441,6 +445,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
                     "model": network.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "rng": capture_rng_state(),
                     # Batches are a pure function of (seed, step): no data-order state is needed.
                     "progress": dataclasses.asdict(progress),
@@ -500,19 +505,22 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
                         images, targets = augment_batch(images, targets, config.augment, generator)
                     else:
                         images, _ = augment_batch(images, None, config.augment, generator)
-                logits = train_network(images)
-                loss = criterion(logits, targets[:, None] if config.task == "seg" else targets)
+                with autocast(config.amp, device):
+                    logits = train_network(images)
+                    loss = criterion(logits.float(), targets[:, None] if config.task == "seg" else targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     trainable, config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
                 loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.float()]).tolist()
                 bad = any_rank(not guard.finite(loss_value, norm_value), context)
                 if guard.check(bad, step + 1):
-                    optimizer.step()
+                    scaler.step(optimizer)
                 else:
                     optimizer.zero_grad(set_to_none=True)
+                scaler.update()
                 scheduler.step()
                 done = step + 1
                 progress.skipped = guard.skipped

@@ -9,7 +9,6 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from cover.train.distributed import (
 )
 from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.logger import RunLogger
+from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.sampler import StepBatchSampler
 from cover.train.schedule import warmup_cosine
 from cover.views import ViewGenerator
@@ -154,15 +154,6 @@ def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, option
     return resolve_pretrain_config(run_values(config, options, PretrainConfig.out))
 
 
-def _autocast(config: PretrainConfig, device: torch.device):
-    if config.amp == "none":
-        return nullcontext()
-    if config.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp: fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _checkpoint_state(
     config: PretrainConfig,
     model: torch.nn.Module,
@@ -221,7 +212,7 @@ def _worker_init(_worker_id: int) -> None:
 def _check_device(config: PretrainConfig, device: torch.device) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {config.device} requested but no CUDA device is available (use cpu or auto)")
-    _autocast(config, device)
+    check_amp(config.amp, device)
 
 
 @torch.no_grad()
@@ -295,7 +286,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    scaler = grad_scaler(config.amp, device)
     start, skipped_before = 0, 0
     if state is not None:
         load_states(
@@ -363,7 +354,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                 view_gen = torch.Generator(device=device).manual_seed(view_seed(config.seed, step, context.rank))
                 with torch.no_grad():
                     views = generator(source, view_gen)
-                with _autocast(config, device):
+                with autocast(config.amp, device):
                     losses = train_model(views)
                 loss = losses["loss"]
                 optimizer.zero_grad(set_to_none=True)
