@@ -361,3 +361,15 @@ def test_console_script_end_to_end(bad_files, earlier, tmp_path):
         assert codes[name] == 2 and len(lines) == 1 and "Traceback" not in err, err
         assert lines[0].startswith("error: ") and words in lines[0]
     assert folder_hash(earlier) == before
+
+
+def test_devices_launch_with_a_bad_option_prints_only_the_processes_errors(earlier, tmp_path):
+    """``--devices 2`` with a batch that does not split: each process's one line, exit 2, none of
+    torchrun's log lines, and the earlier run untouched."""
+    before = folder_hash(earlier)
+    process = _cover(["finetune", "--devices", "2", "--batch-size", "3", "--out", earlier], tmp_path)
+    _, err = process.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode == 2, err
+    assert lines == ["error: batch_size: 3 is not divisible by 2 processes"] * 2, err
+    assert folder_hash(earlier) == before

@@ -50,9 +50,15 @@ def launch_local(processes: int, argv: list[str]) -> int:
     Returns:
         0 on success, else the exit status of the first process that failed.
     """
+    import logging
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    # The processes print their own one-line errors; torchrun's log lines (the OMP_NUM_THREADS
+    # banner, "failed (exitcode: 2)", closing signals) would only repeat them with timestamps.
+    for name in ("torch.distributed.run", "torch.distributed.elastic"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(parse_args(torchrun_args(processes, argv)))
     except ChildFailedError as error:
