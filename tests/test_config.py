@@ -180,3 +180,17 @@ def test_3d_demo_uses_its_small_network_unless_the_user_names_one():
     monai = resolve_pretrain_config({"dim": 3, "model": {"backbone": "monai-basicunet"}})
     assert monai.model.channels == (32, 64, 128, 256, 512, 256, 128, 64, 32) and len(monai.model.heads) == 5
     assert resolve_pretrain_config({"dim": 3, "data": "/ct"}).model.channels[4] == 512
+
+
+def test_default_output_folder_depends_on_the_dimension_also_on_resume(tmp_path, monkeypatch):
+    from cover.config import default_pretrain_out, run_values
+
+    assert resolve_pretrain_config({}).out == "cover_runs/pretrain"
+    assert resolve_pretrain_config({"dim": 3}).out == "cover_runs/pretrain-3d"
+    assert resolve_pretrain_config({"dim": 3, "out": "mine"}).out == "mine"
+    monkeypatch.chdir(tmp_path)
+    saved = tmp_path / "cover_runs" / "pretrain-3d"
+    saved.mkdir(parents=True)
+    (saved / "config.yaml").write_text("dim: 3\nsteps: 7\n")
+    values = run_values({}, {"dim": 3, "resume": "auto"}, lambda v: default_pretrain_out(v.get("dim", 2)))
+    assert values["steps"] == 7  # the 3D run's own settings, found without --out

@@ -154,10 +154,11 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except CoverError as error:
+        # One write per line: the processes of a --devices launch share the same stderr.
         if isinstance(error, TrainingInterrupted):
-            print(str(error), file=sys.stderr)
+            sys.stderr.write(f"{error}\n")
             sys.exit(130)
-        print(f"error: {error}", file=sys.stderr)
+        sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
     except typer.TyperException as error:  # usage errors: unknown option, value of the wrong type
         message = error.format_message()

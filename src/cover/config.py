@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ class PretrainConfig:
         grad_clip: Gradient norm clipping (0 disables).
         amp: Mixed precision: ``none``, ``bf16`` or ``fp16`` (fp16 on CUDA only).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        out: Output folder.
+        out: Output folder; ``None`` gives ``cover_runs/pretrain`` in 2D and
+            ``cover_runs/pretrain-3d`` in 3D (so the two demos do not collide).
         seed: Seed of every random choice (data order, views, initialisation).
         checkpoint_every: Steps between checkpoints.
         checkpoint_minutes: Also checkpoint when this many minutes passed since the last one.
@@ -105,7 +107,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     amp: str = "none"
     device: str = "auto"
-    out: str = "cover_runs/pretrain"
+    out: str | None = None
     seed: int = 0
     checkpoint_every: int | None = None
     checkpoint_minutes: float | None = None
@@ -280,7 +282,12 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
     return dataclasses.replace(instance, **changes)
 
 
-def run_values(config: Any, options: dict[str, Any], default_out: str) -> dict[str, Any]:
+def default_pretrain_out(dim: int) -> str:
+    """Output folder of ``cover pretrain`` when ``out`` is not given (one per dimension)."""
+    return "cover_runs/pretrain" if int(dim) == 2 else f"cover_runs/pretrain-{int(dim)}d"
+
+
+def run_values(config: Any, options: dict[str, Any], default_out: str | Callable[[dict], str]) -> dict[str, Any]:
     """A run's config values: a dataclass, dict or YAML path, overridden by ``options``.
 
     On resume (``resume`` set), the run's own ``OUT/config.yaml`` fills every key that is not
@@ -289,7 +296,8 @@ def run_values(config: Any, options: dict[str, Any], default_out: str) -> dict[s
     Args:
         config: A config dataclass, a dict of its keys, a YAML path, or ``None``.
         options: Keys that override ``config`` (``None`` values are ignored).
-        default_out: The command's default output folder.
+        default_out: The command's default output folder, or a function of the merged
+            values that gives it.
 
     Returns:
         Plain values, ready for the command's ``resolve_*_config``.
@@ -302,7 +310,8 @@ def run_values(config: Any, options: dict[str, Any], default_out: str) -> dict[s
         values = dict(config or {})
     values = deep_merge(values, {k: v for k, v in options.items() if v is not None})
     if values.get("resume"):
-        saved = Path(values.get("out", default_out)) / "config.yaml"
+        fallback = default_out(values) if callable(default_out) else default_out
+        saved = Path(values.get("out") or fallback) / "config.yaml"
         if saved.is_file():
             merged = load_yaml(saved)
             for key in ("resume", "overwrite"):
@@ -414,6 +423,8 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         changes["warmup_steps"] = max(1, config.steps // 20)
     if config.checkpoint_every is None:
         changes["checkpoint_every"] = max(1, min(1000, config.steps))
+    if config.out is None:
+        changes["out"] = default_pretrain_out(dim)
     config = dataclasses.replace(config, **changes)
     validate_pretrain_config(config)
     return config

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import cover
-from cover.config import PretrainConfig, resolve_pretrain_config, run_values, save_yaml, to_dict
+from cover.config import PretrainConfig, default_pretrain_out, resolve_pretrain_config, run_values, save_yaml, to_dict
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
 from cover.methods import build_method
@@ -151,7 +151,8 @@ def _prepare_output(config: PretrainConfig, resumed: bool, context: DistributedC
 
 def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, options: dict[str, Any]) -> PretrainConfig:
     """Merge a config (object, dict or YAML path), explicit options and, on resume, the saved run."""
-    return resolve_pretrain_config(run_values(config, options, PretrainConfig.out))
+    values = run_values(config, options, lambda v: default_pretrain_out(v.get("dim", 2)))
+    return resolve_pretrain_config(values)
 
 
 def _checkpoint_state(
