@@ -16,7 +16,6 @@ import os
 import struct
 import subprocess
 import sys
-import warnings
 import zlib
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from cover.cli import main
+from _support.cli import run_cli
 from cover.train.checkpoint import list_checkpoints, load_checkpoint
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
@@ -125,18 +124,6 @@ def folder_hash(folder: Path) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
-    """``cover.cli.main`` in this process: exit status and the non-empty lines of stderr."""
-    monkeypatch.setattr(sys, "argv", ["cover", *map(str, args)])
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------- the cases

@@ -11,8 +11,6 @@ random smooth fields whose ground truth is known.
 from __future__ import annotations
 
 import json
-import sys
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +20,7 @@ import torch
 import yaml
 
 import cover
-from cover.cli import main
+from _support.cli import run_cli
 from cover.config import resolve_pretrain_config, to_dict
 from cover.data.demo import TEST_SLAB, axial_slices, load_mni, mni_tissue_labels
 from cover.downstream import register as register_module
@@ -237,17 +235,6 @@ def test_volume_outputs_keep_the_fixed_geometry(tmp_path):
     assert metrics["refine_steps"] == 3 and len(metrics["refine_loss_first_last"]) == 2
     with pytest.raises(ConfigError, match="already holds files"):
         cover.register(checkpoint, tmp_path / "f.nii.gz", tmp_path / "m.nii.gz", out, device="cpu")
-
-
-def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
-    monkeypatch.setattr(sys, "argv", ["cover", *map(str, args)])
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
