@@ -7,6 +7,13 @@ clipping and an Adam step. Cases:
 * 2D: B=2, 128x128, default U-Net, fp32 and bf16 autocast (``--amp bf16``), loop vs fast MoV;
 * 3D: B=1, 64^3, fp32, loop vs fast MoV.
 
+``--breakdown`` (CPU) also profiles each case with ``torch.profiler`` and splits the operator time
+of an iteration into convolutions (forward and backward) and everything else. From that it
+prints, per case, the speed-up over fp32 + loop MoV that the case would reach if everything but
+its convolutions took no time (the ceiling its convolutions allow), and how much time everything
+else may take for a 2x iteration; plus the fp32 vs bf16 matrix-multiplication throughput of the
+machine (the ceiling of any compute-bound kernel's bf16 speed-up).
+
 The MoV kernel is swapped by replacing ``cover.nn.mov.mixture_of_vectors`` (what
 :class:`~cover.nn.mov.MixtureOfVectors` calls) with the loop oracle. Source images are random
 (the cost does not depend on their content).
@@ -16,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
-from common import heading, load_average, markdown_table, setup_threads, time_call
+from common import Timing, heading, load_average, markdown_table, setup_threads, time_call
 
 import cover.nn.mov as mov
 from cover.config import resolve_pretrain_config
@@ -28,6 +37,81 @@ from cover.train.pretrain import build_model, source_size
 from cover.views import ViewGenerator
 
 KERNELS = {"fast": mov.mixture_of_vectors, "loop": loop_mov}
+
+
+def same_shape(case: str, other: str) -> bool:
+    """Whether two ``dim:size:batch:...`` cases train the same problem."""
+    return case.split(":")[:3] == other.split(":")[:3]
+
+
+def is_convolution(name: str) -> bool:
+    """Whether a profiler operator name is a convolution kernel or its wrapper/backward."""
+    return name.startswith("aten::") and "conv" in name
+
+
+@dataclass
+class OperatorSplit:
+    """Operator self time per iteration, in seconds, split into convolutions and the rest."""
+
+    convolution: float
+    other: float
+
+    @property
+    def total(self) -> float:
+        """Both together."""
+        return self.convolution + self.other
+
+
+def operator_split(iteration: Callable[[], object], repeats: int) -> OperatorSplit:
+    """Profile ``repeats`` calls (after one warm-up) and split their CPU self time.
+
+    Args:
+        iteration: One training iteration.
+        repeats: Profiled iterations.
+
+    Returns:
+        The per-iteration :class:`OperatorSplit`.
+    """
+    iteration()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for _ in range(repeats):
+            iteration()
+    events = profile.key_averages()
+    convolution = sum(e.self_cpu_time_total for e in events if is_convolution(e.key))
+    total = sum(e.self_cpu_time_total for e in events)
+    return OperatorSplit(convolution / repeats / 1e6, (total - convolution) / repeats / 1e6)
+
+
+def matmul_throughput(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` on the CPU (median of repeats)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    timing = time_call(lambda: a @ b, repeats, warmup=1)
+    return 2 * size**3 / timing.median / 1e9
+
+
+def breakdown_table(cases: list[str], splits: dict[str, OperatorSplit]) -> str:
+    """Markdown table of each case's split and the ceilings it implies (see the module docstring)."""
+    rows = []
+    for case in cases:
+        split = splits[case]
+        reference = next((c for c in cases if same_shape(c, case) and c.endswith(":none:loop")), None)
+        row = [case, f"{1e3 * split.total:.0f}", f"{1e3 * split.convolution:.0f}", f"{1e3 * split.other:.0f}"]
+        if reference is None or reference == case:
+            row += ["-", "-"]
+        else:
+            baseline = splits[reference].total
+            row += [f"{baseline / split.convolution:.2f}x", f"{1e3 * (baseline / 2 - split.convolution):.0f}"]
+        rows.append(row)
+    header = [
+        "case",
+        "operator ms / iteration",
+        "convolutions ms",
+        "everything else ms",
+        "ceiling: speed-up vs fp32 + loop if everything else took 0 ms",
+        "everything-else budget for 2x, ms",
+    ]
+    return markdown_table(header, rows)
 
 
 class Iteration:
@@ -79,12 +163,15 @@ class Iteration:
         return losses["loss"].detach()
 
 
-def run_case(dim: int, size: int, batch: int, amp: str, kernel: str, repeats: int, device, channels_last: bool):
-    """Time ``repeats`` iterations (after one warm-up) with the given MoV kernel."""
+def run_case(
+    dim: int, size: int, batch: int, amp: str, kernel: str, repeats: int, device, channels_last: bool, breakdown: bool
+) -> tuple[Timing, OperatorSplit | None]:
+    """Time ``repeats`` iterations (after one warm-up) with the given MoV kernel; optionally profile as many."""
     mov.mixture_of_vectors = KERNELS[kernel]
     try:
         iteration = Iteration(dim, size, batch, amp, device, channels_last)
-        return time_call(iteration, repeats, warmup=1, device=device)
+        timing = time_call(iteration, repeats, warmup=1, device=device)
+        return timing, operator_split(iteration, repeats) if breakdown else None
     finally:
         mov.mixture_of_vectors = KERNELS["fast"]
 
@@ -108,18 +195,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last model and inputs in every case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also profile each case: convolutions vs everything else (CPU only)"
+    )
     args = parser.parse_args()
     setup_threads(args.threads)
     device = torch.device(args.device)
+    if args.breakdown and device.type != "cpu":
+        parser.error("--breakdown profiles CPU operator time; leave it out on CUDA")
     print(heading("Training iteration"))
-    rows, medians = [], {}
+    rows, medians, splits = [], {}, {}
     for case in args.cases:
         dim, size, batch, amp, kernel, *layout = case.split(":")
         dim, size, batch = int(dim), int(size), int(batch)
         channels_last = args.channels_last or layout == ["cl"]
         repeats = args.repeats if dim == 2 else min(3, args.repeats)
-        timing = run_case(dim, size, batch, amp, kernel, repeats, device, channels_last)
+        timing, split = run_case(dim, size, batch, amp, kernel, repeats, device, channels_last, args.breakdown)
         medians[case] = timing.median
+        if split is not None:
+            splits[case] = split
         precision = ("fp32" if amp == "none" else amp) + (", channels-last" if channels_last else "")
         rows.append([f"{dim}D {size}^{dim} B={batch}", precision, kernel, timing.ms()])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
@@ -129,6 +223,14 @@ def main() -> None:
         row.append(f"{base / medians[case]:.2f}x" if base else "-")
     header = ["case", "precision", "MoV", "iteration ms, median (min-max)", "speed-up vs fp32 + loop MoV"]
     print(markdown_table(header, rows))
+    if args.breakdown:
+        print(f"\nOperator self time per iteration (torch.profiler, {args.repeats} iterations per case):\n")
+        print(breakdown_table(list(medians), splits))
+        fp32, bf16 = matmul_throughput(torch.float32), matmul_throughput(torch.bfloat16)
+        print(
+            f"\n2048x2048 matrix product on this CPU: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
+            f"({bf16 / fp32:.2f}x)."
+        )
     print(f"\nLoad average after: {load_average()}")
 
 
