@@ -182,6 +182,14 @@ def test_3d_demo_uses_its_small_network_unless_the_user_names_one():
     assert resolve_pretrain_config({"dim": 3, "data": "/ct"}).model.channels[4] == 512
 
 
+def test_only_the_3d_demo_trains_channels_last_by_default():
+    assert resolve_pretrain_config({"dim": 3}).channels_last
+    assert not resolve_pretrain_config({"dim": 3, "channels_last": False}).channels_last
+    assert not resolve_pretrain_config({"dim": 3, "data": "/ct"}).channels_last
+    assert not resolve_pretrain_config({"dim": 2}).channels_last
+    assert resolve_pretrain_config({"dim": 2, "data": "/cxr", "channels_last": "true"}).channels_last
+
+
 def test_default_output_folder_depends_on_the_dimension_also_on_resume(tmp_path, monkeypatch):
     from cover.config import default_pretrain_out, run_values
 

@@ -68,6 +68,9 @@ def pretrain(
     resume: Annotated[str | None, typer.Option(help="auto (newest valid checkpoint in --out) or a checkpoint.")] = None,
     overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Write into a non-empty --out.")] = None,
     compile: Annotated[bool | None, typer.Option("--compile", help="Use torch.compile.")] = None,
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
+    ] = None,
     on_bad_file: Annotated[str | None, typer.Option(help="skip (warn) or error.")] = None,
     devices: Annotated[int | None, typer.Option(help="Launch this many processes (DDP) on this machine.")] = None,
 ) -> None:
@@ -92,6 +95,7 @@ def pretrain(
         "resume": resume,
         "overwrite": overwrite,
         "compile": compile,
+        "channels_last": channels_last,
         "on_bad_file": on_bad_file,
         "model": {k: v for k, v in {"window_radius": window_radius, "backbone": backbone}.items() if v is not None},
     }

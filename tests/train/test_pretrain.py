@@ -69,3 +69,17 @@ def test_refuses_non_empty_output_of_another_run(tmp_path):
         pretrain(**tiny(out, steps=1))
     assert (out / "precious.txt").read_text() == "keep me"
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+
+
+def test_channels_last_run_matches_the_default_layout_and_resumes_exactly(tmp_path):
+    plain, converted = tmp_path / "plain", tmp_path / "channels_last"
+    pretrain(**tiny(plain, steps=6, checkpoint_every=3))
+    pretrain(**tiny(converted, steps=6, checkpoint_every=3, keep_checkpoints=5, channels_last=True))
+    a, b = read_log(plain / "log.csv"), read_log(converted / "log.csv")
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)  # only rounding differs
+    assert "channels_last: true" in (converted / "config.yaml").read_text()
+    part = tmp_path / "part"
+    shutil.copytree(converted, part)
+    list_checkpoints(part)[-1].unlink()  # killed after step 3's checkpoint; config.yaml keeps the layout
+    pretrain(out=str(part), resume="auto")
+    np.testing.assert_allclose(read_log(part / "log.csv")["loss"], b["loss"], rtol=0, atol=1e-6)

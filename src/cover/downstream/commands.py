@@ -39,6 +39,9 @@ def finetune(
     batch_size: Annotated[int | None, Opt(help="Batch size.")] = None,
     lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
     amp: Annotated[str | None, Opt(help="Mixed precision of training: none, bf16 or fp16 (CUDA).")] = None,
+    channels_last: Annotated[
+        bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last memory layout (often faster).")
+    ] = None,
     size: Annotated[str | None, Opt(help="Training crop / input size: 96 or 96,96 (multiple of 16).")] = None,
     preset: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,
     val_every: Annotated[int | None, Opt(help="Steps between validations.")] = None,
@@ -79,6 +82,7 @@ def finetune(
         "batch_size": batch_size,
         "lr": lr,
         "amp": amp,
+        "channels_last": channels_last,
         "size": size,
         "preset": preset,
         "val_every": val_every,

@@ -106,6 +106,8 @@ class FinetuneConfig:
         grad_clip: Gradient norm clipping (0 disables).
         amp: Mixed precision of the training steps: ``none``, ``bf16`` or ``fp16`` (fp16 on
             CUDA only, with loss scaling); validation and evaluation run in float32.
+        channels_last: Train in the channels-last memory layout (faster convolutions on
+            recent CPUs and on GPUs; see ``benchmarks/RESULTS.md``).
         preset: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
             file's default (from its modality).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
@@ -156,6 +158,7 @@ class FinetuneConfig:
     warmup_steps: int | None = None
     grad_clip: float = 1.0
     amp: str = "none"
+    channels_last: bool = False
     preset: str | None = None
     foreground_prob: float = 0.5
     val_every: int | None = None

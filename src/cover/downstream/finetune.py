@@ -76,6 +76,7 @@ from cover.train.distributed import (
     shutdown_distributed,
 )
 from cover.train.guards import NonFiniteGuard, StopSignals
+from cover.train.layout import use_channels_last
 from cover.train.logger import RunLogger
 from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.schedule import warmup_cosine
@@ -389,6 +390,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         raise ConfigError(f"size: {error}") from None
     freeze_backbone(network, config.freeze)
     network.to(device)
+    if config.channels_last:
+        use_channels_last(network, backbone.spatial_dims)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -44,6 +44,7 @@ from cover.train.distributed import (
     shutdown_distributed,
 )
 from cover.train.guards import NonFiniteGuard, StopSignals
+from cover.train.layout import use_channels_last
 from cover.train.logger import RunLogger
 from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.sampler import StepBatchSampler
@@ -283,6 +284,8 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     if context.is_main:
         _check_output(config, resuming=state is not None or bool(config.resume))
     model = build_model(config).to(device)
+    if config.channels_last:
+        use_channels_last(model, config.dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
