@@ -38,9 +38,7 @@ def folder(tmp_path, make_nifti, make_dicom):
     make_nifti(root / "a.nii.gz", _volume(seed=1))
     make_nifti(root / "sub" / "b.nii", _volume(seed=2), np.diag([2.0, 2.0, 2.0, 1.0]))
     Image.fromarray((np.arange(400).reshape(20, 20) % 256).astype(np.uint8)).save(root / "c.png")
-    make_dicom(
-        root / "sub" / "IM0001", np.full((16, 16), 1024, np.uint16), slope=1.0, intercept=-1024
-    )
+    make_dicom(root / "sub" / "IM0001", np.full((16, 16), 1024, np.uint16), slope=1.0, intercept=-1024)
     for k in range(3):
         make_dicom(
             root / "series" / f"{k}.dcm",
@@ -65,9 +63,7 @@ def test_find_images(folder):
 
 
 def test_load_datalist_json_and_csv(tmp_path):
-    (tmp_path / "list.json").write_text(
-        json.dumps([{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, "b.nii.gz"])
-    )
+    (tmp_path / "list.json").write_text(json.dumps([{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, "b.nii.gz"]))
     entries = load_datalist(tmp_path / "list.json")
     assert entries[0]["image"] == tmp_path / "a.nii.gz"
     assert entries[0]["label"] == tmp_path / "a_seg.nii.gz"
@@ -84,9 +80,7 @@ def test_load_datalist_json_and_csv(tmp_path):
     )
     entries = load_datalist(tmp_path / "d.json")
     assert [e["split"] for e in entries] == ["training", "validation"]
-    assert load_datalist(tmp_path / "d.json", split="validation")[0]["image"] == (
-        tmp_path / "imgs" / "y.nii.gz"
-    )
+    assert load_datalist(tmp_path / "d.json", split="validation")[0]["image"] == (tmp_path / "imgs" / "y.nii.gz")
 
     (tmp_path / "l.csv").write_text("image,label\nimgs/x.png,labs/x.png\nimgs/y.png,\n")
     rows = load_datalist(tmp_path / "l.csv")
@@ -260,11 +254,7 @@ def test_build_pretrain_dataset_from_folder_and_datalist(folder, tmp_path):
     assert sum(meta["presets"].values()) == 3
 
     listing = tmp_path / "list.json"
-    listing.write_text(
-        json.dumps(
-            {"training": [{"image": "data/a.nii.gz"}], "validation": [{"image": "data/c.png"}]}
-        )
-    )
+    listing.write_text(json.dumps({"training": [{"image": "data/a.nii.gz"}], "validation": [{"image": "data/c.png"}]}))
     dataset, meta = build_pretrain_dataset(
         str(listing),
         dim=2,

@@ -14,12 +14,7 @@ from cover.data.inspect import inspect_data, run_inspect
 from cover.data.readers import read_image
 from cover.errors import DataError
 
-MNI_T1 = (
-    Path(nilearn.__file__).parent
-    / "datasets"
-    / "data"
-    / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-)
+MNI_T1 = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 REAL_DICOM = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "rtplan.dcm"]
 
 

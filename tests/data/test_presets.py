@@ -12,9 +12,7 @@ from cover.data.record import ImageRecord
 from cover.errors import ConfigError
 
 
-@pytest.mark.parametrize(
-    "text", ["ct", "ct:-175,250", "mri", "mri:1,99", "xray", "zscore", "minmax", "none"]
-)
+@pytest.mark.parametrize("text", ["ct", "ct:-175,250", "mri", "mri:1,99", "xray", "zscore", "minmax", "none"])
 def test_parse_round_trip(text):
     preset = parse_preset(text)
     assert parse_preset(preset.to_string()) == preset

@@ -348,9 +348,7 @@ def test_dicom_without_pixel_data(tmp_path, make_dicom):
 
 
 def test_dicom_header_claiming_huge_size(tmp_path, make_dicom):
-    path = make_dicom(
-        tmp_path / "huge.dcm", np.zeros((2, 2), np.uint16), rows_cols=(60000, 60000), frames=500
-    )
+    path = make_dicom(tmp_path / "huge.dcm", np.zeros((2, 2), np.uint16), rows_cols=(60000, 60000), frames=500)
     _assert_dataerror(path, "header claims")
 
 

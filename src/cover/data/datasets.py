@@ -344,9 +344,7 @@ def build_pretrain_dataset(
     if not paths:
         raise data_error(data, "no readable images found (no image files or DICOM series)")
     chosen = None if preset in (None, "", "auto") else preset
-    store = CachedVolumeStore(
-        paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False
-    )
+    store = CachedVolumeStore(paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False)
     if dim == 2:
         dataset: _StoreDataset = Slices2DDataset(store, size, axis=slice_axis, warn=False)
     else:
@@ -356,10 +354,7 @@ def build_pretrain_dataset(
     if len(counts) > 1:
         raise data_error(data, f"images have different channel counts {counts}")
     if dim == 2:
-        axis_order = (
-            "C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical "
-            f"array axis {slice_axis}"
-        )
+        axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
     else:
         axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
     meta = {

@@ -96,9 +96,7 @@ def _transfer_syntax(ds: Dataset) -> UID | None:
 def _check_pixels(path: Path, ds: Dataset) -> None:
     """Refuse datasets without pixel data or with an absurd claimed size."""
     if not any(tag in ds for tag in _PIXEL_TAGS):
-        raise data_error(
-            path, f"DICOM file has no pixel data ({_sop_name(ds)}); it is not an image"
-        )
+        raise data_error(path, f"DICOM file has no pixel data ({_sop_name(ds)}); it is not an image")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -114,8 +112,7 @@ def _check_pixels(path: Path, ds: Dataset) -> None:
             if got < expected:
                 raise data_error(
                     path,
-                    f"pixel data is truncated: {got} bytes where {rows}x{cols}x{frames} "
-                    f"pixels need {expected}",
+                    f"pixel data is truncated: {got} bytes where {rows}x{cols}x{frames} pixels need {expected}",
                 )
 
 
@@ -310,9 +307,7 @@ def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
     if iop is not None and positions is not None and spacing is not None:
         data, affine, gaps = _volume_from_slices(path, list(values), positions, iop, spacing)
         meta["slice_gaps"] = gaps
-        return volume_record(
-            data, affine, path=path, fmt="dicom", modality=_modality(ds), meta=meta
-        )
+        return volume_record(data, affine, path=path, fmt="dicom", modality=_modality(ds), meta=meta)
     # No patient geometry: keep (frames, rows, cols) with a diagonal spacing matrix.
     row_sp, col_sp = spacing or (1.0, 1.0)
     step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
@@ -348,9 +343,7 @@ def _is_slice(ds: Dataset) -> bool:
 
 
 @_QuietPydicom()
-def scan_dicom_folder(
-    folder: Path, files: Sequence[Path] | None = None
-) -> tuple[dict[str, list[Path]], list[Path]]:
+def scan_dicom_folder(folder: Path, files: Sequence[Path] | None = None) -> tuple[dict[str, list[Path]], list[Path]]:
     """Group the DICOM files of one folder into volume series and loose files.
 
     A group of files sharing a ``SeriesInstanceUID`` is a series when it has at least two
@@ -447,9 +440,7 @@ def read_dicom_series(folder: Path, *, channels: bool = False) -> ImageRecord:
         slices.append(_channels_last(values, samples, channels))
         positions.append(np.asarray([float(v) for v in ds.ImagePositionPatient]))
     spacing = _pixel_spacing(first) or (1.0, 1.0)
-    data, affine, gaps = _volume_from_slices(
-        folder, slices, positions, _orientation(first), spacing
-    )
+    data, affine, gaps = _volume_from_slices(folder, slices, positions, _orientation(first), spacing)
     if mono1:
         data = float(data.min()) + float(data.max()) - data
     meta = {
@@ -458,6 +449,4 @@ def read_dicom_series(folder: Path, *, channels: bool = False) -> ImageRecord:
         "photometric": str(first.get("PhotometricInterpretation", "")),
         "slice_gaps": gaps,
     }
-    return volume_record(
-        data, affine, path=folder, fmt="dicom-series", modality=_modality(first), meta=meta
-    )
+    return volume_record(data, affine, path=folder, fmt="dicom-series", modality=_modality(first), meta=meta)

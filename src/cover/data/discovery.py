@@ -19,9 +19,7 @@ from cover.data.readers import SUFFIX_FORMATS
 from cover.data.record import data_error
 
 #: Files that are never images even though they may sit beside them.
-_IGNORED_SUFFIXES = frozenset(
-    {".json", ".csv", ".txt", ".md", ".raw", ".zraw", ".py", ".pyc", ".yaml", ".yml", ".log"}
-)
+_IGNORED_SUFFIXES = frozenset({".json", ".csv", ".txt", ".md", ".raw", ".zraw", ".py", ".pyc", ".yaml", ".yml", ".log"})
 
 #: Datalist keys read by :func:`load_datalist` when no split is asked for.
 DATALIST_SPLITS = ("training", "validation", "test")
@@ -87,9 +85,7 @@ def find_images(root: str | Path, *, recursive: bool = True) -> list[Path]:
     return find_images_and_ignored(root, recursive=recursive)[0]
 
 
-def find_images_and_ignored(
-    root: str | Path, *, recursive: bool = True
-) -> tuple[list[Path], list[Path]]:
+def find_images_and_ignored(root: str | Path, *, recursive: bool = True) -> tuple[list[Path], list[Path]]:
     """Like :func:`find_images`, also returning the non-image files that were skipped."""
     base = Path(root)
     if not base.exists():

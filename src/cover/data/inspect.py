@@ -92,8 +92,7 @@ class InspectReport:
                         self._name(f.path),
                         f.format,
                         f.modality or "-",
-                        "x".join(str(s) for s in f.shape[1:])
-                        + (f" ({f.shape[0]}ch)" if f.shape[0] > 1 else ""),
+                        "x".join(str(s) for s in f.shape[1:]) + (f" ({f.shape[0]}ch)" if f.shape[0] > 1 else ""),
                         "x".join(f"{s:.3g}" for s in f.spacing),
                         f.orientation or "-",
                         f"{f.minimum:.6g}",
@@ -115,8 +114,7 @@ def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str
     out = []
     for row in rows:
         cells = [
-            cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         out.append("  ".join(cells).rstrip())
     return out

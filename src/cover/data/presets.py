@@ -100,13 +100,9 @@ def parse_preset(text: str | IntensityPreset) -> IntensityPreset:
     try:
         params = tuple(float(a) for a in args.split(","))
     except ValueError as exc:
-        raise ConfigError(
-            f"preset: parameters of {raw!r} must be numbers, e.g. ct:-175,250"
-        ) from exc
+        raise ConfigError(f"preset: parameters of {raw!r} must be numbers, e.g. ct:-175,250") from exc
     if len(params) != len(default):
-        raise ConfigError(
-            f"preset: {name!r} takes {len(default)} parameters (low,high), got {raw!r}"
-        )
+        raise ConfigError(f"preset: {name!r} takes {len(default)} parameters (low,high), got {raw!r}")
     low, high = params
     if not high > low:
         raise ConfigError(f"preset: {raw!r} needs low < high")

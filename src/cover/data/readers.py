@@ -185,9 +185,7 @@ def _read_nifti(path: Path, fmt: str, channels: bool) -> ImageRecord:
         expected = offset + int(np.prod(shape)) * itemsize
         size = path.stat().st_size
         if size < expected:
-            raise data_error(
-                path, f"file is truncated: {size} bytes where the header needs {expected}"
-            )
+            raise data_error(path, f"file is truncated: {size} bytes where the header needs {expected}")
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) == 2:
@@ -325,13 +323,9 @@ def _read_tiff(path: Path, fmt: str, channels: bool) -> ImageRecord:
     samples = axes.endswith("S")
     spatial_axes = len(axes) - int(samples)
     if spatial_axes == 2:
-        return _plain_record(
-            values.astype(np.float32), samples=samples, channels=channels, path=path, fmt=fmt
-        )
+        return _plain_record(values.astype(np.float32), samples=samples, channels=channels, path=path, fmt=fmt)
     if spatial_axes != 3:
-        raise data_error(
-            path, f"TIFF has axes {axes!r}; only 2D images and 3D stacks are supported"
-        )
+        raise data_error(path, f"TIFF has axes {axes!r}; only 2D images and 3D stacks are supported")
     data = values.astype(np.float32)
     if samples and not channels:
         data = to_grey(data)
@@ -401,13 +395,9 @@ def _read_numpy(path: Path, fmt: str, channels: bool) -> ImageRecord:
     check_finite(path, values)
     if values.ndim == 2 or (values.ndim == 3 and not channels):
         values = values[None]
-    elif not (values.ndim == 4 and (channels or values.shape[0] == 1)) and not (
-        values.ndim == 3 and channels
-    ):
+    elif not (values.ndim == 4 and (channels or values.shape[0] == 1)) and not (values.ndim == 3 and channels):
         hint = "; if axis 0 is channels read it with channels=True" if values.ndim == 4 else ""
-        raise data_error(
-            path, f"array of shape {values.shape} is not a 2D image or 3D volume{hint}"
-        )
+        raise data_error(path, f"array of shape {values.shape} is not a 2D image or 3D volume{hint}")
     dims = values.ndim - 1
     if spacing is not None and len(spacing) != dims:
         raise data_error(path, f"'spacing' has {len(spacing)} values for a {dims}D image")

@@ -128,9 +128,7 @@ def check_finite(path: str | Path, array: np.ndarray) -> None:
     if np.issubdtype(array.dtype, np.floating):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise data_error(
-                path, f"contains {bad} NaN or infinite value(s); clean the file before use"
-            )
+            raise data_error(path, f"contains {bad} NaN or infinite value(s); clean the file before use")
 
 
 def to_grey(array: np.ndarray) -> np.ndarray:

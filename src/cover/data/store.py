@@ -46,9 +46,7 @@ def _fingerprint(path: Path) -> str:
 
 def cache_key(path: Path, preset: str, spacing: tuple[float, ...] | None, channels: bool) -> str:
     """Hash naming the cache entry of one decoded, resampled, normalised file."""
-    text = json.dumps(
-        [CACHE_VERSION, str(path.resolve()), _fingerprint(path), preset, spacing, channels]
-    )
+    text = json.dumps([CACHE_VERSION, str(path.resolve()), _fingerprint(path), preset, spacing, channels])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -150,9 +148,7 @@ class CachedVolumeStore:
             self.report_skipped()
         if not self._arrays:
             reason = f"; first problem: {self.skipped[0][1]}" if self.skipped else ""
-            raise data_error(
-                self.root, f"no readable images ({len(self.skipped)} file(s) skipped){reason}"
-            )
+            raise data_error(self.root, f"no readable images ({len(self.skipped)} file(s) skipped){reason}")
 
     def __len__(self) -> int:
         return len(self._arrays)
@@ -198,8 +194,7 @@ class CachedVolumeStore:
             if len(self.spacing) != record.spatial_dims:
                 raise data_error(
                     path,
-                    f"is {record.spatial_dims}D but the target spacing {self.spacing} has "
-                    f"{len(self.spacing)} values",
+                    f"is {record.spatial_dims}D but the target spacing {self.spacing} has {len(self.spacing)} values",
                 )
             array = resample(array, record.spacing, self.spacing)
             spacing = self.spacing

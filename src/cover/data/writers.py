@@ -52,8 +52,7 @@ def _spatial(array: np.ndarray, reference: ImageRecord, path: Path) -> np.ndarra
         return array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     raise data_error(
         path,
-        f"array of shape {array.shape} does not match the reference image "
-        f"{reference.path} of spatial shape {spatial}",
+        f"array of shape {array.shape} does not match the reference image {reference.path} of spatial shape {spatial}",
     )
 
 
@@ -62,9 +61,7 @@ def _fmt(path: Path) -> str:
     for suffix in sorted(_OUT_FORMATS, key=len, reverse=True):
         if name.endswith(suffix):
             return _OUT_FORMATS[suffix]
-    raise data_error(
-        path, f"cannot write this file type; use one of {', '.join(sorted(_OUT_FORMATS))}"
-    )
+    raise data_error(path, f"cannot write this file type; use one of {', '.join(sorted(_OUT_FORMATS))}")
 
 
 def _as_saveable(array: np.ndarray) -> np.ndarray:
@@ -149,9 +146,7 @@ def _write_itk(data: np.ndarray, reference: ImageRecord, out: Path) -> None:
         image.SetSpacing((float(reference.spacing[1]), float(reference.spacing[0])))
     else:
         axes = (2, 1, 0, 3) if vector else (2, 1, 0)
-        image = sitk.GetImageFromArray(
-            np.ascontiguousarray(np.transpose(data, axes)), isVector=vector
-        )
+        image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, axes)), isVector=vector)
         affine_lps = LPS_TO_RAS @ _volume_affine(reference)
         spacing = np.sqrt((affine_lps[:3, :3] ** 2).sum(axis=0))
         image.SetSpacing(tuple(float(s) for s in spacing))
