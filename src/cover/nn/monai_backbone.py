@@ -31,6 +31,7 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from cover.errors import ConfigError
+from cover.nn.unet import require_divisible
 
 BASIC_UNET_ARGS = ("out_channels", "act", "norm", "bias", "dropout", "upsample")
 
@@ -124,12 +125,7 @@ class BasicUNetPyramid(BasicUNet):
         Args:
             spatial: Spatial size of an input.
         """
-        bad = [s for s in spatial if s % self.divisor]
-        if bad:
-            raise ConfigError(
-                f"image size {tuple(spatial)} must be divisible by 16 on every axis (BasicUNet down-samples "
-                "4 times); pad or crop to a multiple of 16"
-            )
+        require_divisible(spatial, self.divisor, "BasicUNet down-samples 4 times")
         if self._instance_norm and min(spatial) < 2 * self.divisor:
             raise ConfigError(
                 f"image size {tuple(spatial)} is too small for BasicUNet with instance norm: every axis "

@@ -19,6 +19,21 @@ def conv_nd(spatial_dims: int) -> type[nn.Module]:
     return (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
 
 
+def require_divisible(spatial: Sequence[int], divisor: int, reason: str) -> None:
+    """Raise a one-line :class:`ConfigError` unless every spatial size is a multiple of ``divisor``.
+
+    Args:
+        spatial: Spatial size of an input.
+        divisor: ``2**down-samplings`` of the network.
+        reason: Why, for the message (e.g. ``"the U-Net down-samples 4 times"``).
+    """
+    if any(s % divisor for s in spatial):
+        raise ConfigError(
+            f"image size {tuple(spatial)} must be divisible by {divisor} on every axis ({reason}); "
+            f"pad or crop to a multiple of {divisor}"
+        )
+
+
 class ConvBlock(nn.Sequential):
     """Two 3x3(x3) convolutions, each followed by GroupNorm (C/8 groups) and LeakyReLU(0.2).
 
@@ -99,13 +114,7 @@ class UNet(nn.Module):
         Args:
             spatial: Spatial size of an input.
         """
-        bad = [s for s in spatial if s % self.divisor]
-        if bad:
-            raise ConfigError(
-                f"image size {tuple(spatial)} must be divisible by {self.divisor} on every axis "
-                f"(the U-Net down-samples {len(self.decoder)} times); pad or crop to a multiple of "
-                f"{self.divisor}"
-            )
+        require_divisible(spatial, self.divisor, f"the U-Net down-samples {len(self.decoder)} times")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Compute the decoder pyramid.
