@@ -40,7 +40,7 @@ def finetune(
     lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
     amp: Annotated[str | None, Opt(help="Mixed precision of training: none, bf16 or fp16 (CUDA).")] = None,
     channels_last: Annotated[
-        bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last memory layout (often faster).")
+        bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
     ] = None,
     size: Annotated[str | None, Opt(help="Training crop / input size: 96 or 96,96 (multiple of 16).")] = None,
     preset: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,

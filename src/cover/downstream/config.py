@@ -106,8 +106,9 @@ class FinetuneConfig:
         grad_clip: Gradient norm clipping (0 disables).
         amp: Mixed precision of the training steps: ``none``, ``bf16`` or ``fp16`` (fp16 on
             CUDA only, with loss scaling); validation and evaluation run in float32.
-        channels_last: Train in the channels-last memory layout (faster convolutions on
-            recent CPUs and on GPUs; see ``benchmarks/RESULTS.md``).
+        channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
+            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
+            on GPUs).
         preset: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
             file's default (from its modality).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.

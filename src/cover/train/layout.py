@@ -1,8 +1,10 @@
 """Memory layout of the trained networks: the default (NCHW / NCDHW) or channels-last.
 
-Channels-last (NHWC / NDHWC) stores each pixel's or voxel's channels next to each other, the
-layout oneDNN's CPU convolutions and cuDNN's tensor-core kernels run fastest in; the U-Net's
-other operations (norms, up-sampling, pooling, the VPA) accept either layout. Only the
+Channels-last (NHWC / NDHWC) stores each pixel's or voxel's channels next to each other. On
+the project's AVX-512 CPU oneDNN's convolutions run faster in it (pretraining iterations
+1.1-1.25x, ``benchmarks/RESULTS.md``), while PyTorch's CPU GroupNorm backward runs slower, so
+the gain depends on the network and sizes; GPUs were not measured. The U-Net's other
+operations (norms, up-sampling, pooling, the VPA) accept either layout. Only the
 network's 4D (2D) or 5D (3D) parameters are converted; inputs are converted by the first
 convolution. Numbers change only by floating-point rounding (different kernel orders), and
 saved weights keep their logical shapes, so a checkpoint loads into either layout.
