@@ -7,8 +7,10 @@ Shared by ``tests/train/test_reliability.py`` and ``tests/downstream/test_finetu
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,3 +59,15 @@ def act_when_written(plan: dict[str, tuple[Path, subprocess.Popen, Callable[[], 
                 process.kill()
                 raise AssertionError(f"{name} run ended or stalled before {path.name}:\n{process.stderr.read()}")
         time.sleep(0.02)
+
+
+def interruption_line(stderr: str) -> str:
+    """The line an interrupted run printed (``interrupted at step N; ...; continue with: ...``), or ``""``."""
+    return next((line for line in stderr.splitlines() if "interrupted" in line), "")
+
+
+def resume_command(line: str) -> list[str]:
+    """``python -m cover ...`` from the ``continue with: cover ...`` part of ``line`` (nothing after
+    ``cover`` when the line has none, which fails the test's later checks)."""
+    command = line.split("continue with: cover ", 1)[1] if "continue with: cover " in line else ""
+    return [sys.executable, "-m", "cover", *shlex.split(command)]

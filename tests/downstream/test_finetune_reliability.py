@@ -10,7 +10,6 @@ uninterrupted run of the same seed: batches and augmentations are functions of
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,16 @@ import torch
 import yaml
 
 import cover.downstream.finetune as finetune_module
-from _support.processes import ENV, act_when_written, finish, kill, start, terminate_group
+from _support.processes import (
+    ENV,
+    act_when_written,
+    finish,
+    interruption_line,
+    kill,
+    resume_command,
+    start,
+    terminate_group,
+)
 from cover.downstream.finetune import CHECKPOINT_FORMAT, finetune
 from cover.errors import ConfigError, CoverError
 from cover.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
@@ -80,10 +88,9 @@ def interrupted_runs(seg2d, tmp_path_factory):
     term_rc, term_err = finish(term_run)
     killed_steps = max(columns(killed)["loss"])
     termed_checkpoints = [p.name for p in list_checkpoints(termed)]
-    hint = next((line for line in term_err.splitlines() if "interrupted" in line), "")
-    resume_args = shlex.split(hint.split("continue with: cover ", 1)[-1]) if "continue with" in hint else []
     kill_resume = start(_command(tmp, seg2d, killed, "--resume", "auto"), tmp)
-    term_resume = start([sys.executable, "-m", "cover", *resume_args], tmp)
+    hint = interruption_line(term_err)
+    term_resume = start(resume_command(hint), tmp)
     ref_rc, ref_err = finish(reference)
     assert ref_rc == 0, ref_err
     return {

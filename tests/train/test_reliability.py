@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -24,7 +23,7 @@ import torch
 import yaml
 
 import cover.train.checkpoint as checkpoint_module
-from _support.processes import act_when_written, finish, kill, start, terminate_group
+from _support.processes import act_when_written, finish, interruption_line, kill, resume_command, start, terminate_group
 from cover.errors import CoverError, TrainingInterrupted
 from cover.methods.cover import CoverMethod
 from cover.train.checkpoint import (
@@ -114,10 +113,9 @@ def interrupted_runs(tmp_path_factory):
     termed_checkpoints = [p.name for p in list_checkpoints(termed)]
     termed_log = losses(termed)
 
-    hint = next((line for line in term_err.splitlines() if "interrupted" in line), "")
-    resume_args = shlex.split(hint.split("continue with: cover ", 1)[-1]) if "continue with" in hint else []
     kill_resume = start(_command(tmp, killed, "--resume", "auto"), tmp)
-    term_resume = start([sys.executable, "-m", "cover", *resume_args], tmp)
+    hint = interruption_line(term_err)
+    term_resume = start(resume_command(hint), tmp)
     ref_rc, ref_err = finish(reference)
     assert ref_rc == 0, ref_err
     return {
