@@ -247,8 +247,13 @@ def _read_itk(path: Path, fmt: str, channels: bool) -> ImageRecord:
     except RuntimeError as exc:
         raise data_error(path, f"truncated or corrupt {fmt.upper()} data ({_short(exc)})") from exc
     arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)  # (z, y, x[, c])
+    header = {  # exact header, so masks are written back on this very grid
+        "spacing": list(image.GetSpacing()),
+        "origin": list(image.GetOrigin()),
+        "direction": list(image.GetDirection()),
+    }
     if dim == 2:
-        record = _plain_record(arr, samples=comps > 1, channels=channels, path=path, fmt=fmt)
+        record = _plain_record(arr, samples=comps > 1, channels=channels, path=path, fmt=fmt, itk_geometry=header)
         spacing = tuple(float(s) for s in image.GetSpacing())
         record.spacing = (spacing[1], spacing[0])
         record.modality = modality
@@ -260,7 +265,9 @@ def _read_itk(path: Path, fmt: str, channels: bool) -> ImageRecord:
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine_lps[:3, 3] = image.GetOrigin()
-    return volume_record(spatial, LPS_TO_RAS @ affine_lps, path=path, fmt=fmt, modality=modality)
+    return volume_record(
+        spatial, LPS_TO_RAS @ affine_lps, path=path, fmt=fmt, modality=modality, meta={"itk_geometry": header}
+    )
 
 
 # ----------------------------------------------------------------- Pillow (PNG, JPEG, BMP)

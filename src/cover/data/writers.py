@@ -1,21 +1,24 @@
-"""Write an array (a mask, a prediction) in the geometry of an image that was read.
+"""Write an array (a mask, a prediction) on exactly the grid of an image that was read.
 
-The output format follows the suffix of the target path; the geometry (affine, spacing) comes
-from the reference :class:`~cover.data.record.ImageRecord`:
+The output format follows the suffix of the target path. The array given is in the reader's
+layout (:class:`~cover.data.record.ImageRecord`: volumes in RAS canonical voxel order); the
+writer undoes that reorientation, so the file written has the *source file's* array shape and
+axis order, spacing, origin and direction. A mask written for ``scan.nrrd`` therefore lines up
+voxel for voxel with ``scan.nrrd`` in numpy as well as in world coordinates.
 
-- NIfTI (``.nii``/``.nii.gz``): the array is in the reference's RAS canonical voxel order;
-  when the reference came from a file in another voxel order (``meta["original_affine"]``),
-  the canonical reorientation is undone so the output lines up voxel for voxel with the
-  original file. Otherwise the RAS affine held by the record is written. World coordinates
-  match in both cases.
-- NRRD/MHA/MHD: SimpleITK image with the record's spacing, origin and direction (converted to
-  ITK's LPS convention). 2D references get spacing only.
-- PNG/BMP: integer arrays as uint8 (values 0..255) or uint16 (up to 65535); other values are
-  refused (write ``.npy``/``.tiff`` instead).
-- TIFF: any dtype through tifffile.
-- NPY: the array as given (float32 unless integer).
+- NIfTI (``.nii``/``.nii.gz``): the source voxel order and the source affine (``qform`` and
+  ``sform``). A 2D NIfTI source gives a 2D NIfTI with its own affine. Non-NIfTI volumes
+  (DICOM series, NRRD, ...) are written in their own voxel order with their voxel -> RAS affine.
+- NRRD/MHA/MHD: the source voxel order; for an ITK source the exact spacing, origin and
+  direction of its header, otherwise those of the record's affine converted to ITK's LPS.
+- PNG/BMP: 2D only; integer arrays as uint8 (values 0..255) or uint16 (up to 65535); other
+  values are refused (write ``.npy``/``.tiff`` instead).
+- TIFF: any dtype through tifffile, in the source's axis order.
+- NPY: the array as given (float32 unless integer), in the source's axis order.
 
-DICOM output is not supported: write ``.nii.gz`` next to a DICOM series instead.
+DICOM output is not supported: a DICOM series gets a NIfTI in the series' own voxel order
+(axis 0 = columns, axis 1 = rows, axis 2 = slices ordered along the slice normal) with the
+series' geometry; a single-frame DICOM gets a 2D NIfTI ``(rows, cols)`` with its pixel spacing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ _OUT_FORMATS = {
     ".tiff": "tiff",
     ".npy": "npy",
 }
+
+#: Formats whose reader records the exact ITK header in ``meta["itk_geometry"]``.
+ITK_FORMATS = ("nrrd", "mha", "mhd")
 
 
 def _spatial(array: np.ndarray, reference: ImageRecord, path: Path) -> np.ndarray:
@@ -72,8 +78,48 @@ def _as_saveable(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _volume_affine(reference: ImageRecord) -> np.ndarray:
+    if reference.affine is not None:
+        return np.asarray(reference.affine, dtype=np.float64)
+    return np.diag([*reference.spacing, 1.0]) if reference.spatial_dims == 3 else np.eye(4)
+
+
+def to_source_grid(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
+    """Undo the reader's reorientation: values in the source file's voxel order.
+
+    Args:
+        data: ``(*spatial)`` or ``(*spatial, C)`` in the record's array order (RAS canonical
+            for volumes).
+        reference: The record ``data`` belongs to.
+
+    Returns:
+        ``(values, affine)``: ``values`` in the source's voxel order (and shape, e.g. 2D for a
+        2D NIfTI), ``affine`` the source's ``(4, 4)`` voxel -> RAS matrix, ``None`` for plain 2D
+        images without one.
+    """
+    original = reference.meta.get("original_affine")
+    if original is None:
+        return data, None if reference.affine is None and reference.spatial_dims == 2 else _volume_affine(reference)
+    original = np.asarray(original, dtype=np.float64)
+    if reference.spatial_dims == 3:
+        # The reader applied ``apply_orientation(source, io_orientation(original))``: source axis i
+        # became axis ornt[i, 0], flipped when ornt[i, 1] == -1. Invert that mapping exactly.
+        ornt = orientations.io_orientation(original)
+        inverse = np.zeros_like(ornt)
+        for axis, (target, flip) in enumerate(ornt):
+            inverse[int(target)] = (axis, flip)
+        data = orientations.apply_orientation(data, inverse)
+    shape = reference.meta.get("original_shape")
+    if shape is not None:
+        dims = len(shape) if len(shape) <= 3 else 3
+        spatial = tuple(int(s) for s in shape[:dims])
+        if int(np.prod(spatial)) == int(np.prod(data.shape[: reference.spatial_dims])):
+            data = data.reshape(spatial + data.shape[reference.spatial_dims :])
+    return np.ascontiguousarray(data), original
+
+
 def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> Path:
-    """Write ``array`` with the geometry of ``reference``; format from ``path``'s suffix.
+    """Write ``array`` on the source grid of ``reference``; format from ``path``'s suffix.
 
     Args:
         array: ``(*spatial)`` or ``(C, *spatial)`` values on the reference's voxel grid
@@ -90,12 +136,12 @@ def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> P
     """
     out = Path(path)
     fmt = _fmt(out)
-    data = _as_saveable(_spatial(array, reference, out))
+    data, affine = to_source_grid(_as_saveable(_spatial(array, reference, out)), reference)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "nifti":
-        _write_nifti(data, reference, out)
+        _write_nifti(data, affine, reference, out)
     elif fmt == "itk":
-        _write_itk(data, reference, out)
+        _write_itk(data, affine, reference, out)
     elif fmt == "png":
         _write_png(data, reference, out)
     elif fmt == "tiff":
@@ -106,52 +152,44 @@ def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> P
 
             Image.fromarray(data).save(out)
         else:
-            tifffile.imwrite(out, data)
+            # Without channels: grey pages (a 3-slice stack must not become one RGB image).
+            grey = data.ndim == reference.spatial_dims or (reference.spatial_dims == 3 and data.ndim == 2)
+            tifffile.imwrite(out, data, photometric="minisblack" if grey else None)
     else:
         np.save(out, data)
     return out
 
 
-def _volume_affine(reference: ImageRecord) -> np.ndarray:
-    if reference.affine is not None:
-        return np.asarray(reference.affine, dtype=np.float64)
-    return np.diag([*reference.spacing, 1.0]) if reference.spatial_dims == 3 else np.eye(4)
-
-
-def _write_nifti(data: np.ndarray, reference: ImageRecord, out: Path) -> None:
-    if reference.spatial_dims == 2:
-        data = data[:, :, None] if data.ndim == 2 else data[:, :, None, :]
+def _write_nifti(data: np.ndarray, affine: np.ndarray | None, reference: ImageRecord, out: Path) -> None:
+    if affine is None:  # plain 2D image: (rows, cols) with its pixel spacing
         affine = np.diag([*reference.spacing, 1.0, 1.0])
-    else:
-        affine = _volume_affine(reference)
     image = nib.Nifti1Image(data, affine)
-    original = reference.meta.get("original_affine")
-    if original is not None and reference.spatial_dims == 3:
-        # Undo the RAS canonical reorientation: back to the source file's voxel order.
-        target = orientations.io_orientation(np.asarray(original))
-        current = orientations.io_orientation(affine)
-        transform = orientations.ornt_transform(current, target)
-        image = image.as_reoriented(transform)
-    image.set_qform(image.affine, code=1)
-    image.set_sform(image.affine, code=1)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     nib.save(image, str(out))
 
 
-def _write_itk(data: np.ndarray, reference: ImageRecord, out: Path) -> None:
+def _write_itk(data: np.ndarray, affine: np.ndarray | None, reference: ImageRecord, out: Path) -> None:
     import SimpleITK as sitk  # noqa: N813 - library's own spelling
 
-    vector = data.ndim == reference.spatial_dims + 1
-    if reference.spatial_dims == 2:
-        image = sitk.GetImageFromArray(data, isVector=vector)  # (H, W) -> size (W, H)
-        image.SetSpacing((float(reference.spacing[1]), float(reference.spacing[0])))
-    else:
-        axes = (2, 1, 0, 3) if vector else (2, 1, 0)
-        image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, axes)), isVector=vector)
-        affine_lps = LPS_TO_RAS @ _volume_affine(reference)
+    dims = data.ndim - int(data.ndim == reference.spatial_dims + 1)
+    vector = data.ndim == dims + 1
+    if dims == 3:  # source voxel order (x, y, z) -> ITK's numpy view (z, y, x)
+        data = np.transpose(data, (2, 1, 0, 3) if vector else (2, 1, 0))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=vector)  # 2D: (rows, cols) = (y, x)
+    header = reference.meta.get("itk_geometry") if reference.format in ITK_FORMATS else None
+    if header is not None and len(header["spacing"]) == dims:
+        image.SetSpacing(tuple(float(v) for v in header["spacing"]))
+        image.SetOrigin(tuple(float(v) for v in header["origin"]))
+        image.SetDirection(tuple(float(v) for v in header["direction"]))
+    elif dims == 3:
+        affine_lps = LPS_TO_RAS @ (affine if affine is not None else _volume_affine(reference))
         spacing = np.sqrt((affine_lps[:3, :3] ** 2).sum(axis=0))
         image.SetSpacing(tuple(float(s) for s in spacing))
         image.SetDirection(tuple(float(v) for v in (affine_lps[:3, :3] / spacing).ravel()))
         image.SetOrigin(tuple(float(v) for v in affine_lps[:3, 3]))
+    else:
+        image.SetSpacing((float(reference.spacing[1]), float(reference.spacing[0])))
     sitk.WriteImage(image, str(out), useCompression=True)
 
 
