@@ -1,7 +1,10 @@
 import math
 
+import numpy as np
+import pytest
 import torch
 
+from _support import oracles
 from cover.geometry import (
     affine_field,
     compose,
@@ -39,11 +42,17 @@ def test_warp_integer_shift_convention():
     assert out[0, 0, 4].abs().max() < 1e-5  # reads below the image: zeros
 
 
-def test_warp_nearest_keeps_labels():
-    labels = torch.randint(0, 4, (1, 1, 6, 6)).float()
-    phi = torch.full((1, 2, 6, 6), 0.4)
+def test_warp_nearest_reads_the_nearest_voxel_of_a_varying_field():
+    torch.manual_seed(0)
+    labels = torch.randint(1, 5, (1, 1, 7, 8)).float()  # no zeros: reading outside gives 0, a new value
+    phi = 2.4 * torch.sin(identity_grid((7, 8)) / torch.tensor([2.0, 3.0]).view(1, 2, 1, 1)).flip(1)
+    phi = phi + 0.3  # keep clear of half-voxel positions, where rounding is a matter of convention
     out = warp(labels, phi, mode="nearest")
-    assert set(out.unique().tolist()) <= set(labels.unique().tolist()) | {0.0}
+    expected = oracles.sample_nearest(labels[0].numpy(), oracles.grid((7, 8)) + phi[0].numpy())
+    np.testing.assert_array_equal(out[0].numpy(), expected)
+    assert (expected == 0).any() and (expected > 0).mean() > 0.5  # both outside and inside reads
+    moved = (np.rint(phi[0].numpy()) != 0).any(0) & (expected[0] > 0)
+    assert moved.any() and not np.array_equal(expected[0][moved], labels[0, 0].numpy()[moved])
 
 
 def test_affine_field_reproduces_affine_map_2d_and_3d():
@@ -94,14 +103,73 @@ def test_compose_matches_sequential_warps():
     assert difference.max() < 0.06 and difference.mean() < 0.01
 
 
-def test_resize_field_doubles_values():
-    phi = torch.full((1, 3, 4, 4, 4), 1.5)
+def field_of_map(matrix: np.ndarray, shift: np.ndarray, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Field on a grid of ``spatial`` voxels of the map ``y -> A y + t`` of the unit box.
+
+    Voxel ``q`` of an ``n``-voxel axis covers ``[q, q + 1] / n`` (centre ``(q + 0.5) / n``), the
+    geometry of a max-pooled pyramid, so the same map has a field on every grid size.
+    """
+    n = np.array(spatial, dtype=np.float64).reshape(-1, *[1] * len(spatial))
+    q = oracles.grid(spatial)
+    y = (q + 0.5) / n
+    mapped = np.einsum("ij,j...->i...", matrix, y) + shift.reshape(n.shape)
+    return torch.from_numpy(mapped * n - 0.5 - q).float()[None]
+
+
+@pytest.mark.parametrize(
+    "coarse,fine",
+    [((6, 7), (12, 14)), ((4, 5, 6), (8, 10, 12)), ((6, 9), (12, 4)), ((8, 6, 4), (5, 12, 8))],
+)
+def test_resized_field_of_an_affine_map_is_the_same_map_on_the_new_grid(coarse, fine):
+    """Up- and down-sampling (values rescaled per axis) keep the physical map, in the half-voxel
+    convention of pooled pyramids; voxels whose source lies beyond the coarse centres are clamped
+    (no extrapolation) and left out."""
+    ndim = len(coarse)
+    rng = np.random.default_rng(ndim)
+    matrix = np.eye(ndim) + rng.uniform(-0.4, 0.4, (ndim, ndim))  # far from identity: large gradients
+    shift = rng.uniform(-0.1, 0.1, ndim)
+    phi = field_of_map(matrix, shift, coarse)
+    resized = resize_field(phi, fine)
+    if fine == tuple(2 * s for s in coarse):
+        torch.testing.assert_close(upsample_field(phi), resize_field(phi, fine))
+    expected = field_of_map(matrix, shift, fine)
+    ratio = np.array(coarse) / np.array(fine)
+    source = [(np.arange(n) + 0.5) * r - 0.5 for n, r in zip(fine, ratio, strict=True)]
+    keep = [np.flatnonzero((s >= 0) & (s <= c - 1)) for s, c in zip(source, coarse, strict=True)]
+    index = np.ix_(*keep)
+    assert all(len(k) >= 2 for k in keep)
+    torch.testing.assert_close(resized[(0, slice(None), *index)], expected[(0, slice(None), *index)], atol=1e-4, rtol=0)
+
+
+def test_upsample_field_doubles_and_matches_the_half_voxel_oracle_everywhere():
+    torch.manual_seed(1)
+    phi = torch.randn(2, 2, 5, 7) * 3.0
     up = upsample_field(phi)
-    assert up.shape == (1, 3, 8, 8, 8)
-    torch.testing.assert_close(up, torch.full_like(up, 3.0))
-    anisotropic = resize_field(torch.ones(1, 2, 4, 6), (8, 3))
-    torch.testing.assert_close(anisotropic[:, 0], torch.full((1, 8, 3), 2.0))
-    torch.testing.assert_close(anisotropic[:, 1], torch.full((1, 8, 3), 0.5))
+    for b in range(2):
+        expected = oracles.upsample2_field(phi[b].double().numpy())
+        np.testing.assert_allclose(up[b].numpy(), expected, atol=1e-5)
+
+
+def test_warp_matches_the_multilinear_oracle_on_a_varying_field_2d_3d():
+    torch.manual_seed(2)
+    for spatial in [(9, 11), (5, 6, 7)]:
+        x = torch.randn(2, 3, *spatial)
+        phi = torch.randn(2, len(spatial), *spatial) * 2.0  # many reads fall outside: zeros
+        out = warp(x, phi)
+        for b in range(2):
+            expected = oracles.warp(x[b].numpy(), phi[b].numpy())
+            np.testing.assert_allclose(out[b].numpy(), expected, atol=1e-5)
+
+
+def test_compose_applies_u_first_then_looks_up_v():
+    torch.manual_seed(3)
+    u = torch.randn(1, 3, 5, 6, 7) * 1.5
+    v = torch.randn(1, 3, 5, 6, 7) * 1.5
+    w = compose(u, v)
+    expected = u[0].numpy() + oracles.warp(v[0].numpy(), u[0].numpy())
+    np.testing.assert_allclose(w[0].numpy(), expected, atol=1e-5)
+    swapped = v[0].numpy() + oracles.warp(u[0].numpy(), v[0].numpy())
+    assert np.abs(expected - swapped).mean() > 0.5  # the order matters for these fields
 
 
 def test_sample_at_broadcasts_single_grid():
