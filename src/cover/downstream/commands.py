@@ -135,9 +135,16 @@ def predict(
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="Write into a non-empty --out.")] = False,
+    on_bad_file: Annotated[
+        str, Opt(help="skip (warn, list in summary.json, go on) or error (stop at the first bad file).")
+    ] = "skip",
 ) -> None:
-    """Write masks (in each input's format and geometry) or class predictions for new images."""
+    """Write masks (on each input's own grid and format) or class predictions for new images.
+
+    The checkpoint sets the dimension (2D/3D), channels and intensity preset.
+    """
     from cover.downstream.predict import predict as run
 
-    summary = run(checkpoint, images, out, device=device, overwrite=overwrite, overlap=overlap)
-    print(f"{summary['num_images']} images; results in {out}")
+    summary = run(checkpoint, images, out, device=device, overwrite=overwrite, overlap=overlap, on_bad_file=on_bad_file)
+    skipped = f", {len(summary['skipped'])} skipped (listed in summary.json)" if summary["skipped"] else ""
+    print(f"{summary['num_predicted']} of {summary['num_images']} images predicted{skipped}; results in {out}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from cover.data.readers import detect_format
 from cover.downstream.cases import file_stem
 from cover.errors import ConfigError
 
@@ -50,8 +52,30 @@ def prepare_output(out: str | Path, overwrite: bool, command: str, resumable: bo
     return folder
 
 
-def mask_path(image: Path, fmt: str, root: Path, out: Path) -> Path:
-    """Where the mask of ``image`` goes: ``out`` + its path relative to ``root``, same format.
+def output_suffix(image: Path, fmt: str | None) -> str:
+    """Suffix of a mask or warped image written for ``image``: its own, or the format written instead.
+
+    Args:
+        image: Input file or DICOM series folder.
+        fmt: Its format (``ImageRecord.format`` / :func:`cover.data.readers.detect_format`).
+
+    Returns:
+        The input's own suffix (``.nii`` stays ``.nii``, ``.tiff`` stays ``.tiff``) where the format
+        can hold a label map, else ``.png``/``.npy``/``.nii.gz`` (see :data:`MASK_SUFFIX`).
+    """
+    suffix = MASK_SUFFIX.get(fmt or "", ".nii.gz")
+    if suffix is not None:
+        return suffix
+    return image.name[len(file_stem(image)) :]
+
+
+def mask_path(image: Path, fmt: str | None, root: Path, out: Path) -> Path:
+    """Where the mask of ``image`` goes: ``out`` + its path relative to ``root``.
+
+    A mask in the input's own format keeps the input's name (``a.nrrd`` -> ``a.nrrd``); one in
+    another format keeps the input's whole name and adds the new suffix (``z090.jpg`` ->
+    ``z090.jpg.png``, ``scan.dcm`` -> ``scan.dcm.nii.gz``, series folder ``ct/`` ->
+    ``ct.nii.gz``), so ``z090.png`` and ``z090.jpg`` in one folder get two masks.
 
     Args:
         image: Input image file or DICOM series folder.
@@ -60,13 +84,40 @@ def mask_path(image: Path, fmt: str, root: Path, out: Path) -> Path:
         out: Output folder.
 
     Returns:
-        The mask path (input suffix kept where the format can hold a label map, else
-        ``.png``/``.npy``/``.nii.gz``).
+        The mask path.
     """
     relative = image.relative_to(root) if root.is_dir() and image.is_relative_to(root) else Path(image.name)
     if relative == Path("."):
         relative = Path(image.name)
-    suffix = MASK_SUFFIX.get(fmt, ".nii.gz")
-    if suffix is None:
+    if MASK_SUFFIX.get(fmt or "", ".nii.gz") is None:
         return out / relative
-    return out / relative.parent / (file_stem(relative) + suffix)
+    return out / relative.parent / (relative.name + output_suffix(image, fmt))
+
+
+def mask_paths(images: Sequence[Path], root: Path, out: Path) -> list[Path]:
+    """One distinct mask path per input (:func:`mask_path`; ``-2``, ``-3`` ... added on a clash).
+
+    Clashes are found case-insensitively (``A.png`` and ``a.png`` are one file on macOS and
+    Windows); they remain only for inputs from different folders of a datalist, or names like
+    ``a.jpg.png`` next to ``a.jpg``.
+
+    Args:
+        images: Input files or DICOM series folders, in order.
+        root: The folder the images were found in (or the single image).
+        out: Output folder.
+
+    Returns:
+        The mask paths, in input order, all distinct.
+    """
+    taken: set[str] = set()
+    paths = []
+    for image in images:
+        target = mask_path(image, detect_format(image), root, out)
+        stem, suffix = file_stem(target), target.name[len(file_stem(target)) :]
+        number = 1
+        while str(target).lower() in taken:
+            number += 1
+            target = target.with_name(f"{stem}-{number}{suffix}")
+        taken.add(str(target).lower())
+        paths.append(target)
+    return paths

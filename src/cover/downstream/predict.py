@@ -1,17 +1,27 @@
 """Applying a fine-tuned checkpoint to new images: ``cover predict`` and :func:`cover.predict`.
 
-Segmentation masks are written with :func:`cover.data.readers.write_like` in the input's own
-format and geometry, under the input's relative path: NIfTI keeps the affine (and the source
-file's voxel order), PNG stays PNG, NRRD/MHA keep spacing, origin and direction. DICOM,
-MGH, JPEG and NPZ inputs give ``.nii.gz``, ``.png`` or ``.npy`` masks (see
-:data:`cover.downstream.outputs.MASK_SUFFIX`). Classification writes ``predictions.csv``
+The checkpoint decides the dimension (2D or 3D), channels and intensity preset. Segmentation
+masks are written with :func:`cover.data.readers.write_like` on exactly each input's grid: the
+input's own format, array shape and axis order, spacing, origin and direction (NIfTI, NRRD,
+MHA/MHD, PNG, BMP, TIFF, NPY). Inputs whose format cannot hold a label map get another one and
+keep their whole name: JPEG -> ``name.jpg.png``, a DICOM file -> ``name.dcm.nii.gz``, a DICOM
+series folder ``ct/`` -> ``ct.nii.gz`` (a NIfTI in the series' own voxel order and geometry, see
+:mod:`cover.data.writers`), MGH -> ``.nii.gz``, NPZ -> ``.npy``. Every input gets its own mask
+(:func:`cover.downstream.outputs.mask_paths`). Classification writes ``predictions.csv``
 (predicted class and the probability of every class).
+
+A file that cannot be used (unreadable, wrong dimension or channels for the checkpoint) is
+skipped with a one-line warning and listed under ``skipped`` in ``summary.json`` when
+``on_bad_file="skip"`` (the default, as for ``cover pretrain``); with ``on_bad_file="error"``
+the first such file stops the run with a one-line error. When no input could be used the run
+fails.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +37,12 @@ from cover.downstream.evaluate import class_labels
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
 from cover.downstream.models import load_finetuned
-from cover.downstream.outputs import mask_path, prepare_output
+from cover.downstream.outputs import mask_paths, prepare_output
+from cover.errors import ConfigError, DataError
 from cover.train.distributed import resolve_device
+
+#: Values of ``on_bad_file``: skip a bad input with a warning, or stop at the first one.
+ON_BAD_FILE = ("skip", "error")
 
 
 def _inputs(images: str | Path) -> tuple[list[Path], Path]:
@@ -41,6 +55,16 @@ def _inputs(images: str | Path) -> tuple[list[Path], Path]:
     return found, source
 
 
+def _for_checkpoint(error: DataError, metadata: dict[str, Any]) -> DataError:
+    """The loader's message with its ``--dim`` advice replaced: ``cover predict`` has no ``--dim``."""
+    text = str(error)
+    for dim in (2, 3):
+        if text.endswith(f"; use --dim {dim}"):
+            model = int(metadata["spatial_dims"])
+            return DataError(f"{text.rsplit('; use --dim', 1)[0]}; the checkpoint is a {model}D model")
+    return error
+
+
 def predict(
     checkpoint: str | Path,
     images: str | Path,
@@ -50,6 +74,7 @@ def predict(
     overwrite: bool = False,
     overlap: float | None = None,
     sw_batch_size: int = 4,
+    on_bad_file: str = "skip",
 ) -> dict[str, Any]:
     """Predict masks (segmentation) or classes (classification) for new images.
 
@@ -61,45 +86,81 @@ def predict(
         overwrite: Allow writing into a non-empty folder.
         overlap: Sliding-window overlap (default: the checkpoint's).
         sw_batch_size: Windows per forward pass.
+        on_bad_file: ``skip``: warn (one line per file), list it under ``skipped`` and go on;
+            ``error``: stop at the first file that cannot be used.
 
     Returns:
-        ``{"task", "num_images", "outputs"}`` (mask paths, or the CSV for classification);
-        also written to ``OUT/summary.json``.
+        ``{"task", "checkpoint", "num_images", "num_predicted", "outputs", "cases",
+        "skipped"}``: ``outputs`` the mask paths (or the CSV for classification), ``cases`` one
+        ``{"image", "output"}`` per predicted input, ``skipped`` one ``{"image", "error"}`` per
+        skipped input; also written to ``OUT/summary.json``.
+
+    Raises:
+        DataError: A bad input with ``on_bad_file="error"``, or no input could be used.
     """
+    if on_bad_file not in ON_BAD_FILE:
+        raise ConfigError(f"on_bad_file: must be 'skip' or 'error', got {on_bad_file!r}")
     torch_device = resolve_device(device)
     network, metadata = load_finetuned(checkpoint, torch_device)
     paths, root = _inputs(images)
     folder = prepare_output(out, overwrite, "predict")
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
     save_yaml(
-        {"checkpoint": str(checkpoint), "images": str(images), "out": str(out), "device": device, "overlap": overlap},
+        {
+            "checkpoint": str(checkpoint),
+            "images": str(images),
+            "out": str(out),
+            "device": device,
+            "overlap": overlap,
+            "on_bad_file": on_bad_file,
+        },
         folder / "config.yaml",
     )
     task, num_classes, names = metadata["task"], int(metadata["num_classes"]), class_labels(metadata)
     options = checkpoint_load_options(metadata, keep_record=task == "seg")
-    outputs, rows = [], []
+    targets = mask_paths(paths, root, folder)
+    cases, rows, skipped = [], [], []
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    for path in tqdm(paths, desc="predict", dynamic_ncols=True):
-        loaded = load_case(Case(file_stem(path), path), **options)
-        if task == "seg":
-            prediction = segment_case(
-                network, loaded.image.to(torch_device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
-            )
-            mask = prediction.numpy().astype(dtype)
-            target = mask_path(path, loaded.record.format, root, folder)
-            outputs.append(str(write_like(mask, loaded.record, target)))
-        else:
-            probs = classify(network, loaded.image[None].to(torch_device))[0].cpu().numpy()
-            row = {"image": str(path), "prediction": names[int(probs.argmax())]}
-            row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
-            rows.append(row)
-    if task == "cls":
+    for path, target in tqdm(list(zip(paths, targets, strict=True)), desc="predict", dynamic_ncols=True):
+        try:
+            loaded = load_case(Case(file_stem(path), path), **options)
+            if task == "seg":
+                prediction = segment_case(
+                    network, loaded.image.to(torch_device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
+                )
+                written = write_like(prediction.numpy().astype(dtype), loaded.record, target)
+                cases.append({"image": str(path), "output": str(written)})
+            else:
+                probs = classify(network, loaded.image[None].to(torch_device))[0].cpu().numpy()
+                row = {"image": str(path), "prediction": names[int(probs.argmax())]}
+                row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
+                rows.append(row)
+        except DataError as exc:
+            error = _for_checkpoint(exc, metadata)
+            if on_bad_file == "error":
+                raise error from None
+            warnings.warn(f"skipped {error}", stacklevel=2)
+            skipped.append({"image": str(path), "error": str(error)})
+    outputs = [case["output"] for case in cases]
+    if task == "cls" and rows:
         table = folder / "predictions.csv"
         with table.open("w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         outputs = [str(table)]
-    summary = {"task": task, "checkpoint": str(checkpoint), "num_images": len(paths), "outputs": outputs}
+        cases = [{"image": row["image"], "output": str(table)} for row in rows]
+    summary = {
+        "task": task,
+        "checkpoint": str(checkpoint),
+        "num_images": len(paths),
+        "num_predicted": len(cases),
+        "on_bad_file": on_bad_file,
+        "outputs": outputs,
+        "cases": cases,
+        "skipped": skipped,
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not cases:
+        raise data_error(root, f"no image could be predicted ({len(skipped)} skipped); first: {skipped[0]['error']}")
     return summary

@@ -62,23 +62,6 @@ from cover.downstream.register_grid import (
 from cover.errors import ConfigError, CoverError, DataError
 from cover.geometry import affine_field, field_jacobian_determinant, resize_field, warp
 
-#: Output suffix per input format (``write_like`` cannot write DICOM or JPEG).
-OUTPUT_SUFFIX = {
-    "nifti": ".nii.gz",
-    "mgh": ".nii.gz",
-    "dicom": ".nii.gz",
-    "dicom-series": ".nii.gz",
-    "nrrd": ".nrrd",
-    "mha": ".mha",
-    "mhd": ".mha",
-    "png": ".png",
-    "jpeg": ".png",
-    "bmp": ".png",
-    "tiff": ".tif",
-    "npy": ".npy",
-    "npz": ".npy",
-}
-
 
 @dataclass
 class RegisterConfig:
@@ -222,14 +205,17 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _output_name(stem: str, record: ImageRecord) -> str:
-    return stem + OUTPUT_SUFFIX.get(record.format, ".nii.gz")
+    """``stem`` + the fixed image's own suffix (or the format written instead of DICOM/JPEG/MGH/NPZ)."""
+    from cover.downstream.outputs import output_suffix
+
+    return stem + output_suffix(record.path, record.format)
 
 
 def _fit_format(values: np.ndarray, record: ImageRecord, labels: bool) -> np.ndarray:
     """Values as the output format can hold them (PNG: rounded non-negative integers)."""
     if labels:
         return np.rint(values).astype(np.int32 if values.max(initial=0) > 255 else np.uint8)
-    if OUTPUT_SUFFIX.get(record.format) == ".png":
+    if _output_name("", record).lower() in (".png", ".bmp"):
         top = 65535 if float(values.max(initial=0)) > 255 else 255
         return np.clip(np.rint(values), 0, top).astype(np.uint16 if top > 255 else np.uint8)
     return values.astype(np.float32)
