@@ -81,3 +81,27 @@ def test_report_text_is_aligned(real_folder):
 def test_inspect_missing_path(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         run_inspect(str(tmp_path / "nothing"))
+
+
+def test_inspect_shows_each_files_own_shape_and_orientation(tmp_path):
+    """Not the RAS layout cover reads volumes in: an LPS NRRD is LPS, a permuted NIfTI keeps its shape."""
+    import nibabel as nib
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.GetImageFromArray(np.zeros((6, 5, 4), dtype=np.int16))  # size (x, y, z) = (4, 5, 6)
+    image.SetSpacing((0.5, 0.75, 2.0))
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    affine = np.array([[0, 0, -3.0, 0], [-1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.zeros((7, 8, 9), np.float32), affine), str(tmp_path / "mr.nii.gz"))
+    report = inspect_data(tmp_path)
+    by_name = {f.path.name: f for f in report.files}
+    ct, mr = by_name["ct.nrrd"], by_name["mr.nii.gz"]
+    assert (ct.stored_shape, ct.stored_orientation, ct.stored_spacing) == ((4, 5, 6), "LPS", (0.5, 0.75, 2.0))
+    assert ct.orientation == "RAS"  # as read
+    assert mr.stored_shape == (7, 8, 9) and mr.stored_orientation == "".join(nib.aff2axcodes(affine)) == "PSL"
+    assert mr.stored_spacing == (1.0, 2.0, 3.0) and mr.shape == (1, 9, 7, 8)
+    text = run_inspect(str(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("ct.nrrd"))
+    assert "4x5x6" in row and "LPS" in row and "0.5x0.75x2" in row, row
+    row = next(line for line in text.splitlines() if line.startswith("mr.nii.gz"))
+    assert "7x8x9" in row and "PSL" in row, row

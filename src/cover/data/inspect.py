@@ -2,8 +2,9 @@
 
 Every image found by :func:`~cover.data.discovery.find_images` is read with
 :func:`~cover.data.readers.read_image` exactly as training would read it; the report lists
-per file its format, modality, shape, spacing, orientation and raw intensity range, and every
-file that could not be read with the reason.
+per file its format, modality, shape, spacing and orientation *as stored in the file* (before
+the reader brings volumes to RAS order; e.g. ``LPS`` for an NRRD with identity direction) and its
+raw intensity range, and every file that could not be read with the reason.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from nibabel import orientations
+
 from cover.data.discovery import find_images_and_ignored, load_datalist
 from cover.data.readers import detect_format, read_image
+from cover.data.record import ImageRecord, axis_codes, spacing_from_affine
 from cover.errors import DataError
 
 
@@ -25,9 +30,9 @@ class FileInfo:
         path: Image file or DICOM series folder.
         format: Reader format name.
         modality: Header modality or ``None``.
-        shape: ``(C, *spatial)`` as read.
-        spacing: Voxel size (mm) per spatial axis.
-        orientation: Axis codes (e.g. ``"RAS"``) or ``None``.
+        shape: ``(C, *spatial)`` as read (volumes in RAS canonical order).
+        spacing: Voxel size (mm) per spatial axis, as read.
+        orientation: Axis codes as read (``"RAS"`` for volumes with a geometry) or ``None``.
         minimum: Smallest raw value (after the modality LUT for DICOM).
         maximum: Largest raw value.
     """
@@ -40,6 +45,33 @@ class FileInfo:
     orientation: str | None
     minimum: float
     maximum: float
+    stored_shape: tuple[int, ...] = ()
+    stored_spacing: tuple[float, ...] = ()
+    stored_orientation: str | None = None
+
+
+def stored_layout(record: ImageRecord) -> tuple[tuple[int, ...], tuple[float, ...], str | None]:
+    """Spatial shape, spacing and axis codes of the file as stored, before RAS reorientation.
+
+    Args:
+        record: A record from :func:`read_image`.
+
+    Returns:
+        ``(shape, spacing, orientation)`` in the file's own axis order (a 2D NIfTI stays 2D);
+        ``orientation`` is ``None`` for images without a geometry.
+    """
+    original = record.meta.get("original_affine")
+    if original is None or record.spatial_dims != 3:
+        return record.spatial_shape, tuple(float(s) for s in record.spacing), record.orientation
+    original = np.asarray(original, dtype=np.float64)
+    ornt = orientations.io_orientation(original)
+    shape = tuple(record.spatial_shape[int(target)] for target, _ in ornt)
+    spacing = spacing_from_affine(original)
+    codes = str(record.meta.get("original_orientation") or axis_codes(original))
+    stored = record.meta.get("original_shape")
+    if stored is not None and len(stored) == 2:  # a 2D NIfTI
+        return tuple(int(s) for s in stored), spacing[:2], codes[:2]
+    return shape, spacing, codes
 
 
 @dataclass
@@ -92,14 +124,16 @@ class InspectReport:
                         self._name(f.path),
                         f.format,
                         f.modality or "-",
-                        "x".join(str(s) for s in f.shape[1:]) + (f" ({f.shape[0]}ch)" if f.shape[0] > 1 else ""),
-                        "x".join(f"{s:.3g}" for s in f.spacing),
-                        f.orientation or "-",
+                        "x".join(str(s) for s in f.stored_shape or f.shape[1:])
+                        + (f" ({f.shape[0]}ch)" if f.shape[0] > 1 else ""),
+                        "x".join(f"{s:.3g}" for s in f.stored_spacing or f.spacing),
+                        (f.stored_orientation if f.stored_shape else f.orientation) or "-",
                         f"{f.minimum:.6g}",
                         f"{f.maximum:.6g}",
                     )
                 )
-            lines += _table(rows, right=(6, 7)) + [""]
+            lines += _table(rows, right=(6, 7))
+            lines += ["(shape, spacing and orientation as stored in each file; cover reads volumes in RAS order)", ""]
         if self.failures:
             lines.append("unreadable:")
             for path, reason in self.failures:
@@ -146,6 +180,7 @@ def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
         except DataError as exc:
             report.failures.append((image, str(exc)))
             continue
+        stored_shape, stored_spacing, stored_orientation = stored_layout(record)
         report.files.append(
             FileInfo(
                 path=image,
@@ -156,6 +191,9 @@ def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
                 orientation=record.orientation,
                 minimum=float(record.array.min()),
                 maximum=float(record.array.max()),
+                stored_shape=stored_shape,
+                stored_spacing=stored_spacing,
+                stored_orientation=stored_orientation,
             )
         )
     return report

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cover.config import save_yaml
 from cover.data.record import data_error
 from cover.downstream.cases import Case, find_cases
-from cover.downstream.figures import plot_cases
+from cover.downstream.figures import is_ras, plot_cases
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores, summarise
@@ -144,7 +144,7 @@ def _evaluate_segmentation(
     folder: Path,
 ) -> dict[str, Any]:
     num_classes = int(metadata["num_classes"])
-    rows, shown = [], []
+    rows, shown, ras = [], [], []
     for case in tqdm(cases, desc="evaluate", dynamic_ncols=True):
         loaded = load_case(case, **options)
         if int(loaded.label.max()) >= num_classes:
@@ -165,10 +165,11 @@ def _evaluate_segmentation(
         rows.append(row)
         if len(shown) < figure_cases:
             shown.append((case.name, loaded.image.numpy(), loaded.label.numpy(), prediction.numpy()))
+            ras.append(is_ras(loaded.record))
     if not rows:
         raise ConfigError("images: no cases to evaluate")
     _write_csv(rows, folder / "metrics.csv")
-    plot_cases(shown, num_classes, folder / "cases.png", names)
+    plot_cases(shown, num_classes, folder / "cases.png", names, ras=ras)
     stats = summarise(rows, [k for k in rows[0] if k.startswith(("dice_", "hd95_", "mean_"))])
     classes = {
         names[k]: {

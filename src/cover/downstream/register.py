@@ -248,9 +248,24 @@ def write_field(field: np.ndarray, fixed: ImageRecord, out: Path) -> list[str]:
     return names
 
 
-def _display(array: np.ndarray) -> np.ndarray:
-    """``(*S)`` -> 2D: the array itself, or its middle slice along the last axis in 3D."""
-    return array if array.ndim == 2 else array[..., array.shape[-1] // 2]
+def _display(array: np.ndarray, ras: bool = False) -> np.ndarray:
+    """``(*S)`` -> 2D: the array itself, or its middle slice along the last axis in 3D.
+
+    ``ras``: the axes are RAS canonical; the slice is shown radiologically (:func:`screen_view`).
+    """
+    from cover.downstream.figures import screen_view
+
+    plane = array if array.ndim == 2 else array[..., array.shape[-1] // 2]
+    return screen_view(plane) if ras else plane
+
+
+def _display_field(field: np.ndarray, ras: bool) -> np.ndarray:
+    """``(ndim, *S)`` -> ``(2, H, W)`` in-plane displacements along the picture's rows and columns."""
+    plane = field if field.shape[0] == 2 else field[:2, ..., field.shape[-1] // 2]
+    if not ras:
+        return plane
+    # screen_view: rows run along -axis 1, columns along -axis 0.
+    return np.stack([_display(-plane[1], True), _display(-plane[0], True)])
 
 
 def plot_registration(
@@ -261,11 +276,13 @@ def plot_registration(
     jacobian: np.ndarray,
     path: Path,
     labels: tuple[np.ndarray, np.ndarray] | None = None,
+    ras: bool = False,
 ) -> None:
     """Overlay PNG: fixed, moving, warped, checkerboard, field colour wheel, Jacobian.
 
     3D inputs show the middle slice along the last array axis (axial for RAS volumes) and the
-    in-plane field components.
+    in-plane field components. Images with RAS canonical axes (``ras``) are shown in the
+    radiological convention (:func:`cover.downstream.figures.screen_view`), others as stored.
 
     Args:
         fixed: ``(*S)`` normalised fixed image (network axes).
@@ -275,6 +292,7 @@ def plot_registration(
         jacobian: ``(*S)`` Jacobian determinant.
         path: Destination PNG.
         labels: Optional ``(fixed_labels, warped_labels)`` drawn as contours on the warped image.
+        ras: The axes are RAS canonical (a volume read with its geometry, or a slice of one).
     """
     import matplotlib
 
@@ -283,8 +301,8 @@ def plot_registration(
 
     from cover.analysis.figures import field_to_rgb
 
-    f2, m2, w2 = _display(fixed), _display(moving), _display(warped)
-    plane = field if field.shape[0] == 2 else field[:2, ..., field.shape[-1] // 2]
+    f2, m2, w2 = _display(fixed, ras), _display(moving, ras), _display(warped, ras)
+    plane = _display_field(field, ras)
     tiles = max(2, min(f2.shape) // 8)
     rows, cols = np.indices(f2.shape)
     board = ((rows * tiles // f2.shape[0] + cols * tiles // f2.shape[1]) % 2).astype(bool)
@@ -296,7 +314,7 @@ def plot_registration(
         ("warped moving", w2, "gray"),
         ("checkerboard fixed / warped", checker, "gray"),
         (f"field (max {norm:.1f} vox)", field_to_rgb(plane, norm), None),
-        ("Jacobian determinant", _display(jacobian), "RdBu"),
+        ("Jacobian determinant", _display(jacobian, ras), "RdBu"),
     ]
     low, high = float(np.percentile(f2, 1)), float(np.percentile(f2, 99.5)) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
@@ -309,12 +327,13 @@ def plot_registration(
         else:
             ax.imshow(image)
         if labels is not None and title == "warped moving":
-            ax.contour(_display(labels[0]), levels=np.unique(labels[0])[1:] - 0.5, colors="yellow", linewidths=0.5)
-            ax.contour(_display(labels[1]), levels=np.unique(labels[1])[1:] - 0.5, colors="red", linewidths=0.5)
+            ax.contour(_display(labels[0], ras), levels=np.unique(labels[0])[1:] - 0.5, colors="yellow", linewidths=0.5)
+            ax.contour(_display(labels[1], ras), levels=np.unique(labels[1])[1:] - 0.5, colors="red", linewidths=0.5)
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    note = "rows = array axis 0, columns = axis 1" + ("; middle slice along the last axis" if fixed.ndim == 3 else "")
+    note = "radiological: patient's right on the left" if ras else "rows = array axis 0, columns = axis 1"
+    note += "; middle slice along the last axis" if fixed.ndim == 3 else ""
     if labels is not None:
         note += "; contours: fixed labels yellow, warped labels red"
     fig.suptitle(f"cover register ({note}; field hue = direction, saturation = length)", fontsize=8)
@@ -405,6 +424,7 @@ def register(
         ``correlation_before``/``after``, preprocessing details and ``files``.
     """
     from cover.data.presets import normalize
+    from cover.downstream.figures import is_ras
     from cover.downstream.loading import read_label_map, resolve_preset
     from cover.downstream.outputs import prepare_output
     from cover.train.distributed import resolve_device
@@ -549,6 +569,7 @@ def register(
         phi_np,
         jacobian,
         out_dir / "overlay.png",
+        ras=is_ras(fixed_rec),
         labels=None
         if warped_labels is None or labels_fixed is None
         else (place_f.to_network(labels_fixed)[0], warped_labels),
