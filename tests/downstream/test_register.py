@@ -193,6 +193,42 @@ def test_fit_affine_recovers_a_known_affine():
     assert error < 0.3 * truth.norm(dim=1).mean(), (float(error), float(truth.norm(dim=1).mean()))
 
 
+def test_outputs_of_an_lps_nrrd_lie_on_its_own_grid(tmp_path, monkeypatch):
+    """NRRD with identity direction (stored LPS, read flipped to RAS): field, warped image and labels
+    come back in the file's own voxel order and header, field components along the file's axes."""
+    import SimpleITK as sitk  # noqa: N813
+
+    image, labels = blobs((14, 18, 20), seed=3)  # ITK's (z, y, x)
+    for name, array in (("f", image), ("m", image), ("ml", labels)):
+        itk = sitk.GetImageFromArray(array)
+        itk.SetSpacing((0.8, 1.2, 2.0))
+        itk.SetOrigin((25.74, -125.76, -320.0))
+        sitk.WriteImage(itk, str(tmp_path / f"{name}.nrrd"))
+    use_stub(monkeypatch, (2.0, -1.0, 3.0))  # along the RAS axes the reader gives: +x R, +y A, +z S
+    metrics = cover.register(
+        "ckpt.pt", tmp_path / "f.nrrd", tmp_path / "m.nrrd", tmp_path / "out", moving_labels=tmp_path / "ml.nrrd"
+    )
+    out = tmp_path / "out"
+    field = np.load(out / "field.npy")  # file axes (x: towards L, y: towards P, z: towards S)
+    assert field.shape == (3, 20, 18, 14) and metrics["field"]["shape"] == [3, 20, 18, 14]
+    for k, value in enumerate((-2.0, 1.0, 3.0)):
+        np.testing.assert_allclose(field[k], value, atol=1e-6)
+    source = sitk.ReadImage(str(tmp_path / "f.nrrd"))
+    for name, values in (("warped_moving.nrrd", image), ("warped_moving_labels.nrrd", labels)):
+        written = sitk.ReadImage(str(out / name))
+        assert written.GetSize() == source.GetSize() and written.GetDirection() == source.GetDirection()
+        np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-9)
+        np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), atol=1e-9)
+        # moving(p + field) in the file's own (x, y, z) axes = ITK's (z, y, x) view shifted
+        expected = np.zeros_like(values)
+        expected[:-3, :-1, 2:] = values[3:, 1:, :-2]  # z + 3, y + 1, x - 2
+        np.testing.assert_allclose(sitk.GetArrayFromImage(written), expected, atol=1e-5)
+    nifti = nib.load(str(out / "field.nii.gz"))
+    lps = np.asarray(source.GetDirection()).reshape(3, 3) * np.asarray(source.GetSpacing())
+    np.testing.assert_allclose(nifti.affine[:3, :3], np.diag([-1.0, -1.0, 1.0]) @ lps, atol=1e-6)
+    np.testing.assert_allclose(np.moveaxis(nifti.get_fdata(), -1, 0), field, atol=1e-6)
+
+
 # ------------------------------------------------------------ real checkpoints, files
 
 

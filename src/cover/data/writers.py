@@ -118,6 +118,29 @@ def to_source_grid(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray
     return np.ascontiguousarray(data), original
 
 
+def field_to_source_grid(field: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
+    """A displacement field in the record's axes -> the source file's voxel order and axes.
+
+    Component ``k`` of the result is the displacement along the source file's array axis ``k``
+    (in voxels): the reorientation permutes the components with the axes and negates those of
+    flipped axes.
+
+    Args:
+        field: ``(ndim, *spatial)`` displacements along the record's array axes, in voxels.
+        reference: The record the field lives on.
+
+    Returns:
+        ``(field, affine)``: ``(ndim, *source_spatial)`` and the source's voxel -> RAS affine
+        (``None`` for plain 2D images).
+    """
+    original = reference.meta.get("original_affine")
+    if original is not None and reference.spatial_dims == 3 and field.shape[0] == 3:
+        ornt = orientations.io_orientation(np.asarray(original, dtype=np.float64))
+        field = np.stack([flip * field[int(axis)] for axis, flip in ornt])
+    values, affine = to_source_grid(np.moveaxis(field, 0, -1), reference)
+    return np.ascontiguousarray(np.moveaxis(values, -1, 0)), affine
+
+
 def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> Path:
     """Write ``array`` on the source grid of ``reference``; format from ``path``'s suffix.
 

@@ -26,11 +26,12 @@ Pipeline (one implementation for 2D and 3D):
 Grids (steps 1, 3, 4) live in :mod:`cover.downstream.register_grid`, the optimisation (step 5)
 in :mod:`cover.downstream.register_fit`.
 
-The written field ``phi`` has shape ``(ndim, *spatial)`` on the fixed image's voxel grid in
-the fixed record's array axis order (RAS canonical voxel order for volumes, ``(rows, cols)``
-for plain 2D images). Channel ``k`` is the displacement along array axis ``k`` in voxels of
-the fixed grid, and the moving image's content at fixed voxel ``p`` is found at fixed-grid
-coordinate ``p + phi(p)`` (the moving image placed in the fixed grid as in step 3).
+The written field ``phi`` has shape ``(ndim, *spatial)`` on the fixed image file's own voxel
+grid, in its array axis order as stored (not the reader's RAS order; ``(rows, cols)`` for plain
+2D images). Channel ``k`` is the displacement along the file's array axis ``k`` in voxels, and
+the moving image's content at fixed voxel ``p`` is found at fixed-grid coordinate ``p + phi(p)``
+(the moving image placed in the fixed grid as in step 3). Warped images and labels are written
+on the same grid (:func:`cover.data.readers.write_like`).
 """
 
 from __future__ import annotations
@@ -222,27 +223,36 @@ def _fit_format(values: np.ndarray, record: ImageRecord, labels: bool) -> np.nda
 
 
 def write_field(field: np.ndarray, fixed: ImageRecord, out: Path) -> list[str]:
-    """Write the field as ``field.npy`` and, for volumes, ``field.nii.gz``.
+    """Write the field as ``field.npy`` and, for volumes, ``field.nii.gz``, on the fixed file's grid.
+
+    Both are in the fixed file's own voxel order (as stored, not the reader's RAS order), and
+    component ``k`` is the displacement along that file's array axis ``k``
+    (:func:`cover.data.writers.field_to_source_grid`).
 
     Args:
-        field: ``(ndim_record, *record_spatial)`` displacements in fixed voxels, array axis order.
+        field: ``(ndim_record, *record_spatial)`` displacements in fixed voxels, record axis order.
         fixed: Fixed record.
         out: Output folder.
 
     Returns:
         Names of the written files.
     """
-    np.save(out / "field.npy", field.astype(np.float32))
-    names = ["field.npy"]
-    if fixed.spatial_dims == 3 and fixed.affine is not None:
-        import nibabel as nib
+    import nibabel as nib
 
-        # Written in the record's (RAS canonical) voxel order, so component k runs along the
-        # file's voxel axis k; intent "vector", one 3-vector per voxel on the 4th axis.
-        image = nib.Nifti1Image(np.moveaxis(field, 0, -1).astype(np.float32), np.asarray(fixed.affine))
+    from cover.data.writers import field_to_source_grid
+
+    values, affine = field_to_source_grid(field.astype(np.float32), fixed)
+    np.save(out / "field.npy", values)
+    names = ["field.npy"]
+    if fixed.spatial_dims == 3 and affine is not None:
+        # One vector per voxel on the 4th axis, intent "vector"; a 2D source keeps one slice.
+        data = np.moveaxis(values, 0, -1)
+        if data.ndim == 3:
+            data = data[:, :, None, :]
+        image = nib.Nifti1Image(data, affine)
         image.header.set_intent("vector")
-        image.set_qform(image.affine, code=1)
-        image.set_sform(image.affine, code=1)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
         nib.save(image, str(out / "field.nii.gz"))
         names.append("field.nii.gz")
     return names
@@ -511,9 +521,9 @@ def register(
         "spatial_dims": ndim,
         "field": {
             "file": files[0],
-            "shape": list(field_record.shape),
-            "channels": "displacement along array axis k of the fixed image (record's axis order: RAS canonical "
-            "voxel axes for volumes, (rows, cols) for plain 2D images)",
+            "shape": list(np.load(out_dir / files[0], mmap_mode="r").shape),
+            "channels": "displacement along array axis k of the fixed image file as stored (its own voxel "
+            "order; (rows, cols) for plain 2D images)",
             "units": "voxels of the fixed image's grid",
             "meaning": "moving content for fixed voxel p is at fixed-grid coordinate p + phi(p)",
         },

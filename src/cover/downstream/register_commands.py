@@ -43,8 +43,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register a moving image onto a fixed one (2D or 3D) with a pretrained COVER model.
 
-        Writes field.npy (and field.nii.gz for volumes): channel k is the displacement along array axis k,
-        in voxels of the fixed grid. Also the warped moving image and labels in the fixed image's format,
+        Writes field.npy (and field.nii.gz for volumes) on the fixed file's own grid: channel k is the
+        displacement along the file's array axis k, in voxels. Also the warped moving image and labels on
+        that grid in the fixed image's format,
         overlay.png, metrics.json (Dice before/after, folding) and config.yaml.
         """
         from cover.config import load_yaml
