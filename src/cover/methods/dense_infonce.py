@@ -1,9 +1,10 @@
-"""Dense (pixel-level) binary contrastive learning: the DenseCL / PixPro / vox2vec family (DESIGN §4).
+"""Dense (pixel-level) binary contrastive learning: the DenseCL / PixPro / vox2vec family (docs/method.md, "Baselines").
 
 For a batch of SeVR view pairs, ``N`` pixels ``p`` are sampled per image where the valid mask
 of view b is 1. The feature of view b at ``p`` and the feature of view a at its known partner
 ``p + phi_gt(p)`` (read (bi/tri)linearly with :func:`cover.geometry.sample_at`) form a positive
-pair; every other sampled pixel of either view, in any image of the batch, is a negative. Each
+pair; every other sampled pixel of either view, in any image of the batch, is a negative (under
+DDP, in any image of the global batch: the embeddings are gathered across processes). Each
 sampled feature goes through a pointwise MLP projector (two 1x1 convolutions with a ReLU,
 applied to the sampled vectors) and the pairs are scored with :func:`cover.methods.infonce.nt_xent`.
 
@@ -11,7 +12,9 @@ Negatives include neighbouring pixels of the same tissue, which is exactly the "
 behaviour COVER argues over-disperses pixel features.
 
 Pixel sampling is drawn from a generator seeded by a step counter stored in the head's state
-(``head.step``), so a resumed run draws the same pixels as an uninterrupted one.
+(``head.step``), so a resumed run draws the same pixels as an uninterrupted one. Under DDP each
+process draws the scores of the whole global batch and keeps its own images' rows, so the
+pixels drawn for an image do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 from cover.errors import ConfigError
 from cover.geometry import sample_at
 from cover.methods.base import PretrainMethod
-from cover.methods.infonce import nt_xent
+from cover.methods.infonce import nt_xent, process_group_size
 from cover.methods.registry import register_method
 from cover.views import ViewPair
 
@@ -36,13 +39,18 @@ def projector(in_channels: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
-def sample_valid_pixels(mask: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+def sample_valid_pixels(
+    mask: torch.Tensor, count: int, generator: torch.Generator | None, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
     """Draw up to ``count`` distinct pixels per image where ``mask`` is 1.
 
     Args:
         mask: ``(B, 1, *S)`` 0/1 validity.
         count: Pixels per image ``N`` (capped at the number of pixels).
         generator: Random generator on ``mask.device``.
+        rank: This process's rank; its images are rows ``rank * B ... (rank + 1) * B - 1`` of
+            the global batch.
+        world_size: Number of processes sharing the global batch of ``world_size * B`` images.
 
     Returns:
         ``(B, N)`` flat indices; when an image has fewer than ``N`` valid pixels the remaining
@@ -50,7 +58,8 @@ def sample_valid_pixels(mask: torch.Tensor, count: int, generator: torch.Generat
     """
     flat = mask.flatten(1)
     count = min(count, flat.shape[1])
-    scores = torch.rand(flat.shape, generator=generator, device=mask.device)
+    scores = torch.rand((world_size * flat.shape[0], flat.shape[1]), generator=generator, device=mask.device)
+    scores = scores[rank * flat.shape[0] : (rank + 1) * flat.shape[0]]
     scores = torch.where(flat > 0, scores, scores - 2.0)  # valid pixels always rank first
     return scores.topk(count, dim=1).indices
 
@@ -172,7 +181,10 @@ class DenseInfoNCEMethod(PretrainMethod):
         """
         pyramid_a, pyramid_b = self.encode_pair(views)
         size = tuple(views.view_b.shape[2:])
-        indices = sample_valid_pixels(views.mask, self.num_pixels, self._generator(views.mask.device))
+        gather = self.training  # negatives (and the pixel draw) of the global batch under DDP
+        rank, world = process_group_size() if gather else (0, 1)
+        generator = self._generator(views.mask.device)
+        indices = sample_valid_pixels(views.mask, self.num_pixels, generator, rank, world)
         valid = views.mask.flatten(1).gather(1, indices).flatten()  # (B*N,)
         coords_b = flat_to_coords(indices, size)  # (B, ndim, N)
         phi = views.phi_gt.flatten(2).gather(2, indices.unsqueeze(1).expand(-1, coords_b.shape[1], -1))
@@ -183,7 +195,7 @@ class DenseInfoNCEMethod(PretrainMethod):
             feats_a = features_at(pyramid_a[-1 - level], coords_a, size).float()
             z_b = proj(feats_b.flatten(0, 1))
             z_a = proj(feats_a.flatten(0, 1))
-            loss, accuracy = nt_xent(z_b, z_a, self.temperature, valid)
+            loss, accuracy = nt_xent(z_b, z_a, self.temperature, valid, gather=gather)
             losses.append(loss)
             accuracies.append(accuracy)
         loss = torch.stack(losses).mean()

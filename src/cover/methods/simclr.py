@@ -1,7 +1,8 @@
-"""Image-level binary contrastive learning: SimCLR on the pooled bottleneck (DESIGN §4).
+"""Image-level binary contrastive learning: SimCLR on the pooled bottleneck (docs/method.md, "Baselines").
 
 The two SeVR views of each image are a positive pair; the views of the other images in the
-batch are negatives. Each view is summarised by global average pooling of the coarsest
+batch are negatives (under DDP, of the whole global batch: the embeddings are gathered across
+processes). Each view is summarised by global average pooling of the coarsest
 pyramid level (the U-Net bottleneck ``F^0``) and an MLP projector, and the pairs are scored
 with NT-Xent (:func:`cover.methods.infonce.nt_xent`). Only the encoder learns from this loss;
 the decoder keeps its initialisation, as in image-level pretraining of segmentation networks.
@@ -16,7 +17,7 @@ from torch import nn
 
 from cover.errors import ConfigError
 from cover.methods.base import PretrainMethod
-from cover.methods.infonce import nt_xent
+from cover.methods.infonce import nt_xent, process_group_size
 from cover.methods.registry import register_method
 from cover.views import ViewPair
 
@@ -66,13 +67,14 @@ class SimCLRMethod(PretrainMethod):
             the fraction of views whose nearest embedding is the other view of their image.
         """
         batch = views.view_a.shape[0]
-        if batch < 2:
+        gather = self.training  # negatives from every process under DDP
+        if batch * (process_group_size()[1] if gather else 1) < 2:
             raise ConfigError(
                 "batch_size: simclr needs at least 2 images per batch (its negatives are the other images)"
             )
         bottleneck = self.backbone(torch.cat([views.view_a, views.view_b]))[0]
         z = self.embed(bottleneck)
-        loss, accuracy = nt_xent(z[:batch], z[batch:], self.temperature)
+        loss, accuracy = nt_xent(z[:batch], z[batch:], self.temperature, gather=gather)
         return {"loss": loss, "loss_nce": loss.detach(), "acc_pos": accuracy}
 
 
