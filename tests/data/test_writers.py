@@ -216,3 +216,36 @@ def test_npy_volume_mask_keeps_its_axes(tmp_path):
     np.save(tmp_path / "v.npy", data)
     mask, record = _mask(tmp_path / "v.npy")
     np.testing.assert_array_equal(np.load(write_like(mask, record, tmp_path / "m.npy")), data)
+
+
+@pytest.mark.parametrize("kind", ["nifti-2d", "nifti-3d", "nrrd", "mha-middle"])
+def test_mask_of_a_one_slice_volume_used_in_2d_goes_back_on_the_volume(tmp_path, kind):
+    """A 2D model on a one-slice volume (a 2D view of it): the mask has the file's own shape and header."""
+    record_module = pytest.importorskip("cover.data.record")
+    if not hasattr(record_module, "as_planar"):
+        pytest.skip("this build has no 2D view of one-slice volumes")
+    if kind.startswith("nifti"):
+        shape = (6, 9) if kind == "nifti-2d" else (6, 9, 1)
+        affine = np.array([[0, -0.8, 0, 12.0], [-1.1, 0, 0, 30.0], [0, 0, 3.0, -4.0], [0, 0, 0, 1]])
+        data = _values(shape)
+        source = tmp_path / "slice.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(source))
+    else:
+        size = (1, 6, 9) if kind == "nrrd" else (6, 1, 9)  # ITK (z, y, x): a thin z or a thin y
+        image = sitk.GetImageFromArray(_values(size))
+        image.SetSpacing((0.7, 1.3, 2.5))
+        image.SetOrigin(tuple(ORIGIN))
+        image.SetDirection(tuple(DIRECTIONS["oblique"].ravel()))
+        source = tmp_path / ("slice.nrrd" if kind == "nrrd" else "slice.mha")
+        sitk.WriteImage(image, str(source))
+    planar = record_module.as_planar(read_image(source))
+    assert planar is not None and planar.spatial_dims == 2
+    mask = np.rint(planar.array[0]).astype(np.uint8)
+    out = write_like(mask, planar, tmp_path / ("mask" + source.name[len("slice") :]))
+    if kind.startswith("nifti"):
+        written = nib.load(str(out))
+        assert written.shape == shape
+        np.testing.assert_array_equal(np.asarray(written.dataobj), data)
+        np.testing.assert_allclose(written.affine, affine, atol=1e-6)
+    else:
+        _assert_same_itk(sitk.ReadImage(str(out)), sitk.ReadImage(str(source)))

@@ -23,13 +23,14 @@ series' geometry; a single-frame DICOM gets a 2D NIfTI ``(rows, cols)`` with its
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from cover.data.record import LPS_TO_RAS, ImageRecord, data_error
+from cover.data.record import LPS_TO_RAS, ImageRecord, data_error, spacing_from_affine
 
 _OUT_FORMATS = {
     ".nii.gz": "nifti",
@@ -82,6 +83,36 @@ def _volume_affine(reference: ImageRecord) -> np.ndarray:
     if reference.affine is not None:
         return np.asarray(reference.affine, dtype=np.float64)
     return np.diag([*reference.spacing, 1.0]) if reference.spatial_dims == 3 else np.eye(4)
+
+
+def _with(values: tuple[float, ...], axis: int, value: float) -> tuple[float, ...]:
+    return (*values[:axis], value, *values[axis:])
+
+
+def _unplanar(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, ImageRecord]:
+    """A 2D view of a one-slice volume (``meta["plane_of_volume"]``) back as that volume.
+
+    Args:
+        data: ``(A, B)`` or ``(A, B, C)`` values on the 2D view.
+        reference: The 2D record (from :func:`cover.data.record.as_planar`) or any other record.
+
+    Returns:
+        ``(data, record)``: for a planar view, ``data`` with the dropped axis restored and the
+        volume's geometry; otherwise both unchanged.
+    """
+    plane = reference.meta.get("plane_of_volume")
+    if plane is None or reference.spatial_dims != 2:
+        return data, reference
+    axis = int(plane["axis"])
+    shape = tuple(int(s) for s in plane["shape"])
+    affine = None if plane.get("affine") is None else np.asarray(plane["affine"], dtype=np.float64)
+    volume = replace(
+        reference,
+        array=np.broadcast_to(np.float32(0), (1, *shape)),  # shape only; no copy
+        affine=affine,
+        spacing=spacing_from_affine(affine) if affine is not None else _with(reference.spacing, axis, 1.0),
+    )
+    return np.expand_dims(data, axis), volume
 
 
 def to_source_grid(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
@@ -159,7 +190,9 @@ def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> P
     """
     out = Path(path)
     fmt = _fmt(out)
-    data, affine = to_source_grid(_as_saveable(_spatial(array, reference, out)), reference)
+    data = _as_saveable(_spatial(array, reference, out))
+    data, reference = _unplanar(data, reference)
+    data, affine = to_source_grid(data, reference)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "nifti":
         _write_nifti(data, affine, reference, out)
