@@ -105,3 +105,21 @@ def test_inspect_shows_each_files_own_shape_and_orientation(tmp_path):
     assert "4x5x6" in row and "LPS" in row and "0.5x0.75x2" in row, row
     row = next(line for line in text.splitlines() if line.startswith("mr.nii.gz"))
     assert "7x8x9" in row and "PSL" in row, row
+
+
+def test_numpy_feature_arrays_in_a_folder_are_not_listed_as_images(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    np.save(tmp_path / "features.npy", np.zeros((64, 8, 8), np.float32))
+    np.savez(tmp_path / "embeddings.npz", z=np.zeros((10, 32)))
+    report = inspect_data(tmp_path)
+    assert [f.path.name for f in report.files] == ["scan.nii.gz"]
+    assert {p.name: shape for p, shape in report.arrays} == {
+        "features.npy": "64x8x8 float32",
+        "embeddings.npz": "z: 10x32",
+    }
+    text = run_inspect(str(tmp_path))
+    assert "1 image(s) readable" in text and "2 NumPy array(s) not taken as images" in text
+    assert "features.npy: 64x8x8 float32" in text
+    assert inspect_data(tmp_path / "features.npy").files[0].shape == (1, 64, 8, 8)  # named: read

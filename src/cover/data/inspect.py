@@ -4,7 +4,8 @@ Every image found by :func:`~cover.data.discovery.find_images` is read with
 :func:`~cover.data.readers.read_image` exactly as training would read it; the report lists
 per file its format, modality, shape, spacing and orientation *as stored in the file* (before
 the reader brings volumes to RAS order; e.g. ``LPS`` for an NRRD with identity direction) and its
-raw intensity range, and every file that could not be read with the reason.
+raw intensity range, and every file that could not be read with the reason. NumPy files found
+in a folder are listed apart with their shape, not as images.
 """
 
 from __future__ import annotations
@@ -83,12 +84,16 @@ class InspectReport:
         files: Readable images, in path order.
         failures: ``(path, reason)`` for each image that could not be read.
         ignored: Files that are not images (by suffix or content) and were not read.
+        arrays: NumPy files (``.npy``/``.npz``) found in a folder, with their shape: such files
+            hold features, embeddings and masks as often as pictures, so they are listed apart
+            and not read as images (name one explicitly, or in a datalist, to inspect it).
     """
 
     root: Path
     files: list[FileInfo] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
+    arrays: list[tuple[Path, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Format -> ``(readable, unreadable)`` counts."""
@@ -108,7 +113,8 @@ class InspectReport:
         """Aligned plain-text report (summary, per-format counts, files, failures)."""
         lines = [
             f"{self.root}: {len(self.files)} image(s) readable, {len(self.failures)} "
-            f"unreadable, {len(self.ignored)} other file(s) ignored",
+            f"unreadable, {len(self.ignored)} other file(s) ignored"
+            + (f", {len(self.arrays)} NumPy array(s) not taken as images" if self.arrays else ""),
             "",
         ]
         counts = self.counts()
@@ -134,6 +140,10 @@ class InspectReport:
                 )
             lines += _table(rows, right=(6, 7))
             lines += ["(shape, spacing and orientation as stored in each file; cover reads volumes in RAS order)", ""]
+        if self.arrays:
+            lines.append("NumPy arrays, not read as images (as often features or masks; name one to read it):")
+            lines += [f"  {self._name(path)}: {shape}" for path, shape in self.arrays]
+            lines.append("")
         if self.failures:
             lines.append("unreadable:")
             for path, reason in self.failures:
@@ -152,6 +162,18 @@ def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str
         ]
         out.append("  ".join(cells).rstrip())
     return out
+
+
+def _array_summary(path: Path) -> str:
+    """``"64x32x32 float32"`` from a NumPy file's header (arrays of an ``.npz``), without reading the data."""
+    try:
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, mmap_mode="r", allow_pickle=False)
+            return f"{'x'.join(str(s) for s in values.shape)} {values.dtype}"
+        with np.load(path, allow_pickle=False) as npz:
+            return ", ".join(f"{k}: {'x'.join(str(s) for s in npz[k].shape)}" for k in npz.files)
+    except Exception as exc:  # any unreadable array: say so, do not fail the report
+        return f"unreadable ({type(exc).__name__})"
 
 
 def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
@@ -173,7 +195,11 @@ def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
         paths, ignored = [Path(e["image"]) for e in load_datalist(root)], []
     else:
         paths, ignored = find_images_and_ignored(root)
-    report = InspectReport(root=root, ignored=ignored)
+    arrays = []
+    if root.is_dir():
+        arrays = [p for p in paths if detect_format(p) in ("npy", "npz")]
+        paths = [p for p in paths if p not in set(arrays)]
+    report = InspectReport(root=root, ignored=ignored, arrays=[(p, _array_summary(p)) for p in arrays])
     for image in paths:
         try:
             record = read_image(image, channels=channels)
