@@ -157,9 +157,10 @@ DEMO_OVERRIDES: dict[int, dict[str, Any]] = {
             "shear_deg": 4.0,
         },
     },
-    # 3D: the DESIGN's 3D view ranges, a half-width U-Net with three down-samplings (the
+    # 3D: the reference 3D view ranges, a half-width U-Net with three down-samplings (the
     # coarsest level of a 32^3 patch is then 4^3, not 2^3) and a 3x3x3 MoV window; the paper's
-    # 4-down-sampling U-Net needs larger patches (96^3) than 2 CPU cores train in minutes.
+    # 4-down-sampling U-Net needs larger patches (96^3) than 2 CPU cores train in minutes
+    # (measurements: docs/method.md §11 D3).
     # Channels-last: 239-259 s instead of about 280-320 s on the 2-core machine (README).
     3: {
         "channels_last": True,

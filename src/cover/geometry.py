@@ -1,6 +1,6 @@
 """Dense displacement fields: sampling, warping, composition, resizing, random fields.
 
-Conventions (DESIGN.md §2), shared by every module of the package:
+Conventions (docs/method.md §2), shared by every module of the package:
 
 * Images and features are ``(B, C, *spatial)`` with ``spatial`` = ``(H, W)`` or ``(D, H, W)``.
 * A displacement field ``phi`` is ``(B, ndim, *spatial)``; channel ``k`` is the displacement
@@ -121,7 +121,7 @@ def resize_field(phi: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Resample a displacement field to another grid size, rescaling its values.
 
     Values are multiplied per axis by ``new_size / old_size`` so they stay in voxels of the
-    new grid (a 2x upsampling doubles them, DESIGN.md §2).
+    new grid (a 2x upsampling doubles them, docs/method.md §2).
 
     Args:
         phi: Field ``(B, ndim, *spatial)``.

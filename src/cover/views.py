@@ -1,4 +1,4 @@
-"""SeVR: self-generated view pairs with exact ground-truth displacement vectors (DESIGN §3.1).
+"""SeVR: self-generated view pairs with exact ground-truth displacement vectors (docs/method.md §3).
 
 From a batch of source images (larger than the training crop) the generator makes
 
@@ -34,7 +34,7 @@ from cover.geometry import (
 
 @dataclass
 class ViewConfig:
-    """Parameters of the SeVR view generator (DESIGN §3.1); all lengths relative to the source.
+    """Parameters of the SeVR view generator (docs/method.md §3); all lengths relative to the source.
 
     Attributes:
         rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
@@ -74,7 +74,7 @@ class ViewConfig:
 
     @classmethod
     def reference(cls, spatial_dims: int) -> ViewConfig:
-        """The reference settings: the authors' 2D release, or DESIGN's 3D defaults."""
+        """The reference settings: the authors' 2D release, or the 3D defaults (docs/method.md §3)."""
         if spatial_dims == 2:
             return cls()
         return cls(

@@ -1,6 +1,6 @@
 """Downstream tasks of ``cover benchmark``: two built-in offline tasks and user tasks from folders.
 
-Built-in tasks (DESIGN §6; no labeled multi-subject set exists offline, so both come from the
+Built-in tasks (docs/method.md §13; no labeled multi-subject set exists offline, so both come from the
 one MNI152 template and show what pretraining changes, not clinical performance):
 
 * ``mni-tissue-2d``: 4-class tissue labelling (0 background, 1 CSF, 2 GM, 3 WM) of axial

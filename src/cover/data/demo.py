@@ -1,4 +1,4 @@
-"""Built-in demo data: the MNI152 2009 T1 template that nilearn installs (DESIGN §6).
+"""Built-in demo data: the MNI152 2009 T1 template that nilearn installs (docs/method.md §13).
 
 It is one real MRI volume (197 x 233 x 189 at 1 mm, RAS). The demo trains in 2D on axial
 slices (array axis 2) or in 3D on patches of the template at 2 mm. Fixed slabs of axial

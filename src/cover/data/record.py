@@ -1,6 +1,6 @@
 """The in-memory image record every reader returns, and its shared geometry helpers.
 
-Conventions (see DESIGN.md §2):
+Conventions (see docs/method.md §2):
 
 - ``array`` is float32 with shape ``(C, *spatial)``; ``spatial`` is ``(H, W)`` for plain 2D
   images and ``(I, J, K)`` for volumes.

@@ -1,4 +1,4 @@
-"""The built-in downstream task: 4-class tissue labelling of MNI152 axial slices (DESIGN §6).
+"""The built-in downstream task: 4-class tissue labelling of MNI152 axial slices (docs/method.md §13).
 
 :func:`write_demo_task` writes the slices and their labels as PNG files, so the demo runs
 through exactly the same code as user data (folder pair, data-layer readers, presets):

@@ -2,7 +2,7 @@
 
 Both minimise MONAI's ``LocalNormalizedCrossCorrelationLoss`` between the fixed image and the
 warped moving image with Adam, in torch, on the device of the inputs. Fields follow
-DESIGN §2: ``(1, ndim, *S)`` in voxels, ``warp(moving, phi) ≈ fixed``.
+docs/method.md §2: ``(1, ndim, *S)`` in voxels, ``warp(moving, phi) ≈ fixed``.
 """
 
 from __future__ import annotations

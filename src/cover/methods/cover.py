@@ -1,4 +1,4 @@
-"""COVER: vector contrastive learning (DESIGN §3.3-§3.5)."""
+"""COVER: vector contrastive learning (docs/method.md §5-§7)."""
 
 from __future__ import annotations
 

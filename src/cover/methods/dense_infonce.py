@@ -1,4 +1,4 @@
-"""Dense (pixel-level) binary contrastive learning: the DenseCL / PixPro / vox2vec family (docs/method.md, "Baselines").
+"""Dense (pixel-level) binary contrastive learning: the DenseCL / PixPro / vox2vec family (docs/method.md §9).
 
 For a batch of SeVR view pairs, ``N`` pixels ``p`` are sampled per image where the valid mask
 of view b is 1. The feature of view b at ``p`` and the feature of view a at its known partner

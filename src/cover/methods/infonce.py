@@ -1,4 +1,4 @@
-"""The NT-Xent / InfoNCE loss shared by the binary contrastive baselines (docs/method.md, "Baselines").
+"""The NT-Xent / InfoNCE loss shared by the binary contrastive baselines (docs/method.md §9).
 
 Given ``M`` positive pairs ``(z_a[i], z_b[i])``, every one of the ``2M`` embeddings is an anchor
 whose positive is its partner and whose negatives are the ``2M - 2`` other embeddings (of both

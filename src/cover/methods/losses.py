@@ -1,4 +1,4 @@
-"""Masked losses shared by the pretraining methods (DESIGN §3.5)."""
+"""Masked losses shared by the pretraining methods (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Image-level binary contrastive learning: SimCLR on the pooled bottleneck (docs/method.md, "Baselines").
+"""Image-level binary contrastive learning: SimCLR on the pooled bottleneck (docs/method.md §9).
 
 The two SeVR views of each image are a positive pair; the views of the other images in the
 batch are negatives (under DDP, of the whole global batch: the embeddings are gathered across

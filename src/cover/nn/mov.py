@@ -1,4 +1,4 @@
-"""MoV: Mixture of Vectors, the displacement read off a window of feature similarities (§3.3).
+"""MoV: Mixture of Vectors, the displacement read off a window of feature similarities (docs/method.md §5).
 
 For query features ``q`` (view b) and key features ``k`` (view a), both ``(B, J*d, *S)``,
 split into ``J`` heads of ``d`` channels; for every voxel ``p``, head ``j`` and offset ``o`` in

@@ -1,6 +1,6 @@
 """Reference MoV implementations: the plain loop oracle and the earlier unfold + einsum kernel.
 
-Both compute exactly what :func:`cover.nn.mov.mixture_of_vectors` computes (DESIGN §3.3) and
+Both compute exactly what :func:`cover.nn.mov.mixture_of_vectors` computes (docs/method.md §5) and
 exist so that tests and ``benchmarks/`` compare the fast kernel against the same code:
 
 * :func:`loop_mov` is the oracle: one Python iteration per window offset, an explicit bounds

@@ -1,4 +1,4 @@
-"""The dimension-generic U-Net backbone that returns its decoder pyramid (DESIGN §3.2)."""
+"""The dimension-generic U-Net backbone that returns its decoder pyramid (docs/method.md §4)."""
 
 from __future__ import annotations
 

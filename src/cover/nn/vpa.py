@@ -1,4 +1,4 @@
-"""VPA: Vector Pyramid Aggregation, coarse-to-fine composition of MoV fields (DESIGN §3.4)."""
+"""VPA: Vector Pyramid Aggregation, coarse-to-fine composition of MoV fields (docs/method.md §6)."""
 
 from __future__ import annotations
 

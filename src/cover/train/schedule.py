@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then cosine decay (really applied, DESIGN §3.6)."""
+"""Learning-rate schedule: linear warm-up then cosine decay (really applied, docs/method.md §8 and §11 D1)."""
 
 from __future__ import annotations
 
