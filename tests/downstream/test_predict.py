@@ -159,6 +159,20 @@ def test_dicom_series_gets_a_nifti_on_the_series_grid(stub, tmp_path):
     np.testing.assert_allclose(mask.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ voxel_to_lps, atol=1e-6)
 
 
+def test_single_dicom_file_gets_a_2d_nifti_of_its_pixel_array(stub, tmp_path):
+    from data.conftest import write_dicom
+
+    stub(2)
+    pixels = _values((6, 9), 4).astype(np.int16)
+    write_dicom(tmp_path / "in" / "xray.dcm", pixels, spacing=(0.4, 0.7))
+    summary = predict("ckpt.pt", tmp_path / "in", out=tmp_path / "pred")
+    assert [p.rsplit("/", 1)[1] for p in summary["outputs"]] == ["xray.dcm.nii.gz"]
+    mask = nib.load(summary["outputs"][0])
+    assert mask.shape == (6, 9)  # (rows, columns) of the DICOM pixel array
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), classes(pixels))
+    np.testing.assert_allclose(mask.header.get_zooms(), (0.4, 0.7))
+
+
 def _mixed_folder(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
