@@ -104,7 +104,7 @@ def _assert_same_itk(out: sitk.Image, source: sitk.Image) -> None:
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
-@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mha", ".mhd"])
 def test_itk_mask_has_the_source_array_and_header(tmp_path, direction, suffix):
     source = _itk_volume(DIRECTIONS[direction])
     sitk.WriteImage(source, str(tmp_path / f"scan{suffix}"))

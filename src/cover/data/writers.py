@@ -9,7 +9,7 @@ voxel for voxel with ``scan.nrrd`` in numpy as well as in world coordinates.
 - NIfTI (``.nii``/``.nii.gz``): the source voxel order and the source affine (``qform`` and
   ``sform``). A 2D NIfTI source gives a 2D NIfTI with its own affine. Non-NIfTI volumes
   (DICOM series, NRRD, ...) are written in their own voxel order with their voxel -> RAS affine.
-- NRRD/MHA/MHD: the source voxel order; for an ITK source the exact spacing, origin and
+- NRRD (``.nrrd``/``.nhdr``)/MHA/MHD: the source voxel order; for an ITK source the exact spacing, origin and
   direction of its header, otherwise those of the record's affine converted to ITK's LPS.
 - PNG/BMP: 2D only; integer arrays as uint8 (values 0..255) or uint16 (up to 65535); other
   values are refused (write ``.npy``/``.tiff`` instead).
@@ -36,6 +36,7 @@ _OUT_FORMATS = {
     ".nii.gz": "nifti",
     ".nii": "nifti",
     ".nrrd": "itk",
+    ".nhdr": "itk",
     ".mha": "itk",
     ".mhd": "itk",
     ".png": "png",
