@@ -173,6 +173,32 @@ def test_single_dicom_file_gets_a_2d_nifti_of_its_pixel_array(stub, tmp_path):
     np.testing.assert_allclose(mask.header.get_zooms(), (0.4, 0.7))
 
 
+def test_2d_checkpoint_on_2d_nifti_and_one_slice_volumes(stub, tmp_path):
+    """A true 2D NIfTI and one-slice NRRD/NIfTI volumes: each mask has its file's own shape and header."""
+    record_module = pytest.importorskip("cover.data.record")
+    if not hasattr(record_module, "as_planar"):
+        pytest.skip("this build has no 2D view of one-slice volumes")
+    stub(2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    flat = _values((7, 9), 1)
+    nib.save(nib.Nifti1Image(flat, OBLIQUE), str(folder / "flat.nii.gz"))
+    thin = _values((7, 1, 9), 2)
+    nib.save(nib.Nifti1Image(thin, OBLIQUE), str(folder / "thin.nii.gz"))
+    source = _itk(folder / "slab.nrrd", _values((1, 6, 8), 3), np.diag([-1.0, 1.0, 1.0]))
+    summary = predict("ckpt.pt", folder, out=tmp_path / "pred")
+    assert summary["skipped"] == [] and summary["num_predicted"] == 3
+    for name, values in (("flat.nii.gz", flat), ("thin.nii.gz", thin)):
+        mask = nib.load(str(tmp_path / "pred" / name))
+        assert mask.shape == values.shape
+        np.testing.assert_array_equal(np.asarray(mask.dataobj), classes(values))
+        np.testing.assert_allclose(mask.affine, OBLIQUE, atol=1e-6)
+    out = sitk.ReadImage(str(tmp_path / "pred" / "slab.nrrd"))
+    assert out.GetSize() == source.GetSize() and out.GetDirection() == source.GetDirection()
+    np.testing.assert_allclose(out.GetOrigin(), source.GetOrigin(), atol=1e-9)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), classes(sitk.GetArrayFromImage(source)))
+
+
 def _mixed_folder(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
