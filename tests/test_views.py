@@ -72,16 +72,23 @@ def test_view_a_is_a_pure_crop_without_appearance_change():
         assert diffs.min() < 1e-5
 
 
-def test_inpainting_blocks_and_appearance_change_view_a_only_in_intensity():
-    cfg = ViewConfig.reference(2)
-    cfg.noise_std_max = cfg.blur_sigma_max = cfg.brightness_std = 0.0
-    cfg.contrast_range = (1.0, 1.0)
-    cfg.block_prob = 1.0
+def test_an_inpainted_block_is_one_box_of_the_configured_side_filled_with_uniform_noise():
+    cfg = no_appearance(ViewConfig.reference(2))
+    cfg.max_blocks, cfg.block_prob, cfg.block_size_range = 1, 1.0, (0.25, 0.3)  # sides 8 to 9.6 px
     gen = ViewGenerator(cfg, (32, 32))
-    x = torch.zeros(2, 1, 32, 32)
-    out = gen.appearance(x, torch.Generator().manual_seed(0))
-    covered = (out != 0).float().mean()
-    assert 0.05 < covered < 0.2  # ten blocks of side ~0.1-0.13 of the image
+    out = gen.appearance(torch.full((3, 1, 32, 32), -1.0), torch.Generator().manual_seed(0))
+    for image in out[:, 0]:
+        changed = image != -1.0
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert bool(box.all())  # one filled rectangle, nothing outside it
+        assert int(changed.sum()) == box.numel()
+        assert all(8 <= n <= 10 for n in box.shape), box.shape
+        values = image[changed]
+        assert float(values.min()) >= 0.0 and float(values.max()) < 1.0 and float(values.std()) > 0.2
+    cfg.block_prob = 0.0
+    untouched = gen.appearance(torch.full((3, 1, 32, 32), -1.0), torch.Generator().manual_seed(0))
+    assert bool((untouched == -1.0).all())
 
 
 def test_gaussian_blur_matches_loop_and_zero_sigma_is_identity():

@@ -1,0 +1,471 @@
+"""Mutation check: inject known method bugs into a copy of the project and run the tests that should notice.
+
+Each mutant replaces one exact snippet of one source file by a wrong variant (a swapped
+composition order, a dropped warp, another corner convention, ...) and names the few tests
+that must fail for it. The check copies ``src/``, ``tests/`` and ``pyproject.toml`` into a
+temporary folder per worker, applies one mutant at a time there (never in the working tree),
+runs ``pytest -x`` on the mutant's tests with ``PYTHONPATH=<copy>/src`` and restores the file.
+
+Verdicts: ``killed`` (the tests failed), ``SURVIVED`` (they passed: the tests miss this bug),
+``STALE`` (the snippet no longer occurs exactly once in the file: the code moved, update the
+mutant), ``ERROR`` (pytest collected nothing or could not start). The unmutated copy is run
+first on the union of all selected tests; it must pass, or every verdict would be meaningless.
+
+Usage (from the repository root; about 3-4 minutes on 2 cores)::
+
+    OMP_NUM_THREADS=1 python tools/mutation_check.py              # all mutants, 2 workers
+    python tools/mutation_check.py --only vpa-                     # mutants whose name contains "vpa-"
+    python tools/mutation_check.py --list                          # names and files only
+
+Exit status 0 only when every mutant is killed (or listed in ``EQUIVALENT`` with its reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One injected bug.
+
+    Attributes:
+        name: Short identifier.
+        file: Path relative to the repository root.
+        original: Exact snippet that must occur once in ``file``.
+        replacement: The wrong variant.
+        tests: pytest node ids / paths (relative to the root) that must fail.
+        why: What the bug means.
+    """
+
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+    why: str = ""
+
+
+GEOMETRY = "src/cover/geometry.py"
+VPA = "src/cover/nn/vpa.py"
+MOV = "src/cover/nn/mov.py"
+VIEWS = "src/cover/views.py"
+COVER = "src/cover/methods/cover.py"
+LOSSES = "src/cover/methods/losses.py"
+METRICS = "src/cover/downstream/metrics.py"
+INFERENCE = "src/cover/downstream/inference.py"
+REGISTER = "src/cover/downstream/register.py"
+REGISTER_FIT = "src/cover/downstream/register_fit.py"
+
+T_GEOMETRY = "tests/test_geometry.py"
+T_VPA = "tests/nn/test_vpa.py"
+T_MOV = "tests/nn/test_mov.py"
+T_VIEWS = "tests/test_views.py"
+T_COVER = "tests/methods/test_cover.py"
+T_LOSSES = "tests/methods/test_losses.py"
+T_REGISTER = "tests/downstream/test_register.py"
+T_EVALUATE = "tests/downstream/test_evaluate.py"
+T_METRICS = "tests/downstream/test_metrics.py"
+T_INFERENCE = "tests/downstream/test_inference.py"
+
+MUTANTS: list[Mutant] = [
+    # ------------------------------------------------------------------ VPA (cover.nn.vpa)
+    Mutant(
+        "vpa-compose-order-swapped",
+        VPA,
+        "phi = residual if phi is None else residual + warp(upsample_field(phi), residual)",
+        "phi = residual if phi is None else upsample_field(phi) + warp(residual, upsample_field(phi))",
+        (T_VPA,),
+        "coarse-to-fine composition in the other order",
+    ),
+    Mutant(
+        "vpa-prewarp-dropped",
+        VPA,
+        "feat_a = pyramid_a[level] if phi is None else warp(pyramid_a[level], phi)",
+        "feat_a = pyramid_a[level]",
+        (T_VPA,),
+        "view a's features not warped by the current estimate",
+    ),
+    Mutant(
+        "vpa-last-level-sum",
+        VPA,
+        "phi = residual if phi is None else residual + warp(phi, residual)",
+        "phi = residual if phi is None else residual + phi",
+        (T_VPA,),
+        "sum instead of composition at the finest level",
+    ),
+    Mutant(
+        "vpa-residual-not-doubled",
+        VPA,
+        "residual = upsample_field(residual)",
+        "residual = upsample_field(residual) / 2",
+        (T_VPA,),
+        "up-sampled residual keeps coarse-voxel units",
+    ),
+    # ------------------------------------------------------------ geometry (cover.geometry)
+    Mutant(
+        "resize-corner-convention",
+        GEOMETRY,
+        "resized = F.interpolate(phi, size=size, mode=linear_mode(ndim), align_corners=False)",
+        "resized = F.interpolate(phi, size=size, mode=linear_mode(ndim), align_corners=True)",
+        (T_GEOMETRY + "::test_resized_field_of_an_affine_map_is_the_same_map_on_the_new_grid",),
+        "field resizing with the other corner convention",
+    ),
+    Mutant(
+        "resize-values-not-rescaled",
+        GEOMETRY,
+        "    return resized * factors.view((1, ndim) + (1,) * ndim)",
+        "    return resized",
+        (T_GEOMETRY,),
+        "a 2x up-sampled field keeps coarse-voxel values",
+    ),
+    Mutant(
+        "resize-factor-inverted",
+        GEOMETRY,
+        "[new / old for new, old in zip(size, phi.shape[2:], strict=True)]",
+        "[old / new for new, old in zip(size, phi.shape[2:], strict=True)]",
+        (T_GEOMETRY,),
+        "values divided instead of multiplied by the size ratio",
+    ),
+    Mutant(
+        "compose-order-swapped",
+        GEOMETRY,
+        "    return u + warp(v, u)",
+        "    return v + warp(u, v)",
+        (T_GEOMETRY + "::test_compose_applies_u_first_then_looks_up_v",),
+        "compose(u, v) applies v first",
+    ),
+    Mutant(
+        "warp-sign",
+        GEOMETRY,
+        "return sample_at(x, grid + phi, mode=mode)",
+        "return sample_at(x, grid - phi, mode=mode)",
+        (T_GEOMETRY,),
+        "warp reads x(p - phi(p))",
+    ),
+    Mutant(
+        "sample-axis-order",
+        GEOMETRY,
+        "grid = normalised.movedim(1, -1).flip(-1)",
+        "grid = normalised.movedim(1, -1)",
+        (T_GEOMETRY,),
+        "grid_sample's (x, y) order not reversed from array axes",
+    ),
+    Mutant(
+        "sample-align-corners",
+        GEOMETRY,
+        "        align_corners=True,\n    )\n    return out.to(x.dtype)",
+        "        align_corners=False,\n    )\n    return out.to(x.dtype)",
+        (T_GEOMETRY,),
+        "voxel centres not at integer coordinates",
+    ),
+    Mutant(
+        "nearest-becomes-linear",
+        GEOMETRY,
+        'mode="bilinear" if mode == "linear" else "nearest",',
+        'mode="bilinear",',
+        (T_GEOMETRY + "::test_warp_nearest_reads_the_nearest_voxel_of_a_varying_field",),
+        "label maps interpolated linearly",
+    ),
+    Mutant(
+        "affine-about-origin",
+        GEOMETRY,
+        "moved = matrix @ rel + (center + translation).unsqueeze(-1)",
+        "moved = matrix @ flat + translation.unsqueeze(-1)",
+        (T_GEOMETRY + "::test_affine_field_reproduces_affine_map_2d_and_3d",),
+        "affine map about voxel 0 instead of the centre",
+    ),
+    # ---------------------------------------------------------------------- MoV (cover.nn.mov)
+    Mutant(
+        "mov-no-temperature",
+        MOV,
+        "qc, kc = _padded(query, grid, rows, 1.0 / math.sqrt(dim)), _padded(key, grid, rows)",
+        "qc, kc = _padded(query, grid, rows, 1.0), _padded(key, grid, rows)",
+        (T_MOV + "::test_mov_float32_matches_oracle",),
+        "scores not divided by sqrt(d)",
+    ),
+    Mutant(
+        "mov-heads-summed",
+        MOV,
+        "field = vectors.view(batch, heads, ndim, grid.origins).mean(dim=1)",
+        "field = vectors.view(batch, heads, ndim, grid.origins).sum(dim=1)",
+        (T_MOV + "::test_mov_float32_matches_oracle",),
+        "head vectors summed instead of averaged",
+    ),
+    Mutant(
+        "mov-offsets-negated",
+        MOV,
+        "axis = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)",
+        "axis = -torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)",
+        (T_MOV + "::test_mov_recovers_a_known_shift",),
+        "window template negated (the loop oracle shares it, the known shift does not)",
+    ),
+    Mutant(
+        "mov-query-key-swapped",
+        MOV,
+        "return mixture_of_vectors(self.project(feat_b), self.project(feat_a), self.heads, self.radius)",
+        "return mixture_of_vectors(self.project(feat_a), self.project(feat_b), self.heads, self.radius)",
+        (T_VPA + "::test_vpa_with_mov_levels_matches_the_loop_mov_reference",),
+        "queries from view a, keys from view b",
+    ),
+    # --------------------------------------------------------------------- views (cover.views)
+    Mutant(
+        "views-b-read-backwards",
+        VIEWS,
+        "view_b = sample_at(source, crop_coords + phi_gt)",
+        "view_b = sample_at(source, crop_coords - phi_gt)",
+        (T_VIEWS,),
+        "view b made with the inverse displacement",
+    ),
+    Mutant(
+        "views-a-window-shifted",
+        VIEWS,
+        "view_a = sample_at(self.appearance(source, generator), crop_coords)",
+        "view_a = sample_at(self.appearance(source, generator), crop_coords + 1)",
+        (T_VIEWS,),
+        "view a cropped one voxel off view b's window",
+    ),
+    Mutant(
+        "views-mask-upper-bound",
+        VIEWS,
+        "upper = torch.tensor(self.size, device=dev, dtype=phi_gt.dtype).view(1, ndim, *([1] * ndim)) - 1",
+        "upper = torch.tensor(self.size, device=dev, dtype=phi_gt.dtype).view(1, ndim, *([1] * ndim))",
+        (T_VIEWS,),
+        "mask accepts targets up to the size instead of the last voxel",
+    ),
+    Mutant(
+        "views-elastic-ignored",
+        VIEWS,
+        "            phi_full = phi_full + random_elastic_field(",
+        "            phi_full = phi_full + 0 * random_elastic_field(",
+        (T_VIEWS + "::test_elastic_views_have_a_non_affine_phi_gt",),
+        "elastic setting has no effect",
+    ),
+    # ------------------------------------------------------------- COVER losses (cover.methods)
+    Mutant(
+        "con-warp-inverse",
+        COVER,
+        "aligned = warp(pyramid_a[-1].float(), views.phi_gt)",
+        "aligned = warp(pyramid_a[-1].float(), -views.phi_gt)",
+        (T_COVER,),
+        "consistency aligns view a's features the wrong way",
+    ),
+    Mutant(
+        "con-warp-dropped",
+        COVER,
+        "aligned = warp(pyramid_a[-1].float(), views.phi_gt)",
+        "aligned = pyramid_a[-1].float()",
+        (T_COVER,),
+        "consistency compares unaligned features",
+    ),
+    Mutant(
+        "con-features-of-view-a-twice",
+        COVER,
+        "loss_con = consistency_loss(pyramid_b[-1], aligned, views.mask)",
+        "loss_con = consistency_loss(pyramid_a[-1], aligned, views.mask)",
+        (T_COVER,),
+        "consistency compares view a with itself",
+    ),
+    Mutant(
+        "con-dropped-from-total",
+        COVER,
+        "loss = self.vec_weight * loss_vec + self.con_weight * loss_con",
+        "loss = self.vec_weight * loss_vec",
+        (T_COVER,),
+        "the consistency loss is logged but not optimised",
+    ),
+    Mutant(
+        "predict-field-views-swapped",
+        COVER,
+        "ViewPair(view_a, view_b, view_a, view_a)",
+        "ViewPair(view_b, view_a, view_a, view_a)",
+        (T_COVER + "::test_cover_losses_and_total_match_the_references",),
+        "predict_field answers the inverse question",
+    ),
+    Mutant(
+        "vector-loss-squared",
+        LOSSES,
+        "error = (phi.float() - phi_gt.float()).abs().sum(dim=1, keepdim=True)",
+        "error = (phi.float() - phi_gt.float()).pow(2).sum(dim=1, keepdim=True)",
+        (T_LOSSES,),
+        "L2 squared instead of L1",
+    ),
+    Mutant(
+        "masked-mean-over-all-voxels",
+        LOSSES,
+        "return (values * mask).sum() / mask.sum().clamp(min=eps)",
+        "return (values * mask).mean()",
+        (T_LOSSES,),
+        "mean over every voxel instead of the valid ones",
+    ),
+    Mutant(
+        "consistency-mask-ignored",
+        LOSSES,
+        "return 1.0 - masked_mean(cosine, mask)",
+        "return 1.0 - cosine.mean()",
+        (T_LOSSES,),
+        "invalid voxels enter the consistency loss",
+    ),
+    # ------------------------------------------------ whole-image inference (cover.downstream)
+    Mutant(
+        "inference-pads-at-start",
+        INFERENCE,
+        "pads += [0, (-size) % divisor]",
+        "pads += [(-size) % divisor, 0]",
+        (T_EVALUATE + "::test_sliding_window_and_padding_give_the_whole_image_result",),
+        "padding before the image while cropping after",
+    ),
+    Mutant(
+        "inference-window-not-training-size",
+        INFERENCE,
+        "x, tuple(patch_size), sw_batch_size, network,",
+        "x, tuple(p // 2 for p in patch_size), sw_batch_size, network,",
+        (T_INFERENCE,),
+        "sliding windows smaller than the training size",
+    ),
+    # ------------------------------------------------------------- registration (cover register)
+    Mutant(
+        "register-network-field-zeroed",
+        REGISTER,
+        "phi = crop_padding(model.predict_field(moving_p, fixed_p), pads)",
+        "phi = 0 * crop_padding(model.predict_field(moving_p, fixed_p), pads)",
+        (T_REGISTER + "::test_padding_warp_and_dice_with_a_known_field",),
+        "the network's field is thrown away (refinement alone would still register)",
+    ),
+    Mutant(
+        "register-fixed-moving-swapped",
+        REGISTER,
+        "phi = crop_padding(model.predict_field(moving_p, fixed_p), pads)",
+        "phi = crop_padding(model.predict_field(fixed_p, moving_p), pads)",
+        (T_REGISTER + "::test_network_field_alone_beats_the_identity_on_known_deformations",),
+        "the network is asked for the inverse field",
+    ),
+    Mutant(
+        "register-affine-not-applied-to-field",
+        REGISTER_FIT,
+        'return base + torch.einsum("ij,bj...->bi...", matrix, phi)',
+        "return base + phi",
+        (T_REGISTER + "::test_affine_then_network_field_is_the_exact_composition",),
+        "network field not mapped through the affine's linear part",
+    ),
+]
+
+# Mutants known to be undetectable by any test because they do not change behaviour, with the
+# reason. None at present.
+EQUIVALENT: dict[str, str] = {}
+
+
+def copy_project(dest: Path) -> None:
+    """Copy what the tests need (``src/``, ``tests/``, ``pyproject.toml``) into ``dest``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
+    for name in ("src", "tests"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
+
+
+def run_pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    """``pytest -x -q`` in ``copy`` with its own sources first on the path; (return code, output tail)."""
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(copy / "src"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timeout"
+    return done.returncode, (done.stdout + done.stderr)[-2000:]
+
+
+def check(mutant: Mutant, copy: Path, timeout: float) -> tuple[str, float, str]:
+    """Apply one mutant in ``copy``, run its tests, restore the file; (verdict, seconds, detail)."""
+    path = copy / mutant.file
+    text = path.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        return "STALE", 0.0, f"snippet found {count} times in {mutant.file}"
+    tic = time.monotonic()
+    path.write_text(text.replace(mutant.original, mutant.replacement))
+    try:
+        code, output = run_pytest(copy, mutant.tests, timeout)
+    finally:
+        path.write_text(text)
+    seconds = time.monotonic() - tic
+    if code == -1:
+        return "killed", seconds, "timeout"
+    if code == 0:
+        return ("equivalent" if mutant.name in EQUIVALENT else "SURVIVED"), seconds, ""
+    if code in (1,):
+        failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        return "killed", seconds, failed[0] if failed else ""
+    return "ERROR", seconds, output.strip().splitlines()[-1] if output.strip() else f"pytest exit {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check; exit status 0 only if every selected mutant is killed (or known equivalent)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run mutants whose name contains this text")
+    parser.add_argument("--workers", type=int, default=2, help="mutants run in parallel (default 2)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pytest run")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    args = parser.parse_args(argv)
+    selected = [m for m in MUTANTS if args.only in m.name]
+    if args.list:
+        for m in selected:
+            print(f"{m.name:38s} {m.file}: {m.why}")
+        return 0
+    if not selected:
+        print(f"no mutant name contains {args.only!r}", file=sys.stderr)
+        return 2
+    workers = max(1, min(args.workers, len(selected)))
+    with tempfile.TemporaryDirectory(prefix="cover-mutants-") as tmp:
+        copies = [Path(tmp) / f"w{i}" for i in range(workers)]
+        for copy in copies:
+            copy_project(copy)
+        if not args.no_baseline:
+            union = tuple(dict.fromkeys(t for m in selected for t in m.tests))
+            tic = time.monotonic()
+            code, output = run_pytest(copies[0], union, args.timeout * 2)
+            if code != 0:
+                print(f"baseline: the unmutated tests fail (pytest exit {code}); fix them first:\n{output}")
+                return 2
+            print(f"baseline: {len(union)} test selections pass unmutated ({time.monotonic() - tic:.0f} s)")
+        free = list(copies)
+        results: dict[str, tuple[str, float, str]] = {}
+
+        def job(mutant: Mutant) -> None:
+            copy = free.pop()
+            try:
+                results[mutant.name] = check(mutant, copy, args.timeout)
+            finally:
+                free.append(copy)
+            verdict, seconds, detail = results[mutant.name]
+            print(f"{verdict:10s} {mutant.name:38s} {seconds:5.0f} s  {detail[:90]}", flush=True)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(job, selected))
+    counts: dict[str, int] = {}
+    for verdict, _, _ in results.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" (of {len(selected)})")
+    for name, reason in EQUIVALENT.items():
+        if name in results:
+            print(f"equivalent {name}: {reason}")
+    bad = [name for name, (verdict, _, _) in results.items() if verdict not in ("killed", "equivalent")]
+    if bad:
+        print("not killed: " + ", ".join(bad))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
