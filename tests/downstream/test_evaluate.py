@@ -23,8 +23,8 @@ def test_segmentation_scores_match_a_hand_computation():
     label = square((12, 12), (2, 6), (2, 6), 1) + square((12, 12), (8, 10), (1, 6), 2)  # 16 px, 10 px
     pred = square((12, 12), (3, 7), (2, 6), 1) + square((12, 12), (8, 9), (1, 6), 2)  # shifted; 5 of 10 px
     scores = segmentation_scores(torch.from_numpy(pred), torch.from_numpy(label), 4)
-    # class 1: overlap 12 px -> 2*12/(16+16); class 2: 2*5/(5+10); class 3 absent from both -> 1
-    assert scores["dice"] == pytest.approx([0.75, 2 * 5 / 15, 1.0], abs=1e-6)
+    # class 1: overlap 12 px -> 2*12/(16+16); class 2: 2*5/(5+10); class 3 absent from both -> not scored
+    assert scores["dice"][:2] == pytest.approx([0.75, 2 * 5 / 15], abs=1e-6) and np.isnan(scores["dice"][2])
     assert scores["hd95"][0] == pytest.approx(1.0) and np.isnan(scores["hd95"][2])
     scaled = segmentation_scores(torch.from_numpy(pred), torch.from_numpy(label), 4, spacing=(2.0, 1.0))
     assert scaled["hd95"][0] == pytest.approx(2.0)  # the shift is along axis 0, 2 mm per pixel
@@ -49,7 +49,9 @@ def test_evaluate_scores_hand_made_masks_exactly(seg2d, tmp_path, monkeypatch):
     cases = {
         "a": (square((16, 16), (2, 6), (2, 6), 1), square((16, 16), (3, 7), (2, 6), 1)),  # Dice 0.75
         "b": (square((16, 16), (4, 8), (4, 8), 2), square((16, 16), (4, 8), (4, 6), 2)),  # 2*8/(16+8)
-    }
+        # class 2 exact; class 1 predicted where the label has none: Dice 0, HD95 the 16x16 diagonal
+        "c": (square((16, 16), (9, 13), (9, 13), 2), square((16, 16), (9, 13), (9, 13), 2) + square((16, 16), (1, 3), (1, 3), 1)),  # noqa: E501
+    }  # fmt: skip
     for name, (truth, predicted) in cases.items():
         Image.fromarray(truth).save(labels / f"{name}.png")
         Image.fromarray(predicted).save(images / f"{name}.png")
@@ -60,15 +62,20 @@ def test_evaluate_scores_hand_made_masks_exactly(seg2d, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate_module, "segment_case", oracle)
     result = evaluate_module.evaluate(summary["checkpoint"], str(images), str(labels), out=tmp_path / "eval")
     rows = list(csv.DictReader((tmp_path / "eval" / "metrics.csv").open()))
-    # case a: class 1 Dice 0.75, class 2 absent from both (1.0); case b: class 1 absent (1.0), class 2 2/3
-    assert [r["case"] for r in rows] == ["a", "b"]
-    assert [float(rows[0]["dice_1"]), float(rows[0]["dice_2"])] == pytest.approx([0.75, 1.0])
-    assert [float(rows[1]["dice_1"]), float(rows[1]["dice_2"])] == pytest.approx([1.0, 2 / 3])
+    # a: class 2 absent from both -> not scored (empty cell); b: class 1 absent from both -> not scored
+    assert [r["case"] for r in rows] == ["a", "b", "c"]
+    assert float(rows[0]["dice_1"]) == pytest.approx(0.75) and np.isnan(float(rows[0]["dice_2"] or "nan"))
+    assert np.isnan(float(rows[1]["dice_1"] or "nan")) and float(rows[1]["dice_2"]) == pytest.approx(2 / 3)
+    assert [float(rows[2]["dice_1"]), float(rows[2]["dice_2"])] == pytest.approx([0.0, 1.0])
+    assert float(rows[2]["hd95_1"]) == pytest.approx(16 * 2**0.5) and float(rows[2]["hd95_2"]) == 0.0
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert saved["classes"]["1"]["dice_mean"] == pytest.approx((0.75 + 1.0) / 2)
-    assert saved["classes"]["2"]["dice_std"] == pytest.approx(np.std([1.0, 2 / 3]))
-    assert saved["mean_dice"] == pytest.approx(np.mean([(0.75 + 1.0) / 2, (1.0 + 2 / 3) / 2]))
-    assert saved["classes"]["1"]["hd95_mean"] == pytest.approx(1.0) and saved["classes"]["2"]["hd95_mean"] == 2.0
+    assert saved["classes"]["1"]["dice_mean"] == pytest.approx((0.75 + 0.0) / 2)
+    assert saved["classes"]["2"]["dice_std"] == pytest.approx(np.std([2 / 3, 1.0]))
+    assert [saved["classes"][k]["scored_cases"] for k in ("1", "2")] == [2, 2]
+    assert saved["mean_dice"] == pytest.approx(np.mean([0.75, 2 / 3, 0.5]))
+    assert saved["classes"]["1"]["hd95_mean"] == pytest.approx((1.0 + 16 * 2**0.5) / 2)
+    assert saved["classes"]["2"]["hd95_mean"] == pytest.approx(1.0)
+    assert "absent from both" in saved["empty_classes"]
     assert result["mean_dice"] == saved["mean_dice"]
 
 

@@ -14,6 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cover.downstream.metrics import EMPTY_CLASS_RULE  # noqa: E402
+
+DICE_NOTE = (
+    "Mean foreground Dice over the test cases (background excluded), best per column in bold. "
+    f"Empty classes (nnU-Net's rule, never Dice 1): {EMPTY_CLASS_RULE}."
+)
+
 
 def aggregate(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, float]]:
     """Mean and standard deviation of the test Dice over seeds.

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
-from cover.benchmark.report import aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
+from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 from cover.benchmark.tasks import TaskConfig, task_data
 from cover.config import deep_merge, save_yaml, to_dict
 from cover.errors import ConfigError, TrainingInterrupted
@@ -324,7 +324,7 @@ def _write_report(
         "",
         "## Test Dice (%), mean ± std over seeds",
         "",
-        "Mean foreground Dice over the test cases (background excluded), best per column in bold.",
+        DICE_NOTE,
         "",
         *dice_table(stats, methods, columns),
         "",

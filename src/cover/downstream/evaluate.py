@@ -2,7 +2,9 @@
 
 Segmentation: whole-image inference (:mod:`cover.downstream.inference`: sliding windows for
 3D and for 2D images larger than the training size), then per case and per foreground class
-Dice and HD95 (:mod:`cover.downstream.metrics`). Classification: AUC and accuracy.
+Dice and HD95 (:mod:`cover.downstream.metrics`; a class absent from both prediction and
+label is not scored, one present in only one of them scores Dice 0 and the worst HD95, see
+:data:`~cover.downstream.metrics.EMPTY_CLASS_RULE`). Classification: AUC and accuracy.
 
 Writes ``metrics.csv`` (one row per case), ``metrics.json`` (mean and std per class and
 overall), ``cases.png`` (image, label and prediction of a few cases; segmentation) and
@@ -27,7 +29,14 @@ from cover.downstream.cases import Case, find_cases
 from cover.downstream.figures import is_ras, plot_cases
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
-from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores, summarise
+from cover.downstream.metrics import (
+    EMPTY_CLASS_RULE,
+    classification_scores,
+    json_safe,
+    mean_std,
+    segmentation_scores,
+    summarise,
+)
 from cover.downstream.models import load_finetuned
 from cover.downstream.outputs import prepare_output
 from cover.errors import ConfigError
@@ -88,7 +97,8 @@ def evaluate(
     Returns:
         The summary written to ``metrics.json``. seg: ``mean_dice``, ``mean_dice_std`` (over
         cases of the per-case mean foreground Dice), ``mean_hd95``, ``classes`` (per class
-        ``dice``/``hd95`` mean and std), ``num_cases``; cls: ``auc``, ``accuracy``.
+        ``dice``/``hd95`` mean and std and ``scored_cases``), ``num_cases``, ``empty_classes``
+        (how classes absent from a case are counted); cls: ``auc``, ``accuracy``.
     """
     torch_device = resolve_device(device)
     network, metadata = load_finetuned(checkpoint, torch_device)
@@ -160,7 +170,7 @@ def _evaluate_segmentation(
             row[f"dice_{names[k]}"] = scores["dice"][k - 1]
         for k in range(1, num_classes):
             row[f"hd95_{names[k]}"] = scores["hd95"][k - 1]
-        row["mean_dice"] = float(np.nanmean(scores["dice"]))
+        row["mean_dice"] = mean_std(scores["dice"])[0]
         row["mean_hd95"] = mean_std(scores["hd95"])[0]
         rows.append(row)
         if len(shown) < figure_cases:
@@ -177,6 +187,7 @@ def _evaluate_segmentation(
             "dice_std": stats[f"dice_{names[k]}"]["std"],
             "hd95_mean": stats[f"hd95_{names[k]}"]["mean"],
             "hd95_std": stats[f"hd95_{names[k]}"]["std"],
+            "scored_cases": int(sum(not math.isnan(row[f"dice_{names[k]}"]) for row in rows)),
         }
         for k in range(1, num_classes)
     }
@@ -189,6 +200,7 @@ def _evaluate_segmentation(
         "mean_hd95_std": stats["mean_hd95"]["std"],
         "classes": classes,
         "hd95_units": "mm (pixels for images without spacing)",
+        "empty_classes": EMPTY_CLASS_RULE,
     }
 
 

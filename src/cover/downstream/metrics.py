@@ -1,13 +1,20 @@
 """Segmentation and classification scores (MONAI / scikit-learn), per case and summarised.
 
-Segmentation, per foreground class (background excluded):
+Segmentation, per foreground class (background excluded), with the empty-class rule of
+nnU-Net (:data:`EMPTY_CLASS_RULE`, also written into ``metrics.json`` and ``results.md``):
 
-- Dice ``2|P ∩ G| / (|P| + |G|)`` (MONAI ``compute_dice``); a class absent from both the
-  prediction and the label scores 1, absent from the label only 0.
+- Dice ``2|P ∩ G| / (|P| + |G|)`` (MONAI ``compute_dice``).
 - HD95: the 95th percentile of the symmetric surface distances (MONAI
   ``compute_hausdorff_distance``, ``percentile=95``) in the image's spacing units (mm for
-  files with geometry, pixels for plain images); NaN when the class is empty in the
-  prediction or the label.
+  files with geometry, pixels for plain images).
+- A class absent from both the prediction and the label is not scored: Dice and HD95 are NaN
+  and the case does not enter that class's means (never Dice 1).
+- A class present in only one of them (missed, or predicted where the label has none) scores
+  Dice 0 and the worst HD95, the diagonal of the image's extent ``sqrt(sum((n_i s_i)^2))``
+  (the BraTS convention, 373.13 mm for 240x240x155 at 1 mm); MONAI's ``ignore_empty`` would
+  instead drop a prediction on an empty label, i.e. not count a false positive.
+
+So Dice and HD95 are computed on the same (case, class) pairs.
 
 Classification: ROC AUC (binary: of the positive class; more classes: one-vs-rest macro
 average) and accuracy; AUC is NaN when the labels hold one class only.
@@ -24,6 +31,12 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.networks.utils import one_hot
+
+EMPTY_CLASS_RULE = (
+    "a class absent from both prediction and reference is not scored (Dice and HD95 NaN, left out of the means); "
+    "a class in only one of them scores Dice 0 and HD95 = the image diagonal (worst case); "
+    "per-case mean over the scored classes, per-class mean over the cases that score it"
+)
 
 
 def segmentation_scores(
@@ -44,19 +57,27 @@ def segmentation_scores(
 
     Returns:
         ``{"dice": [K-1 values], "hd95": [K-1 values]}`` for classes ``1 … K-1`` (no
-        ``hd95`` entry when not asked for).
+        ``hd95`` entry when not asked for); NaN for a class absent from both maps.
     """
     pred = one_hot(prediction.long().cpu()[None, None], num_classes)
     true = one_hot(label.long().cpu()[None, None], num_classes)
+    spatial = tuple(range(1, pred.ndim - 1))  # of pred[0]: (K, *spatial)
+    in_pred = pred[0, 1:].sum(dim=spatial) > 0  # (K-1,)
+    in_true = true[0, 1:].sum(dim=spatial) > 0
+    scored = in_pred | in_true
     dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0]
+    dice = torch.where(scored, dice, torch.full_like(dice, math.nan))
     if not hd95:
         return {"dice": [float(v) for v in dice]}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MONAI warns about empty classes; they give NaN
+        warnings.simplefilter("ignore")  # MONAI warns about empty classes; handled below
         distances = compute_hausdorff_distance(
             pred, true, include_background=False, percentile=95, spacing=list(spacing) if spacing else None
-        )[0]
-    distances = torch.where(torch.isinf(distances), torch.full_like(distances, math.nan), distances)
+        )[0].double()
+    steps = [float(s) for s in spacing] if spacing else [1.0] * len(spatial)
+    worst = math.sqrt(sum((n * s) ** 2 for n, s in zip(prediction.shape, steps, strict=True)))
+    distances = torch.where(in_pred & in_true, distances, torch.full_like(distances, worst))
+    distances = torch.where(scored, distances, torch.full_like(distances, math.nan))
     return {"dice": [float(v) for v in dice], "hd95": [float(v) for v in distances]}
 
 
