@@ -22,6 +22,7 @@ import torch
 import yaml
 
 import cover.downstream.finetune as finetune_module
+from _support.clock import SteppingTime
 from _support.processes import (
     ENV,
     act_when_written,
@@ -182,6 +183,21 @@ def test_checkpoints_hold_the_training_state_as_plain_values(seg2d, tmp_path):
     assert json.loads(json.dumps(state["config"])) == state["config"]
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert state_digest(state["model"]) == state_digest(last)
+
+
+def test_log_seconds_continue_after_a_resume(seg2d, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setattr(finetune_module, "time", SteppingTime())
+    finetune(**tiny(seg2d, run))
+    checkpoint_path(run, 6).unlink()  # as if killed after step 4's checkpoint
+    monkeypatch.setattr(finetune_module, "time", SteppingTime())  # a new process: its clock restarts
+    finetune(out=str(run), resume="auto")
+    seconds = columns(run)["seconds"]
+    assert sorted(seconds) == [1, 2, 3, 4, 5, 6]
+    values = [seconds[s] for s in sorted(seconds)]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False)), values
+    stored = load_checkpoint(checkpoint_path(run, 4))["progress"]["seconds"]
+    assert seconds[4] < stored < seconds[5]
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])

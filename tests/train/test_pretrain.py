@@ -4,6 +4,8 @@ import shutil
 import numpy as np
 import pytest
 
+import cover.train.pretrain as pretrain_module
+from _support.clock import SteppingTime
 from cover.errors import ConfigError
 from cover.train.checkpoint import list_checkpoints, load_checkpoint
 from cover.train.logger import read_log
@@ -59,6 +61,22 @@ def test_resume_continues_with_the_same_losses(tmp_path):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=0, atol=1e-6)
     state = load_checkpoint(list_checkpoints(part)[-1])
     assert state["step"] == 8 and state["metadata"]["spatial_dims"] == 2
+
+
+def test_log_seconds_continue_after_a_resume(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    monkeypatch.setattr(pretrain_module, "time", SteppingTime())
+    pretrain(**tiny(full, steps=8, checkpoint_every=4, keep_checkpoints=5))
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    list_checkpoints(part)[-1].unlink()  # as if killed after step 4's checkpoint
+    monkeypatch.setattr(pretrain_module, "time", SteppingTime())  # a new process: its clock restarts
+    pretrain(**tiny(part, steps=8, checkpoint_every=4, resume="auto"))
+    seconds = read_log(part / "log.csv")["seconds"]
+    assert read_log(part / "log.csv")["step"] == list(range(1, 9))
+    assert all(b > a for a, b in zip(seconds, seconds[1:], strict=False)), seconds
+    stored = load_checkpoint(list_checkpoints(part)[0])["seconds"]
+    assert seconds[3] < stored < seconds[4]  # step 4's row, its checkpoint, then the resumed step 5
 
 
 def test_refuses_non_empty_output_of_another_run(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402
 
-from cover.train.logger import read_log  # noqa: E402
+from cover.train.logger import read_series  # noqa: E402
 
 
 def plot_losses(log_csv: str | Path, out_png: str | Path, columns: tuple[str, ...] = ("loss_vec", "loss_con")) -> None:
@@ -23,15 +23,14 @@ def plot_losses(log_csv: str | Path, out_png: str | Path, columns: tuple[str, ..
         out_png: Destination PNG.
         columns: Columns to plot (missing ones are skipped).
     """
-    log = read_log(log_csv)
-    present = [c for c in columns if log.get(c)]
+    log = read_series(log_csv)
+    present = [c for c in columns if log.get(c, ((), ()))[1]]
     if not present:
-        present = [c for c in ("loss",) if log.get(c)]
+        present = [c for c in ("loss",) if log.get(c, ((), ()))[1]]
     fig, axes = plt.subplots(1, max(1, len(present)), figsize=(4.5 * max(1, len(present)), 3.2), squeeze=False)
-    steps = np.asarray(log.get("step", []))
     for ax, column in zip(axes[0], present, strict=False):
-        values = np.asarray(log[column])
-        ax.plot(steps[: len(values)], values, lw=1.0, alpha=0.4, label="logged")
+        steps, values = (np.asarray(v) for v in log[column])  # each value at the step it was logged
+        ax.plot(steps, values, lw=1.0, alpha=0.4, label="logged")
         if len(values) >= 5:
             k = max(2, len(values) // 10)
             smooth = np.convolve(values, np.ones(k) / k, mode="valid")

@@ -281,6 +281,7 @@ class _Progress:
         last_val: Latest validation metrics.
         skipped: Non-finite steps skipped.
         early_stopped: Whether early stopping ended the run.
+        seconds: Training time up to this state, summed over resumed runs (``log.csv``).
     """
 
     best: float = -math.inf
@@ -290,6 +291,7 @@ class _Progress:
     last_val: dict[str, float] = dataclasses.field(default_factory=dict)
     skipped: int = 0
     early_stopped: bool = False
+    seconds: float = 0.0
 
 
 def _find_start(config: FinetuneConfig) -> tuple[dict[str, Any] | None, Path | None]:
@@ -494,6 +496,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         )
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=progress.skipped)
     tic = last_save = time.monotonic()
+    clock = tic - progress.seconds  # log.csv's seconds continue from the resumed state's
     done = start
     network.train()
     bar = tqdm(total=config.steps, initial=start, desc="finetune", dynamic_ncols=True, disable=not context.is_main)
@@ -533,7 +536,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
                 row = validate(done) if val and (done % config.val_every == 0 or done == config.steps) else {}
                 if logger is not None and (done % config.log_every == 0 or done == config.steps or row):
                     last = progress.history[-1] if progress.history else math.nan
-                    row.update(loss=last, lr=scheduler.get_last_lr()[0], seconds=time.monotonic() - tic)
+                    row.update(loss=last, lr=scheduler.get_last_lr()[0], seconds=time.monotonic() - clock)
                     logger.log(done, row)
                 bar.update(1)
                 if progress.history:
@@ -551,6 +554,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
                     or stop
                     or any_rank(minutes_due, context)
                 ):
+                    progress.seconds = time.monotonic() - clock
                     save_state(done)
                     last_save = time.monotonic()
                 if stop:

@@ -72,3 +72,25 @@ def read_log(path: str | Path) -> dict[str, list[float]]:
     if not rows:
         return {}
     return {key: [float(row[key]) for row in rows if row[key] not in ("", None)] for key in rows[0]}
+
+
+def read_series(path: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Read ``log.csv`` into per-column ``(steps, values)``, keeping each value's own step.
+
+    Columns logged on some rows only (validation scores) are paired with the steps of the rows
+    that hold them, not with the first steps of the log.
+
+    Args:
+        path: The CSV file.
+
+    Returns:
+        Column name (``step`` excluded) to ``(steps, values)``.
+    """
+    with Path(path).open() as stream:
+        rows = list(csv.DictReader(stream))
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for key in rows[0] if rows else []:
+        if key != "step":
+            kept = [row for row in rows if row[key] not in ("", None)]
+            series[key] = ([int(row["step"]) for row in kept], [float(row[key]) for row in kept])
+    return series

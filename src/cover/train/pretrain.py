@@ -165,6 +165,7 @@ def _checkpoint_state(
     step: int,
     metadata: dict[str, Any],
     skipped: int,
+    seconds: float = 0.0,
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
@@ -180,6 +181,7 @@ def _checkpoint_state(
         # data-loading state a resume needs; items come from their own (index, seed) keys.
         "data_order": {"sampler": "step-indexed", "seed": config.seed, "next_step": step},
         "nonfinite_steps": skipped,
+        "seconds": seconds,  # training time so far, summed over resumed runs
     }
 
 
@@ -291,7 +293,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
     )
     scaler = grad_scaler(config.amp, device)
-    start, skipped_before = 0, 0
+    start, skipped_before, seconds_before = 0, 0, 0.0
     if state is not None:
         load_states(
             state_path,
@@ -300,6 +302,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         )  # fmt: skip
         start = int(state["step"])
         skipped_before = int(state.get("nonfinite_steps", 0))
+        seconds_before = float(state.get("seconds", 0.0))
     elif config.resume and config.resume != "auto":
         raise ConfigError(f"resume: {config.resume} could not be used")
     train_set, heldout, data_metadata = build_datasets(config)
@@ -349,6 +352,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
     progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
     last_save, tic = time.monotonic(), time.monotonic()
+    clock = tic - seconds_before  # log.csv's seconds continue from the resumed checkpoint's
     history: dict[str, list[float]] = {}
     step = start
     with StopSignals() as signals:
@@ -391,7 +395,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                     if done % config.log_every == 0 or done == config.steps:
                         logger.log(
                             done,
-                            {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - tic},
+                            {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - clock},
                         )
                 minutes_due = (
                     config.checkpoint_minutes is not None
@@ -404,10 +408,11 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                     or stop
                     or any_rank(minutes_due, context)
                 ):
+                    elapsed = time.monotonic() - clock
                     if context.is_main:
                         save_checkpoint(
                             _checkpoint_state(
-                                config, model, optimizer, scheduler, scaler, done, metadata, guard.skipped
+                                config, model, optimizer, scheduler, scaler, done, metadata, guard.skipped, elapsed
                             ),
                             checkpoint_path(out, done),
                         )
