@@ -216,3 +216,37 @@ def test_channels_last_fine_tuning_matches_the_default_layout(seg2d, tmp_path):
     weights = torch.load(tmp_path / "channels_last" / "last.pt", weights_only=True)["model"]
     reference = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)["model"]
     assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in reference.items()}
+
+
+def _relabel_all_but_the_labeled_case(seg_task, root, seed):
+    """Four cases; the one ``--num-labeled 1`` draws keeps labels 0-2, the others' boxes become 7."""
+    from cover.downstream.cases import split_cases
+
+    images, labels = seg_task(root, dim=2, n=4, side=32, seed=seed)
+    labeled = split_cases(4, seed=0, val_fraction=0.0, num_labeled=1)["train"]
+    for i in set(range(4)) - set(labeled):
+        path = f"{labels}/case{i:02d}_seg.png"
+        label = np.asarray(Image.open(path))
+        Image.fromarray(np.where(label == 2, 7, label).astype(np.uint8)).save(path)
+    return images, labels, labeled[0]
+
+
+def test_classes_come_from_every_label_not_only_the_labeled_subset(seg_task, tmp_path):
+    images, labels, labeled = _relabel_all_but_the_labeled_case(seg_task, tmp_path / "task", seed=4)
+    assert np.asarray(Image.open(f"{labels}/case{labeled:02d}_seg.png")).max() == 2
+    options = dict(num_labeled=1, val_fraction=0.0, steps=2, seed=0)
+    summary = finetune(**seg_options(images, labels, tmp_path / "run", dim=2, **options))
+    assert summary["num_classes"] == 8 and summary["num_train"] == 1 and summary["num_unused"] == 3
+    result = evaluate(summary["checkpoint"], images, labels, out=tmp_path / "eval")  # no "holds label 7"
+    assert result["num_cases"] == 4 and set(result["classes"]) == {str(k) for k in range(1, 8)}
+    assert result["classes"]["7"]["scored_cases"] == 3
+
+
+def test_class_names_set_the_number_of_classes(seg_task, tmp_path):
+    images, labels, _ = _relabel_all_but_the_labeled_case(seg_task, tmp_path / "task", seed=4)
+    names = [f"c{k}" for k in range(9)]
+    options = dict(num_labeled=1, val_fraction=0.0, steps=1, seed=0)
+    summary = finetune(**seg_options(images, labels, tmp_path / "run", dim=2, class_names=names, **options))
+    assert summary["num_classes"] == 9 and summary["class_names"] == names
+    with pytest.raises(Exception, match=r"case0\d_seg.png: holds label 7 but class_names has 3 names"):
+        finetune(**seg_options(images, labels, tmp_path / "few", dim=2, class_names=["a", "b", "c"], **options))

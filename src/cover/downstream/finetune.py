@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import cover
 from cover.config import run_values, save_yaml, to_dict
+from cover.data.readers import read_image
 from cover.data.record import data_error
 from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
@@ -190,7 +191,15 @@ def _load(cases: list[Case], config: FinetuneConfig, preset: str | None, desc: s
     ]
 
 
-def _num_classes(config: FinetuneConfig, loaded: list[LoadedCase], class_names: list[str] | None) -> int:
+def _num_classes(
+    config: FinetuneConfig, loaded: list[LoadedCase], class_names: list[str] | None, others: list[Case]
+) -> int:
+    """Number of classes ``K``: from every label given, not only the labeled subset.
+
+    Segmentation: ``num_classes``, else one per ``class_names``, else the largest label over
+    the training, validation and unused (``others``) label maps plus one, so a run on a few
+    labeled cases gets the head the whole label set needs.
+    """
     if config.task == "cls":
         found = len(class_names or [])
         if found < 2:
@@ -198,13 +207,23 @@ def _num_classes(config: FinetuneConfig, loaded: list[LoadedCase], class_names: 
         if config.num_classes is not None and config.num_classes < found:
             raise ConfigError(f"num_classes: {config.num_classes} but the labels hold {found} classes")
         return config.num_classes or found
-    top = max(int(c.label.max()) for c in loaded)
-    if config.num_classes is None:
-        return max(2, top + 1)
-    if top >= config.num_classes:
-        bad = next(c for c in loaded if int(c.label.max()) == top)
-        raise data_error(bad.case.label, f"holds label {top} but num_classes is {config.num_classes}")
-    return config.num_classes
+    tops = [(int(c.label.max()), c.case.label) for c in loaded]
+    tops += [(_label_maximum(c.label), c.label) for c in others if c.label is not None]
+    top, path = max(tops, key=lambda item: item[0])
+    if config.num_classes is not None:
+        if top >= config.num_classes:
+            raise data_error(path, f"holds label {top} but num_classes is {config.num_classes}")
+        return config.num_classes
+    if config.class_names:
+        if top >= len(config.class_names):
+            raise data_error(path, f"holds label {top} but class_names has {len(config.class_names)} names")
+        return len(config.class_names)
+    return max(2, top + 1)
+
+
+def _label_maximum(path: Any) -> int:
+    """Largest (rounded) value of a label map that is not trained on."""
+    return int(np.rint(read_image(str(path)).array.max()))
 
 
 @torch.no_grad()
@@ -373,7 +392,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         _write_split(out, config, train_cases, val_cases, unused)
     train = _load(train_cases, config, preset, "loading training cases")
     val = _load(val_cases, config, preset, "loading validation cases")
-    num_classes = _num_classes(config, train + val, class_names)
+    num_classes = _num_classes(config, train + val, class_names, unused)
     names = list(config.class_names) if config.class_names else class_names
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"class_names: {len(names)} names for {num_classes} classes")
