@@ -51,6 +51,16 @@ def test_elastic_views_have_a_non_affine_phi_gt():
         assert low <= np.abs(residual).max() < high, elastic
 
 
+def test_appearance_changes_reach_view_a_only():
+    """Same seed with and without appearance changes: identical view b and phi_gt, changed view a."""
+    source = smooth_images(2, (48, 40))
+    plain = ViewGenerator(no_appearance(ViewConfig.reference(2)), (32, 32))(source, torch.Generator().manual_seed(3))
+    full = ViewGenerator(ViewConfig.reference(2), (32, 32))(source, torch.Generator().manual_seed(3))
+    assert torch.equal(plain.view_b, full.view_b) and torch.equal(plain.phi_gt, full.phi_gt)
+    assert torch.equal(plain.mask, full.mask)
+    assert float((plain.view_a - full.view_a).abs().mean()) > 0.01
+
+
 def test_views_are_reproducible_from_the_generator_seed():
     gen = ViewGenerator(ViewConfig.reference(2), (16, 16))
     x = torch.rand(2, 1, 24, 24)

@@ -14,7 +14,7 @@ first on the union of all selected tests; it must pass, or every verdict would b
 Usage (from the repository root; about 3-4 minutes on 2 cores)::
 
     OMP_NUM_THREADS=1 python tools/mutation_check.py              # all mutants, 2 workers
-    python tools/mutation_check.py --only vpa-                     # mutants whose name contains "vpa-"
+    python tools/mutation_check.py --only vpa-,resize-             # mutants whose name contains either
     python tools/mutation_check.py --list                          # names and files only
 
 Exit status 0 only when every mutant is killed (or listed in ``EQUIVALENT`` with its reason).
@@ -62,6 +62,8 @@ VPA = "src/cover/nn/vpa.py"
 MOV = "src/cover/nn/mov.py"
 VIEWS = "src/cover/views.py"
 COVER = "src/cover/methods/cover.py"
+DENSE = "src/cover/methods/dense_infonce.py"
+INFONCE = "src/cover/methods/infonce.py"
 LOSSES = "src/cover/methods/losses.py"
 METRICS = "src/cover/downstream/metrics.py"
 INFERENCE = "src/cover/downstream/inference.py"
@@ -74,6 +76,7 @@ T_MOV = "tests/nn/test_mov.py"
 T_VIEWS = "tests/test_views.py"
 T_COVER = "tests/methods/test_cover.py"
 T_LOSSES = "tests/methods/test_losses.py"
+T_BASELINES = "tests/methods/test_baselines.py"
 T_REGISTER = "tests/downstream/test_register.py"
 T_EVALUATE = "tests/downstream/test_evaluate.py"
 T_METRICS = "tests/downstream/test_metrics.py"
@@ -252,6 +255,14 @@ MUTANTS: list[Mutant] = [
         (T_VIEWS + "::test_elastic_views_have_a_non_affine_phi_gt",),
         "elastic setting has no effect",
     ),
+    Mutant(
+        "views-appearance-in-view-b",
+        VIEWS,
+        "view_b = sample_at(source, crop_coords + phi_gt)",
+        "view_b = sample_at(self.appearance(source, generator), crop_coords + phi_gt)",
+        (T_VIEWS + "::test_appearance_changes_reach_view_a_only",),
+        "view b gets noise, blur and in-painting too",
+    ),
     # ------------------------------------------------------------- COVER losses (cover.methods)
     Mutant(
         "con-warp-inverse",
@@ -317,6 +328,31 @@ MUTANTS: list[Mutant] = [
         (T_LOSSES,),
         "invalid voxels enter the consistency loss",
     ),
+    # ---------------------------------------------------- baselines (cover.methods, same views)
+    Mutant(
+        "dense-infonce-partner-wrong-way",
+        DENSE,
+        "coords_a = coords_b + phi",
+        "coords_a = coords_b - phi",
+        (T_BASELINES + "::test_dense_infonce_pairs_corresponding_pixels_through_phi_gt",),
+        "positives read at p - phi_gt(p)",
+    ),
+    Mutant(
+        "dense-infonce-level-corner-convention",
+        DENSE,
+        "level_coords = (coords + 0.5) / factor - 0.5",
+        "level_coords = coords / factor",
+        (T_BASELINES,),
+        "coarse levels read with the corner-aligned convention",
+    ),
+    Mutant(
+        "nt-xent-temperature-multiplied",
+        INFONCE,
+        "logits = local @ z.T / temperature",
+        "logits = local @ z.T * temperature",
+        (T_BASELINES,),
+        "similarities multiplied by the temperature",
+    ),
     # ------------------------------------------------ whole-image inference (cover.downstream)
     Mutant(
         "inference-pads-at-start",
@@ -350,6 +386,14 @@ MUTANTS: list[Mutant] = [
         "phi = crop_padding(model.predict_field(fixed_p, moving_p), pads)",
         (T_REGISTER + "::test_network_field_alone_beats_the_identity_on_known_deformations",),
         "the network is asked for the inverse field",
+    ),
+    Mutant(
+        "refine-start-not-rescaled",
+        REGISTER_FIT,
+        "start = pool(phi.detach(), coarse) * factors.view(1, ndim, *[1] * ndim)",
+        "start = pool(phi.detach(), coarse)",
+        (T_REGISTER + "::test_refinement_starts_from_the_network_field_on_its_coarse_grid",),
+        "the coarse refinement grid starts with full-grid voxel values",
     ),
     Mutant(
         "register-affine-not-applied-to-field",
@@ -413,13 +457,14 @@ def check(mutant: Mutant, copy: Path, timeout: float) -> tuple[str, float, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the check; exit status 0 only if every selected mutant is killed (or known equivalent)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run mutants whose name contains this text")
+    parser.add_argument("--only", default="", help="run mutants whose name contains this text (comma-separated: any)")
     parser.add_argument("--workers", type=int, default=2, help="mutants run in parallel (default 2)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pytest run")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
     args = parser.parse_args(argv)
-    selected = [m for m in MUTANTS if args.only in m.name]
+    wanted = [part for part in args.only.split(",") if part] or [""]
+    selected = [m for m in MUTANTS if any(part in m.name for part in wanted)]
     if args.list:
         for m in selected:
             print(f"{m.name:38s} {m.file}: {m.why}")

@@ -181,6 +181,20 @@ def mni_slice(size: int = 64) -> torch.Tensor:
     return axial_slices(load_mni("t1"), [TEST_SLAB[0] + 4], (96, 96))[:, :, 16 : 16 + size, 16 : 16 + size]
 
 
+def test_refinement_starts_from_the_network_field_on_its_coarse_grid():
+    """With no steps, refinement returns its coarse parameterisation of the starting field: for
+    an affine field (area average = value at the block centre) that is the same field wherever
+    the coarse grid's centres surround the voxel."""
+    matrix = torch.tensor([[1.3, -0.4], [0.25, 0.8]])
+    phi = affine_field(matrix[None], torch.tensor([[3.0, -2.0]]), (64, 48))
+    image = torch.rand(1, 1, 64, 48)
+    refined, losses = register_fit.refine_field(image, image, phi, steps=0, grid=4)
+    assert losses == []
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # (p + 0.5) / 4 - 0.5 within [0, n - 1]
+    torch.testing.assert_close(refined[inner], phi[inner], atol=1e-4, rtol=0)
+    assert float(phi.abs().mean()) > 5.0
+
+
 def test_fit_affine_recovers_a_known_affine():
     moving = mni_slice()
     matrix = torch.tensor([[1.06, 0.05], [-0.07, 0.97]])
