@@ -202,3 +202,21 @@ def test_default_output_folder_depends_on_the_dimension_also_on_resume(tmp_path,
     (saved / "config.yaml").write_text("dim: 3\nsteps: 7\n")
     values = run_values({}, {"dim": 3, "resume": "auto"}, lambda v: default_pretrain_out(v.get("dim", 2)))
     assert values["steps"] == 7  # the 3D run's own settings, found without --out
+
+
+def test_network_options_at_the_top_of_a_yaml_file_go_under_model(tmp_path):
+    from cover.config import lift_model_keys, resolve_pretrain_config, run_values
+    from cover.downstream.config import resolve_finetune_config
+
+    path = tmp_path / "top.yaml"
+    path.write_text("window_radius: 1\nheads: [2, 2, 1]\nchannels: [8, 16, 32, 16, 8]\nhead_dim: 4\n")
+    config = resolve_pretrain_config(run_values(str(path), {}, "out"))
+    assert config.model.window_radius == 1 and config.model.heads == (2, 2, 1)
+    assert config.model.channels == (8, 16, 32, 16, 8) and config.model.head_dim == 4
+    # the command line (nested, as cli.py builds it) wins over the file's top level
+    config = resolve_pretrain_config(run_values(str(path), {"model": {"window_radius": 3}}, "out"))
+    assert config.model.window_radius == 3
+    assert resolve_finetune_config({"channels": [8, 16, 32, 16, 8]}).model.channels == (8, 16, 32, 16, 8)
+    assert lift_model_keys({"steps": 3, "model": {"heads": [1]}}) == {"steps": 3, "model": {"heads": [1]}}
+    with pytest.raises(ConfigError, match=r"^window_radius: given as 1 and as model.window_radius 2; give it once$"):
+        lift_model_keys({"window_radius": 1, "model": {"window_radius": 2}})

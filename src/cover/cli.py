@@ -62,6 +62,9 @@ def pretrain(
     seed: SeedOpt = None,
     preset: Annotated[str | None, typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, ...")] = None,
     spacing: Annotated[str | None, typer.Option(help="Resample volumes to this spacing in mm, e.g. 1.5,1.5,2.")] = None,
+    in_channels: Annotated[
+        int | None, typer.Option(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
+    ] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
     checkpoint_minutes: Annotated[float | None, typer.Option(help="Also checkpoint every this many minutes.")] = None,
@@ -89,6 +92,7 @@ def pretrain(
         "seed": seed,
         "preset": preset,
         "spacing": spacing,
+        "in_channels": in_channels,
         "num_workers": num_workers,
         "checkpoint_every": checkpoint_every,
         "checkpoint_minutes": checkpoint_minutes,

@@ -315,7 +315,8 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
         values = load_yaml(config)
     else:
         values = dict(config or {})
-    values = deep_merge(values, {k: v for k, v in options.items() if v is not None})
+    given = lift_model_keys({k: v for k, v in options.items() if v is not None})
+    values = deep_merge(lift_model_keys(values), given)
     if values.get("resume"):
         fallback = default_out(values) if callable(default_out) else default_out
         saved = Path(values.get("out") or fallback) / "config.yaml"
@@ -325,6 +326,31 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
                 merged.pop(key, None)
             values = deep_merge(merged, values)
     return values
+
+
+#: Options of the network that the command line and the YAML top level name without ``model.``
+#: (``--window-radius`` / ``window_radius: 1`` = ``model: {window_radius: 1}``).
+MODEL_KEYS = ("backbone", "channels", "heads", "head_dim", "window_radius", "backbone_args")
+
+
+def lift_model_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Move top-level network options (:data:`MODEL_KEYS`) under ``model``.
+
+    Raises:
+        ConfigError: An option given both at the top level and under ``model`` with other values.
+    """
+    flat = {key: values[key] for key in MODEL_KEYS if key in values}
+    if not flat:
+        return values
+    model = values.get("model") or {}
+    if not isinstance(model, dict):
+        return values  # update_dataclass reports "model: expected a mapping"
+    for key, value in flat.items():
+        if key in model and model[key] != value:
+            raise ConfigError(f"{key}: given as {value!r} and as model.{key} {model[key]!r}; give it once")
+    out = {k: v for k, v in values.items() if k not in flat}
+    out["model"] = {**model, **flat}
+    return out
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +439,7 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
     Returns:
         The resolved, validated :class:`PretrainConfig`.
     """
-    values = {k: v for k, v in values.items() if v is not None}
+    values = lift_model_keys({k: v for k, v in values.items() if v is not None})
     probe = update_dataclass(PretrainConfig(), {k: values[k] for k in ("dim", "data") if k in values})
     dim = probe.dim
     base = dict(DEMO_OVERRIDES[dim] if probe.is_demo else DATA_DEFAULTS[dim])

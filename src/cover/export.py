@@ -156,8 +156,8 @@ def describe(state: dict[str, Any], source: Path, backbone: nn.Module) -> dict[s
     meta = dict(state.get("metadata") or {})
     data = dict(meta.get("data") or {})
     spacing = data.get("spacing")
-    if spacing is None and data.get("spacings"):
-        spacing = data["spacings"] if len(data["spacings"]) > 1 else data["spacings"][0]
+    if spacing is None and len(data.get("spacings") or []) == 1:  # checkpoints written before spacing_note
+        spacing = data["spacings"][0]
     description = {
         "format": EXPORT_FORMAT,
         "method": meta.get("method"),
@@ -169,6 +169,7 @@ def describe(state: dict[str, Any], source: Path, backbone: nn.Module) -> dict[s
         "divisor": int(backbone.divisor),
         "preset": data.get("preset"),
         "spacing": spacing,
+        "spacing_note": data.get("spacing_note"),
         "orientation": data.get("orientation"),
         "axis_order": data.get("axis_order")
         or "array axis order: tensors are (B, C, H, W) in 2D and (B, C, D, H, W) in 3D",

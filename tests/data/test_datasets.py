@@ -288,3 +288,39 @@ def test_build_pretrain_dataset_from_folder_and_datalist(folder, tmp_path):
             cache_dir=None,
             on_bad_file="skip",
         )
+
+
+def test_pretrain_metadata_records_the_preset_used_and_one_spacing_per_axis(tmp_path, make_nifti):
+    ct = np.full((10, 12, 6), -1024.0, np.float32)
+    ct[2:8, 3:9, 1:5] = 40.0
+    ct[4:6, 5:7, 2:4] = 1500.0
+    make_nifti(tmp_path / "same" / "a.nii.gz", ct, np.diag([0.8, 0.8, 2.0, 1.0]))
+    make_nifti(tmp_path / "same" / "b.nii.gz", ct + 1.0, np.diag([0.8, 0.8, 2.0, 1.0]))
+    options = {"dim": 3, "source_size": (8, 8, 4), "spacing": None, "cache_dir": None, "on_bad_file": "error"}
+    _, meta = build_pretrain_dataset(str(tmp_path / "same"), preset=None, **options)
+    assert meta["preset"] == "ct:-1000,1000" and meta["presets"] == {"ct:-1000,1000": 2}
+    assert meta["preset_note"].startswith("intensity preset chosen per file (no --preset): ct:-1000,1000 for 2")
+    assert "values -1024..1500 look like CT in HU" in meta["preset_note"]
+    assert meta["spacing"] == pytest.approx([0.8, 0.8, 2.0])
+    assert meta["spacing_note"] == "all 2 file(s) have this spacing (not resampled)"
+
+    make_nifti(tmp_path / "mixed" / "a.nii.gz", ct, np.diag([0.8, 0.8, 2.0, 1.0]))
+    make_nifti(tmp_path / "mixed" / "b.nii.gz", _volume((10, 12, 6)), np.diag([1.0, 0.7, 3.0, 1.0]))
+    _, meta = build_pretrain_dataset(str(tmp_path / "mixed"), preset=None, **options)
+    assert meta["preset"] == "per-file" and meta["presets"] == {"ct:-1000,1000": 1, "minmax": 1}
+    assert meta["spacing"] is None
+    assert meta["spacing_note"] == (
+        "per case: the 2 files have 2 different spacings (from [0.8, 0.7, 2.0] to [1.0, 0.8, 3.0] mm per axis) "
+        "and were not resampled; pass --spacing to resample them to one"
+    )
+    _, meta = build_pretrain_dataset(str(tmp_path / "mixed"), preset="ct:-175,250", **options)
+    assert meta["preset"] == "ct:-175,250"
+    assert meta["preset_note"] == "intensity preset ct:-175,250 (given) for 2 file(s)"
+
+
+def test_slices2d_takes_the_thin_axis_of_a_one_slice_volume(tmp_path, make_nifti):
+    plane = np.arange(30 * 20, dtype=np.float32).reshape(30, 20)
+    make_nifti(tmp_path / "d" / "sagittal.nii.gz", plane[None], np.eye(4))  # (1, 30, 20): thin axis 0
+    store = CachedVolumeStore([tmp_path / "d" / "sagittal.nii.gz"], "none")
+    dataset = Slices2DDataset(store, (30, 20), axis=2, min_foreground=0.0)
+    np.testing.assert_array_equal(dataset[(0, 5)].numpy()[0], plane)

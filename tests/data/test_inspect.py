@@ -37,7 +37,6 @@ def test_inspect_real_files(real_folder):
         "CT_small.dcm",
         "MR_small.dcm",
         "RG1_UNCI.dcm",
-        "US1_UNCR.dcm",
         MNI_T1.name,
     }
     ct = by_name["CT_small.dcm"]
@@ -45,15 +44,17 @@ def test_inspect_real_files(real_folder):
     assert ct.minimum < -500 and ct.spacing == pytest.approx((0.661468, 0.661468))  # HU
     assert by_name["MR_small.dcm"].modality == "MR"
     assert by_name["RG1_UNCI.dcm"].modality == "CR"
-    assert by_name["US1_UNCR.dcm"].modality == "US"
     mni = by_name[MNI_T1.name]
     assert mni.shape == (1, 197, 233, 189) and mni.orientation == "RAS"
     assert mni.spacing == (1.0, 1.0, 1.0) and mni.maximum > mni.minimum
     failures = {p.name: reason for p, reason in report.failures}
-    assert set(failures) == {"rtplan.dcm", "broken.png"}
+    assert set(failures) == {"rtplan.dcm", "broken.png", "US1_UNCR.dcm"}
+    # a colour ultrasound is not mixed into grey, as training would not (in_channels: 3 keeps it)
+    assert "colour DICOM image whose 3 samples per pixel differ" in failures["US1_UNCR.dcm"]
+    assert inspect_data(real_folder / "US1_UNCR.dcm", channels=True).files[0].modality == "US"
     assert "no pixel data" in failures["rtplan.dcm"]
     assert [p.name for p in report.ignored] == ["notes.txt"]
-    assert report.counts() == {"dicom": (4, 1), "nifti": (1, 0), "png": (0, 1)}
+    assert report.counts() == {"dicom": (3, 2), "nifti": (1, 0), "png": (0, 1)}
 
 
 def test_monochrome1_radiograph_is_inverted(real_folder):
@@ -68,7 +69,7 @@ def test_report_text_is_aligned(real_folder):
     text = run_inspect(str(real_folder))
     lines = text.splitlines()
     assert lines[0].startswith(str(real_folder))
-    assert "5 image(s) readable, 2 unreadable, 1 other file(s) ignored" in lines[0]
+    assert "4 image(s) readable, 3 unreadable, 1 other file(s) ignored" in lines[0]
     header = next(line for line in lines if line.startswith("file "))
     rows = [line for line in lines if line.startswith(("CT_small", "MR_small", "brain/"))]
     assert len(rows) == 3

@@ -104,3 +104,41 @@ def test_default_preset_for(modality, expected):
         path=Path("x.dcm"),
     )
     assert default_preset_for(record) == expected
+
+
+def _record(values: np.ndarray, modality: str | None = None) -> ImageRecord:
+    return ImageRecord(
+        array=values[None].astype(np.float32),
+        spacing=(1.0,) * values.ndim,
+        affine=None,
+        orientation=None,
+        modality=modality,
+        format="nrrd",
+        path=Path("x.nrrd"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "modality", "expected"),
+    [
+        (-1024, 3071, None, "ct:-1000,1000"),  # lung CT in NRRD: air, padding, bone
+        (-3024, 1800, None, "ct:-1000,1000"),  # scanner padding outside the field of view
+        (-1000, 250, None, "ct:-1000,1000"),  # a soft-tissue crop with air
+        (0, 4095, None, "minmax"),  # MR magnitude
+        (-4096, 4095, None, "minmax"),  # MR phase: reaches below any CT padding
+        (-3.2, 5.1, None, "minmax"),  # z-scored data
+        (-1024, 150, None, "minmax"),  # air and water only: no tissue above 200
+        (0, 4095, "MR", "mri:0.5,99.5"),  # the header wins
+        (-1024, 3071, "MR", "mri:0.5,99.5"),
+    ],
+)
+def test_choose_preset_reads_the_header_then_the_values(low, high, modality, expected):
+    from cover.data.presets import choose_preset
+
+    values = np.linspace(low, high, 60).reshape(3, 4, 5)
+    preset, why = choose_preset(_record(values, modality))
+    assert preset == expected
+    if modality is None and expected.startswith("ct"):
+        assert why == f"no modality in the header; values {low:g}..{high:g} look like CT in HU"
+    elif modality is not None:
+        assert why == f"modality {modality} in the header"

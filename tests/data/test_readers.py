@@ -208,10 +208,9 @@ def test_png_8bit_16bit_and_rgb(tmp_path):
     rgb[..., 0] = 100
     rgb[..., 1] = 200
     Image.fromarray(rgb).save(tmp_path / "c.png")
-    rec = read_image(tmp_path / "c.png")
-    assert rec.array.shape == (1, 3, 4)
-    np.testing.assert_allclose(rec.array[0], 0.299 * 100 + 0.587 * 200, rtol=1e-5)
-    assert read_image(tmp_path / "c.png", channels=True).array.shape == (3, 3, 4)
+    with pytest.raises(DataError, match=r"c\.png: is a colour image \(mode RGB\) whose 3 samples per pixel differ"):
+        read_image(tmp_path / "c.png")  # never mixed into grey without being asked
+    np.testing.assert_array_equal(read_image(tmp_path / "c.png", channels=True).array[:, 0, 0], [100, 200, 0])
 
 
 def test_tiff_16bit_and_stack(tmp_path):
@@ -367,3 +366,74 @@ def test_missing_unknown_and_folder_without_images(tmp_path):
     _assert_dataerror(tmp_path / "x.xyz", "unsupported file type")
     (tmp_path / "empty_dir").mkdir()
     _assert_dataerror(tmp_path / "empty_dir", "no DICOM series")
+
+
+# ------------------------------------------------------------ colour, vectors, 2D NIfTI
+
+
+def _palette_png(path, indices: np.ndarray, palette: list[int]) -> None:
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette(palette + [0] * (768 - len(palette)))
+    image.save(path)
+
+
+VOC = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # black, dark red, dark green, olive
+
+
+def test_palette_png_label_keeps_its_indices_and_image_is_not_greyed(tmp_path):
+    indices = np.zeros((5, 7), np.uint8)
+    indices[1:3, 2:6], indices[3, :3], indices[4, 6] = 1, 3, 2
+    _palette_png(tmp_path / "lab.png", indices, VOC)
+    assert Image.open(tmp_path / "lab.png").mode == "P"
+    np.testing.assert_array_equal(read_image(tmp_path / "lab.png", label=True).array[0], indices)
+    with pytest.raises(DataError, match=r"lab\.png: is a colour image \(mode P\) whose 3 samples"):
+        read_image(tmp_path / "lab.png")  # as an image the colours differ: refused, not 0.299 R + ...
+    grey = [v for i in range(4) for v in (i * 60,) * 3]  # a palette of greys: the grey values
+    _palette_png(tmp_path / "grey.png", indices, grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "grey.png").array[0], indices * 60.0)
+
+
+def test_grey_stored_as_rgb_or_with_opaque_alpha_is_its_grey(tmp_path):
+    grey = (np.arange(20, dtype=np.uint8).reshape(4, 5) * 13).astype(np.uint8)
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], -1), mode="LA").save(tmp_path / "la.png")
+    for name in ("rgb.png", "la.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).array[0], grey)
+    alpha = np.stack([grey, (np.arange(20).reshape(4, 5) * 7).astype(np.uint8)], -1)
+    Image.fromarray(alpha, mode="LA").save(tmp_path / "see-through.png")
+    with pytest.raises(DataError, match="see-through.png: .*varying transparency channel"):
+        read_image(tmp_path / "see-through.png")
+
+
+def test_vector_mhd_refused_unless_channels(tmp_path):
+    rng = np.random.default_rng(3)
+    values = rng.random((4, 5, 6, 4)).astype(np.float32)  # (z, y, x, component)
+    sitk.WriteImage(sitk.GetImageFromArray(values, isVector=True), str(tmp_path / "prob.mhd"))
+    with pytest.raises(DataError, match=r"prob\.mhd: is a vector image whose 4 samples per pixel differ.*in_channels"):
+        read_image(tmp_path / "prob.mhd")
+    record = read_image(tmp_path / "prob.mhd", channels=True)
+    assert record.array.shape == (4, 6, 5, 4)
+    # RAS canonical of an identity-direction ITK image: x and y reversed, component c -> channel c
+    np.testing.assert_array_equal(record.array[2, 0, 0, 1], values[1, -1, -1, 2])
+
+
+def test_true_2d_nifti_is_a_one_slice_volume_and_planar(tmp_path):
+    from cover.data.record import as_planar
+
+    values = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)
+    nib.save(nib.Nifti1Image(values, np.diag([0.5, 2.0, 3.0, 1.0])), str(tmp_path / "flat.nii.gz"))
+    record = read_image(tmp_path / "flat.nii.gz")
+    assert record.array.shape == (1, 5, 7, 1) and record.meta["original_shape"] == [5, 7]
+    planar = as_planar(record)
+    assert planar.array.shape == (1, 5, 7) and planar.spacing == (0.5, 2.0) and planar.affine is None
+    np.testing.assert_array_equal(planar.array[0], values)
+    assert planar.meta["plane_of_volume"]["axis"] == 2 and planar.meta["plane_of_volume"]["shape"] == [5, 7, 1]
+    nib.save(nib.Nifti1Image(values[None], np.eye(4)), str(tmp_path / "sagittal.nii.gz"))  # (1, 5, 7)
+    planar = as_planar(read_image(tmp_path / "sagittal.nii.gz"))
+    assert planar.array.shape == (1, 5, 7) and planar.meta["plane_of_volume"]["axis"] == 0
+    assert as_planar(read_image(make_volume(tmp_path / "thick.nii.gz"))) is None
+
+
+def make_volume(path):
+    nib.save(nib.Nifti1Image(np.zeros((3, 4, 2), np.float32), np.eye(4)), str(path))
+    return path

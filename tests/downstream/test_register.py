@@ -305,7 +305,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
         (["register", "--fixed", tmp_path / "f.npy", "--moving", tmp_path / "f.npy"], "checkpoint: required"),
         (
             [*base, "--moving", tmp_path / "f.npy", "--moving-labels", tmp_path / "big.npy", "--out", tmp_path / "o5"],
-            "does not match",
+            "has shape 40x32 but its image is 32x32 (label map of",
         ),
     ]
     for args, words in cases:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cover.data.discovery import find_images, load_datalist
+from cover.data.discovery import find_images, find_unlabeled_images, load_datalist
+from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.data.store import CachedVolumeStore, skipped_message
 from cover.errors import ConfigError
@@ -108,7 +109,8 @@ class Slices2DDataset(_StoreDataset):
         store: The decoded images.
         source_size: ``(H, W)`` (or one int) of the returned images.
         axis: Spatial axis (0, 1 or 2) normal to the slices taken from volumes; with
-            RAS-canonical volumes 0 gives sagittal, 1 coronal, 2 axial slices.
+            RAS-canonical volumes 0 gives sagittal, 1 coronal, 2 axial slices. A volume one
+            slice thick (a 2D NIfTI) is its one slice, whatever its thin axis.
         min_foreground: Slices whose foreground fraction is below this are skipped (unless a
             volume has no such slice at all).
         foreground_threshold: Foreground = above ``min + t * (max - min)`` of the volume.
@@ -140,11 +142,17 @@ class Slices2DDataset(_StoreDataset):
         self._slices: list[np.ndarray | None] = []
         super().__init__(store, warn=warn)
 
+    def _axis_of(self, shape: Sequence[int]) -> int:
+        """Slice axis of a volume ``(C, *spatial)``: its one thin axis if it is one slice thick, else ``axis``."""
+        thin = [a for a, size in enumerate(shape[1:]) if size == 1]
+        return thin[0] if len(thin) == 1 else self.axis
+
     def _plane(self, shape: Sequence[int]) -> tuple[int, ...]:
         spatial = tuple(shape[1:])
         if len(spatial) == 2:
             return spatial
-        return tuple(s for i, s in enumerate(spatial) if i != self.axis)
+        axis = self._axis_of(shape)
+        return tuple(s for i, s in enumerate(spatial) if i != axis)
 
     def _problem(self, index: int) -> str | None:
         shape = self.store[index].shape
@@ -168,12 +176,13 @@ class Slices2DDataset(_StoreDataset):
             if array.ndim == 3:
                 self._slices.append(None)
                 continue
+            axis = self._axis_of(array.shape)
             mask = _foreground(array, self.foreground_threshold)
-            other = tuple(a for a in range(3) if a != self.axis)
+            other = tuple(a for a in range(3) if a != axis)
             fraction = mask.mean(axis=other)
             good = np.flatnonzero(fraction >= self.min_foreground)
             if good.size == 0:
-                good = np.arange(mask.shape[self.axis])
+                good = np.arange(mask.shape[axis])
             self._slices.append(good.astype(np.int64))
 
     def __getitem__(self, key: Key) -> torch.Tensor:
@@ -184,7 +193,7 @@ class Slices2DDataset(_StoreDataset):
         if candidates is not None:
             rng = np.random.default_rng(seed)
             k = int(candidates[rng.integers(len(candidates))])
-            array = np.take(array, k, axis=self.axis + 1)
+            array = np.take(array, k, axis=self._axis_of(array.shape) + 1)
         tensor = torch.from_numpy(np.array(array, dtype=np.float32))[None]
         if tuple(tensor.shape[2:]) != self.source_size:
             tensor = F.interpolate(
@@ -289,13 +298,67 @@ class Patches3DDataset(_StoreDataset):
         return torch.from_numpy(out)
 
 
-def _image_paths(data: str | Path) -> list[Path]:
+def _image_paths(data: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Images named by ``data`` and the files of a folder left out as non-images (with why)."""
     path = Path(data)
     if not path.exists():
         raise data_error(path, "no such file or folder")
     if path.is_file() and path.suffix.lower() in (".json", ".csv"):
-        return [Path(entry["image"]) for entry in load_datalist(path)]
-    return find_images(path)
+        return [Path(entry["image"]) for entry in load_datalist(path)], []
+    return find_unlabeled_images(path)
+
+
+def left_out_message(left_out: Sequence[tuple[Path, str]]) -> str:
+    """One line saying which files of a folder were not used as images, and why."""
+    arrays = sum(reason == "NumPy array" for _, reason in left_out)
+    labels = len(left_out) - arrays
+    parts = [f"{arrays} NumPy array{'s' if arrays > 1 else ''}"] if arrays else []
+    parts += [f"{labels} label map{'s' if labels > 1 else ''}"] if labels else []
+    examples = ", ".join(p.name for p, _ in left_out[:4]) + (", ..." if len(left_out) > 4 else "")
+    return (
+        f"not used as pretraining images: {' and '.join(parts)} ({examples}); NumPy files and label maps "
+        "(names like *_seg, *_label, *_mask, or in a labels/masks folder) are used only when listed in a datalist"
+    )
+
+
+def preset_note(metas: Sequence[dict[str, Any]], *, given: bool) -> str:
+    """One line naming the intensity preset(s) used and why, e.g. for the start of a run.
+
+    Args:
+        metas: Per-file metadata with ``path``, ``preset`` and ``preset_reason``
+            (:attr:`CachedVolumeStore.meta`).
+        given: The preset was given by the user (not chosen per file).
+    """
+    presets = Counter(m["preset"] for m in metas)
+    if given:
+        return f"intensity preset {next(iter(presets))} (given) for {len(metas)} file(s)"
+    parts = []
+    for preset, count in presets.most_common():
+        first = next(m for m in metas if m["preset"] == preset)
+        why = first.get("preset_reason") or "chosen per file"
+        parts.append(f"{preset} for {count} file(s) (e.g. {Path(first['path']).name}: {why})")
+    detail = "; ".join(parts)
+    return f"intensity preset chosen per file (no --preset): {detail}; pass --preset to choose one for all"
+
+
+def _spacing_summary(store: CachedVolumeStore) -> tuple[list[float] | None, str]:
+    """The run's voxel size, one value per axis (or ``None`` when files differ), and a note saying which."""
+    if store.spacing is not None:
+        return list(store.spacing), f"every file resampled to {list(store.spacing)} mm"
+    distinct = sorted({tuple(m["spacing"]) for m in store.meta})
+    if len(distinct) == 1:
+        return list(distinct[0]), f"all {len(store.meta)} file(s) have this spacing (not resampled)"
+    lengths = {len(d) for d in distinct}
+    if len(lengths) == 1:
+        low = [min(d[i] for d in distinct) for i in range(lengths.pop())]
+        high = [max(d[i] for d in distinct) for i in range(len(low))]
+        span = f"from {[round(v, 4) for v in low]} to {[round(v, 4) for v in high]} mm per axis"
+    else:
+        span = "2D and 3D files"
+    return None, (
+        f"per case: the {len(store.meta)} files have {len(distinct)} different spacings ({span}) and were not "
+        "resampled; pass --spacing to resample them to one"
+    )
 
 
 def build_pretrain_dataset(
@@ -313,12 +376,13 @@ def build_pretrain_dataset(
     """Build the pretraining dataset from a folder, an image file or a datalist.
 
     Args:
-        data: Folder (searched recursively), single image, or ``.json``/``.csv`` datalist
-            (every entry's ``image`` is used; labels are ignored).
+        data: Folder (searched recursively; NumPy arrays and label maps found there are left
+            out, :func:`cover.data.discovery.find_unlabeled_images`), single image, or
+            ``.json``/``.csv`` datalist (every entry's ``image`` is used; labels are ignored).
         dim: 2 (:class:`Slices2DDataset`) or 3 (:class:`Patches3DDataset`).
         source_size: Size per spatial axis of the returned samples.
         preset: Intensity preset text, or ``None``/``"auto"`` to choose per file from its
-            modality.
+            header's modality or its values (:func:`cover.data.presets.choose_preset`).
         spacing: Target voxel size in mm (one value per axis of the files), or ``None``.
         cache_dir: Folder for the decoded ``.npy`` cache, or ``None``.
         on_bad_file: ``"skip"`` or ``"error"``.
@@ -327,10 +391,15 @@ def build_pretrain_dataset(
 
     Returns:
         ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
-        ``source_size``, ``preset`` (requested), ``presets`` (preset -> file count),
-        ``spacing`` (target or ``None``), ``spacings`` (distinct final spacings),
-        ``orientation`` (distinct orientations), ``axis_order``, ``channels``, ``num_files``,
-        ``formats``, ``modalities``, ``slice_axis``, ``skipped`` (``[path, reason]`` pairs).
+        ``source_size``, ``preset`` (the preset used, with its parameters, e.g.
+        ``"ct:-1000,1000"``; ``"per-file"`` only when no preset was given and files got
+        different ones), ``presets`` (preset -> file count), ``preset_note`` (one line: which
+        and why), ``spacing`` (one value per axis: the target, or the files' common spacing;
+        ``None`` when files differ), ``spacing_note`` (which of these), ``spacings`` (distinct
+        final spacings), ``orientation`` (distinct orientations), ``axis_order``,
+        ``channels``, ``num_files``, ``formats``, ``modalities``, ``slice_axis``, ``skipped``
+        and ``not_images`` (``[path, reason]`` pairs: unusable files, and files of a folder
+        left out as non-images by :func:`cover.data.discovery.not_an_image`).
 
     Raises:
         DataError: Missing input, no usable image, a bad file with ``on_bad_file="error"``,
@@ -340,9 +409,12 @@ def build_pretrain_dataset(
     if dim not in (2, 3):
         raise ConfigError(f"dim: must be 2 or 3, got {dim!r}")
     size = _size_tuple(source_size, dim)
-    paths = _image_paths(data)
+    paths, left_out = _image_paths(data)
     if not paths:
-        raise data_error(data, "no readable images found (no image files or DICOM series)")
+        why = f"; {left_out_message(left_out)}" if left_out else ""
+        raise data_error(data, f"no readable images found (no image files or DICOM series){why}")
+    if left_out:
+        warnings.warn(left_out_message(left_out), stacklevel=2)
     chosen = None if preset in (None, "", "auto") else preset
     store = CachedVolumeStore(paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False)
     if dim == 2:
@@ -357,13 +429,17 @@ def build_pretrain_dataset(
         axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
     else:
         axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
+    presets = Counter(m["preset"] for m in store.meta)
+    spacing_value, spacing_note = _spacing_summary(store)
     meta = {
         "data": str(data),
         "dim": dim,
         "source_size": list(size),
-        "preset": chosen or "auto",
-        "presets": dict(Counter(m["preset"] for m in store.meta)),
-        "spacing": list(store.spacing) if store.spacing is not None else None,
+        "preset": next(iter(presets)) if len(presets) == 1 else PER_FILE,
+        "presets": dict(presets),
+        "preset_note": preset_note(store.meta, given=chosen is not None),
+        "spacing": spacing_value,
+        "spacing_note": spacing_note,
         "spacings": sorted({tuple(m["spacing"]) for m in store.meta})[:20],
         "orientation": sorted({m["orientation"] or "unknown" for m in store.meta}),
         "axis_order": axis_order,
@@ -373,6 +449,7 @@ def build_pretrain_dataset(
         "modalities": dict(Counter(m["modality"] or "unknown" for m in store.meta)),
         "slice_axis": slice_axis,
         "skipped": [[str(p), reason] for p, reason in store.skipped],
+        "not_images": [[str(p), reason] for p, reason in left_out],
     }
     meta["spacings"] = [list(s) for s in meta["spacings"]]
     return dataset, meta

@@ -32,7 +32,7 @@ from cover.data.record import (
     check_finite,
     check_voxel_count,
     data_error,
-    to_grey,
+    single_channel,
     volume_record,
 )
 
@@ -153,10 +153,10 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
     return values
 
 
-def _channels_last(values: np.ndarray, samples: int, channels: bool) -> np.ndarray:
-    """Turn ``(..., S)`` colour data into grey ``(...)`` or keep ``(..., S)``; add S=1."""
-    if samples > 1:
-        return values if channels else to_grey(values)
+def _channels_last(path: Path, values: np.ndarray, samples: int, channels: bool) -> np.ndarray:
+    """Keep ``(..., S)`` colour data as channels, or its one grey value ``(...)`` (refused if colour)."""
+    if samples > 1 and not channels:
+        return single_channel(path, values, alpha=False, kind="a colour DICOM image")
     return values
 
 
@@ -287,7 +287,7 @@ def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
         "sop_class": _sop_name(ds),
         "frames": frames,
     }
-    values = _channels_last(values, samples, channels)
+    values = _channels_last(path, values, samples, channels)
     if frames == 1:
         if values.ndim == 2:
             values = values[..., None]
@@ -437,7 +437,7 @@ def read_dicom_series(folder: Path, *, channels: bool = False) -> ImageRecord:
         if mono1:  # undo the per-slice inversion; invert once over the whole volume below
             values = float(values.min()) + float(values.max()) - values
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        slices.append(_channels_last(values, samples, channels))
+        slices.append(_channels_last(file, values, samples, channels))
         positions.append(np.asarray([float(v) for v in ds.ImagePositionPatient]))
     spacing = _pixel_spacing(first) or (1.0, 1.0)
     data, affine, gaps = _volume_from_slices(folder, slices, positions, _orientation(first), spacing)

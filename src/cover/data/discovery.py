@@ -5,12 +5,16 @@ by their ``DICM`` magic (files without extension), and a folder whose DICOM file
 series as that folder (see :func:`cover.data.dicom.scan_dicom_folder`). A folder holding
 several series is returned once too; reading it then fails with a message asking to give
 each series its own folder.
+
+Pretraining uses :func:`find_unlabeled_images`, which also leaves out what a folder holds
+besides images: NumPy arrays and label maps, by the rule of :func:`not_an_image`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,81 @@ _IGNORED_SUFFIXES = frozenset({".json", ".csv", ".txt", ".md", ".raw", ".zraw", 
 
 #: Datalist keys read by :func:`load_datalist` when no split is asked for.
 DATALIST_SPLITS = ("training", "validation", "test")
+
+
+#: Name tokens that mark a label map (``a_seg.nii.gz``, ``mask_001.png``, ``case1-gt.nrrd``).
+LABEL_TOKENS = frozenset({"seg", "segmentation", "segmentations", "label", "labels", "mask", "masks", "gt"})
+
+#: Folder names (lower case) that hold label maps (nnU-Net's ``labelsTr``/``labelsTs`` included).
+LABEL_FOLDERS = frozenset(
+    {"labels", "labelstr", "labelsts", "masks", "segmentations", "segs", "gt", "ground_truth", "annotations"}
+)
+
+#: NumPy files: read as images only when named explicitly (as ``--data`` or in a datalist).
+ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def _stem_tokens(path: Path) -> list[str]:
+    name = path.name.lower()
+    for suffix in sorted(SUFFIX_FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return [t for t in re.split(r"[_\-. ]+", name) if t]
+
+
+def not_an_image(path: Path, root: Path) -> str | None:
+    """Why a file found in a folder scan is not taken as an *unlabeled image* (pretraining).
+
+    The rule, in this order:
+
+    1. NumPy arrays (``.npy``, ``.npz``) found in a folder are never images: such files hold
+       features, embeddings and masks as often as pictures. Name one as ``--data`` or list it in a
+       datalist to use it.
+    2. Label maps by name: a file whose name (without its image suffix) starts or ends with one
+       of :data:`LABEL_TOKENS` as a separate word (``a_seg``, ``brain-mask``, ``mask_001``,
+       ``case1.label``), or that sits below a folder named in :data:`LABEL_FOLDERS` (``labels``,
+       ``labelsTr``, ``masks``, ...), relative to ``root``.
+
+    Args:
+        path: A file (or DICOM series folder) returned by :func:`find_images`.
+        root: The folder that was scanned.
+
+    Returns:
+        A short reason, or ``None`` for an image.
+    """
+    if path.name.lower().endswith(ARRAY_SUFFIXES):
+        return "NumPy array"
+    tokens = _stem_tokens(path)
+    if tokens and (tokens[0] in LABEL_TOKENS or tokens[-1] in LABEL_TOKENS):
+        return "label map by name"
+    relative = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    if any(part.lower() in LABEL_FOLDERS for part in relative.parts[:-1]):
+        return "label map by folder"
+    return None
+
+
+def find_unlabeled_images(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Images for pretraining under ``root``, and the files left out by :func:`not_an_image`.
+
+    Args:
+        root: A folder (searched recursively) or one image file (always used, NumPy included).
+
+    Returns:
+        ``(images, left_out)``; ``left_out`` holds ``(path, reason)`` pairs.
+    """
+    base = Path(root)
+    found = find_images(base)
+    if base.is_file():
+        return found, []
+    images, left_out = [], []
+    for path in found:
+        reason = not_an_image(path, base)
+        if reason is None:
+            images.append(path)
+        else:
+            left_out.append((path, reason))
+    return images, left_out
 
 
 def _has_image_suffix(path: Path) -> bool:

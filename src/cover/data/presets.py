@@ -38,6 +38,10 @@ PRESETS: dict[str, tuple[float, ...]] = {
     "none": (),
 }
 
+#: Recorded as a run's preset when no preset was given and the files got different ones (each
+#: file's own is then chosen by :func:`choose_preset`, as in training).
+PER_FILE = "per-file"
+
 #: DICOM modalities normalised with the ``xray`` preset.
 XRAY_MODALITIES = frozenset({"CR", "DX", "MG", "RG", "PX", "IO", "RF", "XA"})
 
@@ -166,21 +170,63 @@ def normalize(array: np.ndarray, preset: str | IntensityPreset) -> np.ndarray:
     return out
 
 
-def default_preset_for(record: ImageRecord) -> str:
-    """Preset name chosen from the header's modality.
+#: CT detection for files whose header names no modality: the minimum lies in this range (air is
+#: -1000 HU; scanners pad outside the field of view with -1024, -2000, -2048 or -3024) ...
+CT_MINIMUM_RANGE = (-3100.0, -900.0)
+
+#: ... and the maximum reaches at least this (soft tissue with contrast, bone: well above 0 HU).
+CT_MINIMUM_MAXIMUM = 200.0
+
+
+def looks_like_ct(array: np.ndarray) -> bool:
+    """Whether raw values look like CT in Hounsfield units (see :data:`CT_MINIMUM_RANGE`).
+
+    MR magnitude images, radiographs and photographs have no values near -1000; phase images
+    and z-scored data do not reach the range on both sides.
+
+    Args:
+        array: ``(C, *spatial)`` raw values.
+    """
+    values = np.asarray(array)
+    if values.shape[0] != 1 or values.size == 0:
+        return False
+    low, high = float(values.min()), float(values.max())
+    return CT_MINIMUM_RANGE[0] <= low <= CT_MINIMUM_RANGE[1] and high >= CT_MINIMUM_MAXIMUM
+
+
+def choose_preset(record: ImageRecord) -> tuple[str, str]:
+    """Preset for one image when none is given, and why.
+
+    The header's modality decides where there is one (DICOM ``Modality``, MetaImage
+    ``Modality``): ``ct`` for CT, ``mri`` for MR, ``xray`` for projection radiography (CR/DX/MG
+    and similar), ``minmax`` for others. A file whose header names no modality (NIfTI, NRRD,
+    most MHA, PNG, ...) gets ``ct`` when its values look like CT in HU (:func:`looks_like_ct`),
+    else ``minmax``.
 
     Args:
         record: A read image.
 
     Returns:
-        ``"ct"`` for CT, ``"mri"`` for MR, ``"xray"`` for projection radiography
-        (CR/DX/MG and similar), else ``"minmax"``.
+        ``(preset text with its parameters, reason)``, e.g. ``("ct:-1000,1000", "values
+        -1024..3071 look like CT in HU")``.
     """
     modality = (record.modality or "").upper()
     if modality == "CT":
-        return "ct"
-    if modality == "MR":
-        return "mri"
-    if modality in XRAY_MODALITIES:
-        return "xray"
-    return "minmax"
+        name, why = "ct", "modality CT in the header"
+    elif modality == "MR":
+        name, why = "mri", "modality MR in the header"
+    elif modality in XRAY_MODALITIES:
+        name, why = "xray", f"modality {modality} in the header"
+    elif modality:
+        name, why = "minmax", f"modality {modality} in the header"
+    elif looks_like_ct(record.array):
+        low, high = float(record.array.min()), float(record.array.max())
+        name, why = "ct", f"no modality in the header; values {low:g}..{high:g} look like CT in HU"
+    else:
+        name, why = "minmax", "no modality in the header"
+    return parse_preset(name).to_string(), why
+
+
+def default_preset_for(record: ImageRecord) -> str:
+    """Name of the preset chosen for ``record`` when none is given (see :func:`choose_preset`)."""
+    return parse_preset(choose_preset(record)[0]).name

@@ -12,10 +12,13 @@ format           suffixes                     library / notes
 ``dicom-series`` a folder of slices           pydicom; ordered along the slice normal
 ``nrrd``         .nrrd, .nhdr                 SimpleITK; LPS -> RAS canonical
 ``mha``/``mhd``  .mha, .mhd                   SimpleITK; LPS -> RAS canonical
-``png``/``jpeg`` .png, .jpg, .jpeg, .bmp      Pillow; 8/16 bit; RGB -> grey unless channels
+``png``/``jpeg`` .png, .jpg, .jpeg, .bmp      Pillow; 8/16 bit; palette labels keep indices
 ``tiff``         .tif, .tiff                  tifffile (Pillow fallback); stacks -> volume
 ``npy``/``npz``  .npy, .npz                   numpy; no geometry (spacing 1)
 ===============  ===========================  ==============================================
+
+Colour samples and vector components are never mixed into grey: without ``channels`` an image
+whose samples differ is refused (:func:`cover.data.record.single_channel`).
 
 Every failure is a one-line :class:`cover.errors.DataError` naming the file. Plain images
 (PNG/JPEG/TIFF/NPY) carry no physical spacing; their spacing is reported as 1.0 per axis.
@@ -39,7 +42,7 @@ from cover.data.record import (
     check_finite,
     check_voxel_count,
     data_error,
-    to_grey,
+    single_channel,
     volume_record,
 )
 from cover.data.writers import write_like
@@ -98,13 +101,17 @@ def detect_format(path: str | Path) -> str | None:
     return None
 
 
-def read_image(path: str | Path, *, channels: bool = False) -> ImageRecord:
+def read_image(path: str | Path, *, channels: bool = False, label: bool = False) -> ImageRecord:
     """Read an image file or a DICOM series folder.
 
     Args:
         path: Image file, or a folder holding one DICOM series.
-        channels: Keep colour samples / the 4th NIfTI axis as channels. When False every
-            image comes back with ``C = 1`` (RGB converted to luminance).
+        channels: Keep colour samples / the 4th NIfTI axis / vector components as channels.
+            When False every image comes back with ``C = 1``; samples are never mixed into
+            grey: an image whose samples differ (colour, vector components) is refused, one
+            whose samples are equal (a grey picture saved as RGB) gives that grey value.
+        label: Read a label map: a palette (P-mode) PNG/BMP gives its palette indices, not
+            the colours they stand for.
 
     Returns:
         The :class:`ImageRecord`; ``array`` is float32 ``(C, *spatial)``.
@@ -126,6 +133,8 @@ def read_image(path: str | Path, *, channels: bool = False) -> ImageRecord:
         raise data_error(p, f"unsupported file type; expected one of {known} or a DICOM file")
     reader = _READERS[fmt]
     try:
+        if label and reader is _read_pillow:
+            return _read_pillow(p, fmt, channels, indices=True)
         return reader(p, fmt, channels)
     except DataError:
         raise
@@ -147,11 +156,22 @@ def _short(exc: BaseException) -> str:
 
 
 def _plain_record(
-    values: np.ndarray, *, samples: bool, channels: bool, path: Path, fmt: str, **meta: Any
+    values: np.ndarray,
+    *,
+    samples: bool,
+    channels: bool,
+    path: Path,
+    fmt: str,
+    alpha: bool = True,
+    kind: str = "a colour image",
+    **meta: Any,
 ) -> ImageRecord:
-    """Record for a plain image ``(H, W)`` or ``(H, W, S)`` (``samples`` = has colour axis)."""
+    """Record for a plain image ``(H, W)`` or ``(H, W, S)`` (``samples`` = has colour axis).
+
+    Without ``channels`` the samples must hold one grey value (:func:`single_channel`).
+    """
     if samples:
-        values = values if channels else to_grey(values)
+        values = values if channels else single_channel(path, values, alpha=alpha, kind=kind)
     if values.ndim == 2:
         values = values[..., None]
     array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
@@ -197,6 +217,9 @@ def _read_nifti(path: Path, fmt: str, channels: bool) -> ImageRecord:
             f"is a {len(img.shape)}D image ({size}) but a 3D volume is expected; split it "
             f"into 3D files or read it with channels=True",
         )
+    file_shape = [int(s) for s in img.shape]
+    if len(img.shape) == 2:  # a true 2D NIfTI: a volume of one slice along its third axis
+        img = type(img)(np.asanyarray(img.dataobj)[..., None], img.affine, img.header)
     original = img.affine
     canonical = nib.as_closest_canonical(img)
     try:
@@ -214,7 +237,7 @@ def _read_nifti(path: Path, fmt: str, channels: bool) -> ImageRecord:
         meta={
             "original_affine": original.tolist(),
             "original_orientation": "".join(nib.aff2axcodes(original)),
-            "original_shape": list(img.shape),
+            "original_shape": file_shape,
         },
     )
 
@@ -237,8 +260,6 @@ def _read_itk(path: Path, fmt: str, channels: bool) -> ImageRecord:
     dim = int(reader.GetDimension())
     if dim not in (2, 3):
         raise data_error(path, f"is a {dim}D image; only 2D and 3D images are supported")
-    if comps > 1 and not channels and comps not in (3, 4):
-        raise data_error(path, f"has {comps} components per voxel; read it with channels=True")
     modality = None
     if reader.HasMetaDataKey("Modality"):
         modality = reader.GetMetaData("Modality").replace("MET_MOD_", "").strip() or None
@@ -252,15 +273,18 @@ def _read_itk(path: Path, fmt: str, channels: bool) -> ImageRecord:
         "origin": list(image.GetOrigin()),
         "direction": list(image.GetDirection()),
     }
+    kind = "a vector image"
     if dim == 2:
-        record = _plain_record(arr, samples=comps > 1, channels=channels, path=path, fmt=fmt, itk_geometry=header)
+        record = _plain_record(
+            arr, samples=comps > 1, channels=channels, path=path, fmt=fmt, alpha=False, kind=kind, itk_geometry=header
+        )
         spacing = tuple(float(s) for s in image.GetSpacing())
         record.spacing = (spacing[1], spacing[0])
         record.modality = modality
         return record
     spatial = np.transpose(arr, (2, 1, 0) + ((3,) if arr.ndim == 4 else ()))  # (x, y, z[, c])
     if comps > 1 and not channels:
-        spatial = to_grey(spatial)
+        spatial = single_channel(path, spatial, alpha=False, kind=kind)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
@@ -273,14 +297,17 @@ def _read_itk(path: Path, fmt: str, channels: bool) -> ImageRecord:
 # ----------------------------------------------------------------- Pillow (PNG, JPEG, BMP)
 
 
-def _read_pillow(path: Path, fmt: str, channels: bool) -> ImageRecord:
+def _read_pillow(path: Path, fmt: str, channels: bool, *, indices: bool = False) -> ImageRecord:
+    """Read a PNG/JPEG/BMP; ``indices``: a palette image gives its palette indices (label maps)."""
     try:
         with Image.open(path) as img:
             check_voxel_count(path, (img.height, img.width, len(img.getbands())))
             img.load()
             mode = img.mode
-            if mode in ("P", "PA"):
-                img = img.convert("RGBA")
+            if mode == "P" and indices:
+                pass  # np.asarray gives the indices, not the palette's colours
+            elif mode in ("P", "PA"):
+                img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
             elif mode == "1":
                 img = img.convert("L")
             elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not mode.startswith("I;"):
@@ -298,6 +325,7 @@ def _read_pillow(path: Path, fmt: str, channels: bool) -> ImageRecord:
         channels=channels,
         path=path,
         fmt=fmt,
+        kind=f"a colour image (mode {mode})",
         mode=mode,
         bit_depth=int(values.dtype.itemsize * 8),
     )
@@ -335,7 +363,7 @@ def _read_tiff(path: Path, fmt: str, channels: bool) -> ImageRecord:
         raise data_error(path, f"TIFF has axes {axes!r}; only 2D images and 3D stacks are supported")
     data = values.astype(np.float32)
     if samples and not channels:
-        data = to_grey(data)
+        data = single_channel(path, data, alpha=True, kind="a colour TIFF image")
     if data.ndim == 3:
         data = data[None]
     else:

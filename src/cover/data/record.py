@@ -148,6 +148,100 @@ def to_grey(array: np.ndarray) -> np.ndarray:
     return data[..., :3] @ weights
 
 
+#: Colour samples that differ by at most this fraction of the image's value range still count as
+#: one grey value (a grey picture saved as RGB, or as a JPEG whose decoder rounds differently).
+GREY_TOLERANCE = 0.01
+
+
+def single_channel(path: str | Path, values: np.ndarray, *, alpha: bool, kind: str) -> np.ndarray:
+    """The one grey channel of ``(..., S)`` samples, or a one-line refusal.
+
+    cover never mixes colours or vector components into grey: the samples are accepted only
+    when they carry the same value (within :data:`GREY_TOLERANCE` of the value range), as in a
+    grey picture stored as RGB, and a transparency sample only when it is constant. Anything
+    else must be read as channels (``in_channels: S``) or converted by the user.
+
+    Args:
+        path: The file (for the message).
+        values: ``(..., S)`` samples, ``S >= 2``.
+        alpha: The last sample is transparency when ``S`` is 2 or 4 (plain images: LA, RGBA).
+        kind: What the samples are, for the message (``"an RGB colour image"``).
+
+    Returns:
+        ``(...)`` float32: the first sample.
+
+    Raises:
+        DataError: The samples differ, or a transparency sample varies.
+    """
+    samples = int(values.shape[-1])
+    data = values.astype(np.float32, copy=False)
+    count = samples - 1 if alpha and samples in (2, 4) else samples
+    if count < samples:
+        transparency = data[..., -1]
+        if float(transparency.min()) != float(transparency.max()):
+            raise data_error(
+                path,
+                f"is {kind} with a varying transparency channel; cover does not merge it into grey: save it "
+                f"without transparency, or set in_channels: {samples} (--in-channels {samples}) to use all "
+                f"{samples} samples as channels",
+            )
+    grey = data[..., 0]
+    if count > 1:
+        colour = data[..., :count]
+        spread = float(np.abs(colour - grey[..., None]).max())
+        value_range = float(colour.max() - colour.min())
+        if spread > GREY_TOLERANCE * value_range:
+            raise data_error(
+                path,
+                f"is {kind} whose {samples} samples per pixel differ; cover does not mix them "
+                f"into grey: convert it to greyscale yourself, or set in_channels: {samples} "
+                f"(--in-channels {samples}) to use the samples as channels",
+            )
+    return np.ascontiguousarray(grey)
+
+
+#: Formats without physical geometry: their spacing is reported as 1 and they have no origin
+#: or directions to compare.
+PLAIN_FORMATS = frozenset({"png", "jpeg", "bmp", "tiff", "npy", "npz"})
+
+
+def as_planar(record: ImageRecord) -> ImageRecord | None:
+    """A 2D view of a volume that is one slice thick (a 2D NIfTI, or a 3D file of shape ``(X, Y, 1)``).
+
+    Args:
+        record: Any record.
+
+    Returns:
+        ``record`` itself when it is 2D; for a volume with exactly one spatial axis of size 1,
+        a 2D record ``(C, A, B)`` (the other two axes in their RAS canonical order) whose
+        ``meta["plane_of_volume"]`` keeps ``axis`` (the dropped spatial axis), ``affine`` and
+        ``shape`` of the volume, so results can be put back on the volume's grid; ``None``
+        for a volume that is not one slice thick.
+    """
+    if record.spatial_dims == 2:
+        return record
+    thin = [axis for axis, size in enumerate(record.spatial_shape) if size == 1]
+    if record.spatial_dims != 3 or len(thin) != 1:
+        return None
+    axis = thin[0]
+    meta = dict(record.meta)
+    meta["plane_of_volume"] = {
+        "axis": axis,
+        "affine": None if record.affine is None else np.asarray(record.affine).tolist(),
+        "shape": list(record.spatial_shape),
+    }
+    return ImageRecord(
+        array=np.ascontiguousarray(np.take(record.array, 0, axis=axis + 1)),
+        spacing=tuple(s for i, s in enumerate(record.spacing) if i != axis),
+        affine=None,
+        orientation=None,
+        modality=record.modality,
+        format=record.format,
+        path=record.path,
+        meta=meta,
+    )
+
+
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     """Voxel size per array axis from a ``(4, 4)`` affine (column norms)."""
     return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))

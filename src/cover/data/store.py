@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cover.data.presets import IntensityPreset, default_preset_for, normalize, parse_preset
+from cover.data.presets import IntensityPreset, choose_preset, normalize, parse_preset
 from cover.data.readers import read_image
 from cover.data.record import ImageRecord, data_error
 from cover.errors import ConfigError, DataError
@@ -29,7 +29,7 @@ from cover.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 #: Bumped when the cached array layout changes, to invalidate old cache files.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files without a modality may be CT by their values
 
 OnBadFile = Literal["skip", "error"]
 
@@ -77,7 +77,7 @@ class CachedVolumeStore:
     Args:
         paths: Image files or DICOM series folders.
         preset: Intensity preset for all files (text or object), or ``None`` to choose one
-            per file from its modality (:func:`~cover.data.presets.default_preset_for`).
+            per file from its header's modality or its values (:func:`~cover.data.presets.choose_preset`).
         spacing: Target voxel size in mm per spatial axis, or ``None`` to keep the native
             grid. Files whose number of axes differs from ``len(spacing)`` are bad files.
         cache_dir: Folder for ``.npy`` cache files, or ``None`` for memory only.
@@ -92,7 +92,7 @@ class CachedVolumeStore:
         paths: Paths of the usable images, aligned with :attr:`meta`.
         meta: Per-image metadata dicts: ``path``, ``format``, ``modality``, ``orientation``,
             ``spacing`` (after resampling), ``source_spacing``, ``shape`` ``(C, *spatial)``,
-            ``preset``, ``spatial_dims``.
+            ``preset``, ``preset_reason`` (why it was chosen), ``spatial_dims``.
         skipped: ``(path, reason)`` of every file that could not be used.
 
     Raises:
@@ -174,8 +174,11 @@ class CachedVolumeStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _preset_for(self, record: ImageRecord) -> IntensityPreset:
-        return self.preset or parse_preset(default_preset_for(record))
+    def _preset_for(self, record: ImageRecord) -> tuple[IntensityPreset, str]:
+        if self.preset is not None:
+            return self.preset, "given"
+        text, why = choose_preset(record)
+        return parse_preset(text), why
 
     def _load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         key = None
@@ -186,7 +189,7 @@ class CachedVolumeStore:
             if cached is not None:
                 return cached
         record = read_image(path, channels=self.channels)
-        preset = self._preset_for(record)
+        preset, why = self._preset_for(record)
         logger.info("%s: intensity preset %s", path, preset.to_string())
         array = record.array
         spacing = record.spacing
@@ -209,6 +212,7 @@ class CachedVolumeStore:
             "source_shape": list(record.array.shape),
             "shape": list(array.shape),
             "preset": preset.to_string(),
+            "preset_reason": why,
             "spatial_dims": record.spatial_dims,
         }
         if key is not None:

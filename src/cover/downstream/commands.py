@@ -44,6 +44,9 @@ def finetune(
     ] = None,
     size: Annotated[str | None, Opt(help="Training crop / input size: 96 or 96,96 (multiple of 16).")] = None,
     preset: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,
+    in_channels: Annotated[
+        int | None, Opt(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
+    ] = None,
     val_every: Annotated[int | None, Opt(help="Steps between validations.")] = None,
     patience: Annotated[int | None, Opt(help="Early stop after this many validations without improvement.")] = None,
     select: Annotated[str | None, Opt(help="Reported checkpoint: best or last.")] = None,
@@ -85,6 +88,7 @@ def finetune(
         "channels_last": channels_last,
         "size": size,
         "preset": preset,
+        "in_channels": in_channels,
         "val_every": val_every,
         "patience": patience,
         "select": select,

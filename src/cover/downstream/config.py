@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cover.config import DEFAULT_CHANNELS, load_yaml, to_dict, update_dataclass
+from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
 from cover.errors import ConfigError
 from cover.train.precision import AMP_CHOICES
 
@@ -233,7 +233,7 @@ def resolve_finetune_config(
         The config with ``size`` (one value per axis) and ``batch_size`` resolved; ``steps``
         stays ``None`` when ``epochs`` decides (see :func:`resolve_steps`).
     """
-    values = _values(config, options)
+    values = lift_model_keys(_values(config, options))
     probe = update_dataclass(FinetuneConfig(), {k: values[k] for k in ("dim", "images", "datalist") if k in values})
     base = DEMO_DEFAULTS if probe.is_demo else DATA_DEFAULTS[probe.dim]
     resolved = update_dataclass(update_dataclass(FinetuneConfig(), base), values)

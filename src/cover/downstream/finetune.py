@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 import cover
 from cover.config import run_values, save_yaml, to_dict
-from cover.data.readers import read_image
+from cover.data.labels import read_label_map
+from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
@@ -53,7 +54,7 @@ from cover.downstream.models import (
     pretrained_preset,
     save_finetuned,
 )
-from cover.downstream.outputs import prepare_output
+from cover.downstream.outputs import check_output
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
 from cover.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -222,8 +223,8 @@ def _num_classes(
 
 
 def _label_maximum(path: Any) -> int:
-    """Largest (rounded) value of a label map that is not trained on."""
-    return int(np.rint(read_image(str(path)).array.max()))
+    """Largest class index of a label map that is not trained on (read and checked as a label map)."""
+    return int(read_label_map(str(path), None).max())
 
 
 @torch.no_grad()
@@ -321,17 +322,26 @@ def _find_start(config: FinetuneConfig) -> tuple[dict[str, Any] | None, Path | N
     return state, path
 
 
-def _prepare(config: FinetuneConfig, resuming: bool, context: DistributedContext) -> Path:
-    """Rank 0 checks and creates the output folder; the others wait for it."""
+def _check_out(config: FinetuneConfig, resuming: bool, context: DistributedContext) -> Path:
+    """Rank 0 refuses an unusable output folder, creating and changing nothing."""
     out = Path(config.out)
     if context.is_main:
         if resuming:
             if out.exists() and not out.is_dir():
                 raise ConfigError(f"out: {out} exists and is not a folder")
-            out.mkdir(parents=True, exist_ok=True)
+        else:
+            check_output(out, config.overwrite, "finetune", resumable=True)
+    return out
+
+
+def _prepare(config: FinetuneConfig, resuming: bool, context: DistributedContext) -> Path:
+    """Rank 0 checks and creates the output folder; the others wait for it."""
+    out = _check_out(config, resuming, context)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resuming:
             remove_partial_files(out)
         else:
-            prepare_output(out, config.overwrite, "finetune", resumable=True)
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # an overwritten run's states
     barrier(context)
     return out
@@ -368,7 +378,11 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)
-    out = _prepare(config, resuming=state is not None or bool(config.resume), context=context)
+    resuming = state is not None or bool(config.resume)
+    # A user's data is read and checked before --out is created or changed (an earlier run's
+    # files, --overwrite included, stay untouched when it is refused); the demo writes its
+    # data into --out first.
+    out = _prepare(config, resuming, context) if config.is_demo else _check_out(config, resuming, context)
     if config.is_demo:
         from cover.downstream.demo import demo_task_paths, write_demo_task
 
@@ -388,8 +402,6 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     if not train_cases:
         raise CoverError("no labeled training cases left after the split; lower val_fraction or add data")
-    if context.is_main:
-        _write_split(out, config, train_cases, val_cases, unused)
     train = _load(train_cases, config, preset, "loading training cases")
     val = _load(val_cases, config, preset, "loading validation cases")
     num_classes = _num_classes(config, train + val, class_names, unused)
@@ -397,8 +409,14 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"class_names: {len(names)} names for {num_classes} classes")
     config = resolve_steps(config, len(train))
+    if not config.is_demo:
+        out = _prepare(config, resuming, context)
+    used_presets = sorted({c.preset for c in train + val})
     if context.is_main:
+        _write_split(out, config, train_cases, val_cases, unused)
         save_yaml(config, out / "config.yaml")
+        given = "given" if preset else "chosen per file"
+        print(f"intensity preset ({given}): {', '.join(used_presets)}", file=sys.stderr)
 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
@@ -445,7 +463,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         "class_names": names,
         "spatial_dims": spec["spatial_dims"],
         "in_channels": spec["in_channels"],
-        "preset": preset or "auto",
+        "preset": used_presets[0] if len(used_presets) == 1 else PER_FILE,
         "patch_size": list(config.size),
         "overlap": config.overlap,
         "backbone": spec["backbone"],

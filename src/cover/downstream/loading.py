@@ -1,10 +1,10 @@
 """Reading labeled cases through the data layer: normalised images, integer label maps.
 
 Images are read with :func:`cover.data.readers.read_image` and normalised with an intensity
-preset (:mod:`cover.data.presets`): the one given, or each file's default from its modality
-when the preset is ``None``/``"auto"``. Label maps are read the same way and rounded to
-integers; they must have the image's spatial shape. Classification images are resized to the
-network's input size.
+preset (:mod:`cover.data.presets`): the one given, or each file's own (from its header's
+modality or its values) when the preset is ``None``/``"auto"``. Label maps are read by
+:func:`cover.data.labels.read_label_map`: integer class indices on exactly the image's grid.
+Classification images are resized to the network's input size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from cover.data.presets import default_preset_for, normalize
+from cover.data.labels import read_label_map as read_labels
+from cover.data.presets import PER_FILE, choose_preset, normalize
 from cover.data.readers import ImageRecord, read_image
-from cover.data.record import data_error
+from cover.data.record import as_planar, data_error
 from cover.downstream.cases import Case
 from cover.geometry import linear_mode
 
@@ -44,9 +45,12 @@ class LoadedCase:
 
 
 def resolve_preset(preset: str | None, record: ImageRecord) -> str:
-    """The preset to apply to one image: the given one, or the file's default when ``None``/``auto``."""
-    if preset in (None, "", "auto"):
-        return default_preset_for(record)
+    """The preset to apply to one image: the given one, or the file's own when ``None``/``auto``/``per-file``.
+
+    The file's own is :func:`cover.data.presets.choose_preset`'s, written with its parameters.
+    """
+    if preset in (None, "", "auto", PER_FILE):
+        return choose_preset(record)[0]
     return str(preset)
 
 
@@ -54,6 +58,9 @@ def read_normalised(
     path: str, preset: str | None, dim: int, in_channels: int = 1
 ) -> tuple[np.ndarray, ImageRecord, str]:
     """Read and normalise one image.
+
+    With ``dim=2`` a volume one slice thick (a 2D NIfTI, a ``(X, Y, 1)`` file) is used as
+    the 2D image it holds (:func:`cover.data.record.as_planar`).
 
     Args:
         path: Image file or DICOM series folder.
@@ -65,9 +72,18 @@ def read_normalised(
         ``(array, record, preset)``; ``array`` float32 ``(C, *spatial)``.
     """
     record = read_image(path, channels=in_channels > 1)
-    if record.spatial_dims != dim:
-        hint = "use --dim 3" if record.spatial_dims == 3 else "use --dim 2"
-        raise data_error(record.path, f"is a {record.spatial_dims}D image but dim is {dim}; {hint}")
+    if dim == 2:
+        planar = as_planar(record)
+        if planar is None:
+            size = "x".join(str(s) for s in record.spatial_shape)
+            raise data_error(
+                record.path,
+                f"is a 3D volume ({size}) but dim is 2 (2D images, or volumes one slice thick); use --dim 3",
+            )
+        record = planar
+    elif record.spatial_dims != dim:
+        size = "x".join(str(s) for s in record.spatial_shape)
+        raise data_error(record.path, f"is a 2D image ({size}) but dim is 3; use --dim 2")
     if record.channels != in_channels:
         raise data_error(record.path, f"has {record.channels} channels, the network expects {in_channels}")
     chosen = resolve_preset(preset, record)
@@ -75,25 +91,17 @@ def read_normalised(
     return array, record, chosen
 
 
-def read_label_map(path: str, shape: Sequence[int]) -> np.ndarray:
-    """Read a label map, rounded to integers, checked against the image's spatial shape.
+def read_label_map(path: str, image: ImageRecord | Sequence[int]) -> np.ndarray:
+    """Read a label map checked against its image (see :func:`cover.data.labels.read_label_map`).
 
     Args:
         path: Label file.
-        shape: The image's spatial shape.
+        image: The image's record (shape and geometry checked) or its spatial shape.
 
     Returns:
         int64 ``(*spatial)`` labels.
     """
-    record = read_image(path)
-    if record.spatial_shape != tuple(shape):
-        raise data_error(
-            record.path, f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(shape)}"
-        )
-    labels = np.rint(record.array[0]).astype(np.int64)
-    if labels.min() < 0:
-        raise data_error(record.path, f"label map has negative values (min {labels.min()})")
-    return labels
+    return read_labels(path, image)
 
 
 def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -133,7 +141,7 @@ def load_case(
     array, record, chosen = read_normalised(str(case.image), preset, dim, in_channels)
     label = None
     if task == "seg" and case.label is not None:
-        label = torch.from_numpy(read_label_map(str(case.label), record.spatial_shape))
+        label = torch.from_numpy(read_label_map(str(case.label), record))
     image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if task == "cls":
         image = resize_image(image, size)

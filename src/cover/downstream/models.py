@@ -165,7 +165,7 @@ def load_backbone_weights(
 def pretrained_preset(metadata: dict[str, Any]) -> str | None:
     """The intensity preset a pretrained checkpoint was trained with (``None`` if unknown/auto)."""
     preset = metadata.get("preset") or (metadata.get("data") or {}).get("preset")
-    return None if preset in (None, "", "auto") else str(preset)
+    return None if preset in (None, "", "auto", "per-file") else str(preset)
 
 
 def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any], config: dict[str, Any]) -> None:

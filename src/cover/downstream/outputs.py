@@ -39,6 +39,13 @@ def prepare_output(out: str | Path, overwrite: bool, command: str, resumable: bo
     Returns:
         The folder.
     """
+    folder = check_output(out, overwrite, command, resumable)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_output(out: str | Path, overwrite: bool, command: str, resumable: bool = False) -> Path:
+    """Refuse an unusable output folder (see :func:`prepare_output`) without creating or changing anything."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"out: {folder} exists and is not a folder")
@@ -48,7 +55,6 @@ def prepare_output(out: str | Path, overwrite: bool, command: str, resumable: bo
             f"out: {folder} already holds files of another run; {resume}pass --overwrite to replace its results "
             f"or choose another --out for cover {command}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

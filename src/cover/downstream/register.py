@@ -477,10 +477,10 @@ def register(
     moving_norm = to_fixed_grid(normalised["moving"], moving_rec, fixed_rec)
     labels_moving = labels_fixed = None
     if config.moving_labels:
-        values_m = read_label_map(config.moving_labels, moving_rec.spatial_shape)[None].astype(np.float32)
+        values_m = read_label_map(config.moving_labels, moving_rec)[None].astype(np.float32)
         labels_moving = to_fixed_grid(values_m, moving_rec, fixed_rec, mode="nearest")
     if config.fixed_labels:
-        labels_fixed = read_label_map(config.fixed_labels, fixed_rec.spatial_shape)[None].astype(np.float32)
+        labels_fixed = read_label_map(config.fixed_labels, fixed_rec)[None].astype(np.float32)
     out_dir = prepare_output(config.out, config.overwrite, "register")
     save_yaml(config, out_dir / "config.yaml")
 

@@ -90,7 +90,12 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
         cache_dir=config.cache_dir,
         on_bad_file=config.on_bad_file,
         slice_axis=config.slice_axis,
+        channels=config.in_channels > 1,
     )
+    if metadata["channels"] != config.in_channels:
+        raise ConfigError(
+            f"in_channels: {config.in_channels} but the images in {config.data} have {metadata['channels']} channel(s)"
+        )
     # Held-out pairs use fresh transforms and item seeds never drawn in training.
     return dataset, dataset, metadata
 
@@ -327,6 +332,9 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
             f"head {head_params:,} parameters",
             file=sys.stderr,
         )
+        for key in ("preset_note", "spacing_note"):
+            if data_metadata.get(key):
+                print(f"data: {data_metadata[key]}", file=sys.stderr)
     train_model: torch.nn.Module = model
     if config.compile:
         train_model = torch.compile(model)

@@ -1,0 +1,131 @@
+"""Reading label maps: integer class indices on exactly their image's grid.
+
+A label map is accepted only when it is what it claims to be; every refusal is a one-line
+:class:`cover.errors.DataError` naming the label file and its image:
+
+- one value per pixel: palette (P-mode) PNG/BMP files give their palette *indices* (the colours
+  they stand for are ignored); a file with several samples (RGB, vector components) is
+  accepted only when the samples are equal, else refused as a colour label;
+- integer values: no value may differ from an integer by more than :data:`INTEGER_TOLERANCE`
+  (a probability map or an image given as a label is refused), and none may be negative;
+- the image's geometry: the same array shape, and, when both files carry physical geometry
+  (NIfTI, NRRD, MHA/MHD, MGH, DICOM), the same voxel size, origin and axis directions within
+  :data:`GEOMETRY_TOLERANCE` of a voxel. Both are compared after the readers' RAS canonical
+  reorientation, so a label stored in another voxel order over the same grid is accepted.
+  Plain images (PNG, JPEG, BMP, TIFF, NumPy) carry no geometry; only their shapes are compared.
+
+A 2D image taken from a volume of one slice (:func:`cover.data.record.as_planar`) takes its
+label from the same slice: the label's 3D geometry is checked against the volume, then the
+same axis is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cover.data.readers import read_image
+from cover.data.record import PLAIN_FORMATS, ImageRecord, data_error
+
+#: Largest distance of a label value from an integer still read as that integer.
+INTEGER_TOLERANCE = 1e-3
+
+#: Largest difference of voxel size, origin and direction vectors between an image and its
+#: label map, as a fraction of the image's smallest voxel size.
+GEOMETRY_TOLERANCE = 0.01
+
+
+def _size(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _geometry_problem(label: ImageRecord, affine: np.ndarray, shape: Sequence[int]) -> str | None:
+    """What differs between a label's grid and its image's ``affine``/``shape``, or ``None``."""
+    if label.spatial_shape != tuple(shape):
+        return f"has shape {_size(label.spatial_shape)} but its image is {_size(shape)}"
+    if label.affine is None or label.format in PLAIN_FORMATS:
+        return None
+    image_spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    tolerance = GEOMETRY_TOLERANCE * float(image_spacing.min())
+    label_spacing = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
+    if np.abs(label_spacing - image_spacing).max() > tolerance:
+        return (
+            f"has voxel size {np.round(label_spacing, 4).tolist()} mm but its image has "
+            f"{np.round(image_spacing, 4).tolist()} mm"
+        )
+    if np.abs(label.affine[:3, :3] - affine[:3, :3]).max() > tolerance:
+        return "has other axis directions than its image (same shape, rotated grid)"
+    offset = float(np.linalg.norm(label.affine[:3, 3] - affine[:3, 3]))
+    if offset > tolerance:
+        return f"has its origin {offset:.3g} mm away from its image's (same shape, shifted grid)"
+    return None
+
+
+def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) -> np.ndarray:
+    """Read a label map and check it against its image.
+
+    Args:
+        path: Label file (or DICOM series folder).
+        image: The image's record (shape and geometry are checked), only its spatial
+            shape, or ``None`` (values checked only, e.g. for counting classes).
+
+    Returns:
+        int64 ``(*spatial)`` class indices on the image's grid.
+
+    Raises:
+        DataError: Unreadable file, colour / several components, non-integer or negative
+            values, or a shape or geometry that differs from the image's; the message names
+            both files.
+    """
+    record = read_image(path, channels=True, label=True)
+    if isinstance(image, ImageRecord):
+        owner = f" (label map of {image.path})"
+        plane = image.meta.get("plane_of_volume")
+        on_volume = plane is not None and record.spatial_dims == 3
+        affine, shape = (plane["affine"], plane["shape"]) if on_volume else (image.affine, image.spatial_shape)
+        if affine is not None and image.format not in PLAIN_FORMATS:
+            affine = np.asarray(affine, dtype=np.float64)
+        else:
+            affine = None
+        problem = (
+            _geometry_problem(record, affine, shape)
+            if affine is not None
+            else (
+                f"has shape {_size(record.spatial_shape)} but its image is {_size(shape)}"
+                if record.spatial_shape != tuple(shape)
+                else None
+            )
+        )
+        if problem is not None:
+            raise data_error(record.path, f"{problem}{owner}; a label map must lie on its image's grid")
+        if on_volume:
+            record.array = np.take(record.array, 0, axis=int(plane["axis"]) + 1)
+    else:
+        owner = ""
+        if image is not None and record.spatial_shape != tuple(image):
+            raise data_error(
+                record.path,
+                f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(image)}",
+            )
+    values = record.array[0]
+    if record.channels > 1 and np.abs(record.array - values).max() > 0:
+        raise data_error(
+            record.path,
+            f"is a colour label map ({record.channels} samples per pixel with different values){owner}; a label "
+            "map holds one class index per pixel: save it as a grey or palette (P-mode) image of class indices",
+        )
+    fraction = np.abs(values - np.rint(values))
+    bad = int(np.count_nonzero(fraction > INTEGER_TOLERANCE))
+    if bad:
+        example = float(values.reshape(-1)[int(np.argmax(fraction.reshape(-1) > INTEGER_TOLERANCE))])
+        raise data_error(
+            record.path,
+            f"holds {bad} non-integer value(s) (e.g. {example:.4g}){owner}; a label map holds integer class "
+            "indices (is this a probability map or an image?)",
+        )
+    labels = np.rint(values).astype(np.int64)
+    if labels.min() < 0:
+        raise data_error(record.path, f"label map has negative values (min {labels.min()}){owner}")
+    return labels

@@ -1,0 +1,137 @@
+"""Label maps: integer class indices on exactly their image's grid, or a one-line refusal naming both files."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk  # noqa: N813
+from PIL import Image
+
+from cover.data.labels import read_label_map
+from cover.data.readers import read_image
+from cover.data.record import as_planar
+from cover.errors import DataError
+
+AFFINE = np.array([[0.0, 0.0, 2.0, -30.0], [-1.5, 0.0, 0.0, 40.0], [0.0, 1.0, 0.0, -12.5], [0, 0, 0, 1]])
+
+
+def _classes(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 4, size=shape).astype(np.uint8)
+
+
+def _nifti(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+@pytest.fixture
+def image(tmp_path):
+    values = np.random.default_rng(1).normal(size=(6, 7, 5)).astype(np.float32)
+    return read_image(_nifti(tmp_path / "img.nii.gz", values))
+
+
+def test_label_on_the_same_grid_in_another_voxel_order_is_read(tmp_path, image):
+    labels = _classes((6, 7, 5))
+    same = read_label_map(_nifti(tmp_path / "lab.nii.gz", labels), image)
+    # the same world grid stored flipped along the first axis (affine adjusted): same RAS labels
+    flipped = AFFINE.copy()
+    flipped[:3, 0] *= -1
+    flipped[:3, 3] = AFFINE[:3, :3] @ [5, 0, 0] + AFFINE[:3, 3]
+    other = read_label_map(_nifti(tmp_path / "flip.nii.gz", labels[::-1], flipped), image)
+    np.testing.assert_array_equal(same, other)
+    # oracle: the RAS canonical array of the label file, read by nibabel itself
+    expected = np.asarray(nib.as_closest_canonical(nib.load(str(tmp_path / "lab.nii.gz"))).dataobj)
+    np.testing.assert_array_equal(same, expected)
+    assert same.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("origin", "has its origin 10 mm away from its image's"),
+        ("spacing", "has voxel size [2.5, 1.5, 1.0] mm but its image has [2.0, 1.5, 1.0] mm"),
+        ("direction", "has other axis directions than its image"),
+        ("shape", "has shape 4x6x7 but its image is 5x6x7"),  # RAS order: file axes 2, 0, 1
+    ],
+)
+def test_label_on_another_grid_is_refused_naming_both_files(tmp_path, image, change, words):
+    labels, affine = _classes((6, 7, 5)), AFFINE.copy()
+    if change == "origin":
+        affine[:3, 3] += [0.0, 10.0, 0.0]
+    elif change == "spacing":
+        affine[:3, 2] *= 1.25
+    elif change == "direction":  # turned by 10 degrees about S: same shape, same closest orientation
+        turn = np.deg2rad(10.0)
+        rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
+        affine[:3, :3] = rotation @ AFFINE[:3, :3]
+    else:
+        labels = _classes((6, 7, 4))
+    path = _nifti(tmp_path / f"{change}.nii.gz", labels, affine)
+    with pytest.raises(DataError) as error:
+        read_label_map(path, image)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and f"(label map of {image.path})" in message
+    assert words in message, message
+    assert "\n" not in message
+
+
+def test_a_hundredth_of_a_voxel_is_tolerated(tmp_path, image):
+    affine = AFFINE.copy()
+    affine[:3, 3] += 0.004  # float rounding of headers written by other tools
+    assert read_label_map(_nifti(tmp_path / "near.nii.gz", _classes((6, 7, 5)), affine), image).shape == (5, 6, 7)
+
+
+def test_fractional_label_is_refused(tmp_path, image):
+    values = _classes((6, 7, 5)).astype(np.float32)
+    values[0, :3, 0] = [0.25, 1.5, 2.75]
+    path = _nifti(tmp_path / "soft.nii.gz", values)
+    with pytest.raises(DataError, match=r"soft\.nii\.gz: holds 3 non-integer value\(s\) .*label map of .*img\.nii\.gz"):
+        read_label_map(path, image)
+
+
+def test_palette_and_colour_png_labels(tmp_path):
+    Image.fromarray(np.arange(30, dtype=np.uint8).reshape(5, 6) * 8).save(tmp_path / "photo.png")
+    photo = read_image(tmp_path / "photo.png")
+    indices = np.zeros((5, 6), np.uint8)
+    indices[1:4, 1:3], indices[0, 5] = 3, 1
+    palette = Image.fromarray(indices, mode="P")
+    palette.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * 756)
+    palette.save(tmp_path / "voc.png")
+    np.testing.assert_array_equal(read_label_map(tmp_path / "voc.png", photo), indices)
+    palette.convert("RGB").save(tmp_path / "rgb.png")
+    with pytest.raises(DataError, match=r"rgb\.png: is a colour label map .*label map of .*photo\.png"):
+        read_label_map(tmp_path / "rgb.png", photo)
+    Image.fromarray(np.stack([indices] * 3, -1)).save(tmp_path / "grey_rgb.png")  # equal samples: fine
+    np.testing.assert_array_equal(read_label_map(tmp_path / "grey_rgb.png", photo), indices)
+
+
+def test_label_of_a_one_slice_volume_takes_the_same_slice(tmp_path):
+    values = np.random.default_rng(2).normal(size=(6, 7, 1)).astype(np.float32)
+    planar = as_planar(read_image(_nifti(tmp_path / "slice.nii.gz", values)))
+    labels = _classes((6, 7, 1))
+    got = read_label_map(_nifti(tmp_path / "slice_seg.nii.gz", labels), planar)
+    expected = np.asarray(nib.as_closest_canonical(nib.load(str(tmp_path / "slice_seg.nii.gz"))).dataobj)
+    assert got.shape == planar.spatial_shape
+    np.testing.assert_array_equal(got, np.squeeze(expected, axis=int(planar.meta["plane_of_volume"]["axis"])))
+    moved = AFFINE.copy()
+    moved[:3, 3] += 5.0
+    with pytest.raises(DataError, match="origin .* away"):
+        read_label_map(_nifti(tmp_path / "moved.nii.gz", labels, moved), planar)
+
+
+def test_nrrd_label_with_shifted_origin(tmp_path):
+    values = np.random.default_rng(4).normal(size=(4, 5, 6)).astype(np.float32)
+    image = sitk.GetImageFromArray(values)
+    image.SetOrigin((25.74, -125.76, -320.0))
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    label = sitk.GetImageFromArray(_classes((4, 5, 6)))
+    label.CopyInformation(image)
+    sitk.WriteImage(label, str(tmp_path / "ok.nrrd"))
+    record = read_image(tmp_path / "ct.nrrd")
+    assert read_label_map(tmp_path / "ok.nrrd", record).shape == (6, 5, 4)  # (x, y, z)
+    label.SetOrigin((35.74, -125.76, -320.0))
+    sitk.WriteImage(label, str(tmp_path / "off.nrrd"))
+    with pytest.raises(DataError, match=r"off\.nrrd: has its origin 10 mm away .*label map of .*ct\.nrrd"):
+        read_label_map(tmp_path / "off.nrrd", record)
