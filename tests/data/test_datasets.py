@@ -324,3 +324,13 @@ def test_slices2d_takes_the_thin_axis_of_a_one_slice_volume(tmp_path, make_nifti
     store = CachedVolumeStore([tmp_path / "d" / "sagittal.nii.gz"], "none")
     dataset = Slices2DDataset(store, (30, 20), axis=2, min_foreground=0.0)
     np.testing.assert_array_equal(dataset[(0, 5)].numpy()[0], plane)
+
+
+def test_plain_images_say_they_have_no_physical_spacing(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray((np.arange(400).reshape(20, 20) % 256).astype(np.uint8)).save(tmp_path / name)
+    options = {"dim": 2, "source_size": (16, 16), "spacing": None, "cache_dir": None, "on_bad_file": "error"}
+    _, meta = build_pretrain_dataset(str(tmp_path), preset=None, **options)
+    assert meta["spacing"] == [1.0, 1.0]
+    assert meta["spacing_note"] == "plain images without a physical spacing (1 per pixel)"
+    assert meta["preset"] == "minmax"

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from cover.data.discovery import find_images, find_unlabeled_images, load_datalist
 from cover.data.presets import PER_FILE
-from cover.data.record import data_error
+from cover.data.record import PLAIN_FORMATS, data_error
 from cover.data.store import CachedVolumeStore, skipped_message
 from cover.errors import ConfigError
 
@@ -346,6 +346,9 @@ def _spacing_summary(store: CachedVolumeStore) -> tuple[list[float] | None, str]
     if store.spacing is not None:
         return list(store.spacing), f"every file resampled to {list(store.spacing)} mm"
     distinct = sorted({tuple(m["spacing"]) for m in store.meta})
+    if all(m["format"] in PLAIN_FORMATS for m in store.meta):
+        common = list(distinct[0]) if len(distinct) == 1 else None
+        return common, "plain images without a physical spacing (1 per pixel)"
     if len(distinct) == 1:
         return list(distinct[0]), f"all {len(store.meta)} file(s) have this spacing (not resampled)"
     lengths = {len(d) for d in distinct}
