@@ -414,6 +414,11 @@ def test_palette_label_maps_keep_their_indices(tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4  # indices 0-3, not luminance values up to 113.4 (114 classes)
     assert len(json.loads((out / "split.json").read_text())["unused"]) == 1  # its palette label counted too
+    note = "data: intensity preset chosen per file (no --preset): minmax for 3 file(s) (e.g. "
+    assert any(
+        line.startswith(note) and line.endswith(": no modality in the header); pass --preset to choose one for all")
+        for line in lines
+    ), lines
 
 
 def _nifti_pair(folder: Path, name: str, label: np.ndarray, label_affine: np.ndarray) -> None:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import cover
 from cover.config import run_values, save_yaml, to_dict
+from cover.data.datasets import preset_note
 from cover.data.labels import read_label_map
 from cover.data.presets import PER_FILE
 from cover.data.record import data_error
@@ -415,8 +416,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     if context.is_main:
         _write_split(out, config, train_cases, val_cases, unused)
         save_yaml(config, out / "config.yaml")
-        given = "given" if preset else "chosen per file"
-        print(f"intensity preset ({given}): {', '.join(used_presets)}", file=sys.stderr)
+        files = [{"path": str(c.case.image), "preset": c.preset, "preset_reason": c.preset_reason} for c in train + val]
+        print(f"data: {preset_note(files, given=bool(preset))}", file=sys.stderr)
 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)

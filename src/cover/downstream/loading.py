@@ -35,6 +35,7 @@ class LoadedCase:
         label: int64 ``(*spatial)`` label map (segmentation), else ``None``.
         record: The image's record (geometry for writing predictions), or ``None`` when not kept.
         preset: The preset actually applied.
+        preset_reason: Why (``"given"``, or :func:`cover.data.presets.choose_preset`'s reason).
     """
 
     case: Case
@@ -42,6 +43,7 @@ class LoadedCase:
     label: torch.Tensor | None
     record: ImageRecord | None
     preset: str
+    preset_reason: str = "given"
 
 
 def resolve_preset(preset: str | None, record: ImageRecord) -> str:
@@ -145,7 +147,10 @@ def load_case(
     image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if task == "cls":
         image = resize_image(image, size)
-    return LoadedCase(case=case, image=image, label=label, record=record if keep_record else None, preset=chosen)
+    why = choose_preset(record)[1] if preset in (None, "", "auto", PER_FILE) else "given"
+    return LoadedCase(
+        case=case, image=image, label=label, record=record if keep_record else None, preset=chosen, preset_reason=why
+    )
 
 
 def checkpoint_load_options(metadata: dict[str, Any], keep_record: bool) -> dict[str, Any]:
