@@ -401,8 +401,8 @@ def build_pretrain_dataset(
         ``None`` when files differ), ``spacing_note`` (which of these), ``spacings`` (distinct
         final spacings), ``orientation`` (distinct orientations), ``axis_order``,
         ``channels``, ``num_files``, ``formats``, ``modalities``, ``slice_axis``, ``skipped``
-        and ``not_images`` (``[path, reason]`` pairs: unusable files, and files of a folder
-        left out as non-images by :func:`cover.data.discovery.not_an_image`).
+        (unusable files) and ``not_images`` (files of a folder left out as non-images by
+        :func:`cover.data.discovery.not_an_image`), both as ``[path, reason]`` pairs.
 
     Raises:
         DataError: Missing input, no usable image, a bad file with ``on_bad_file="error"``,

@@ -175,7 +175,7 @@ def normalize(array: np.ndarray, preset: str | IntensityPreset) -> np.ndarray:
 CT_MINIMUM_RANGE = (-3100.0, -900.0)
 
 #: ... and the maximum reaches at least this (soft tissue with contrast, bone: well above 0 HU).
-CT_MINIMUM_MAXIMUM = 200.0
+CT_MAXIMUM_AT_LEAST = 200.0
 
 
 def looks_like_ct(array: np.ndarray) -> bool:
@@ -191,7 +191,7 @@ def looks_like_ct(array: np.ndarray) -> bool:
     if values.shape[0] != 1 or values.size == 0:
         return False
     low, high = float(values.min()), float(values.max())
-    return CT_MINIMUM_RANGE[0] <= low <= CT_MINIMUM_RANGE[1] and high >= CT_MINIMUM_MAXIMUM
+    return CT_MINIMUM_RANGE[0] <= low <= CT_MINIMUM_RANGE[1] and high >= CT_MAXIMUM_AT_LEAST
 
 
 def choose_preset(record: ImageRecord) -> tuple[str, str]:
