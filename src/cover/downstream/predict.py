@@ -56,12 +56,19 @@ def _inputs(images: str | Path) -> tuple[list[Path], Path]:
 
 
 def _for_checkpoint(error: DataError, metadata: dict[str, Any]) -> DataError:
-    """The loader's message with its ``--dim`` advice replaced: ``cover predict`` has no ``--dim``."""
+    """The loader's dimension message without its ``--dim`` advice: ``cover predict`` has no ``--dim``.
+
+    ``"a.nii: is a 3D volume (..) but dim is 2 (..); use --dim 3"`` becomes ``"a.nii: is a 3D
+    volume (..) but the checkpoint is a 2D model (..)"``; other messages are kept.
+    """
     text = str(error)
+    model = int(metadata["spatial_dims"])
     for dim in (2, 3):
-        if text.endswith(f"; use --dim {dim}"):
-            model = int(metadata["spatial_dims"])
-            return DataError(f"{text.rsplit('; use --dim', 1)[0]}; the checkpoint is a {model}D model")
+        if text.endswith(f"; use --dim {dim}") and f"but dim is {model}" in text:
+            text = text[: -len(f"; use --dim {dim}")].replace(
+                f"but dim is {model}", f"but the checkpoint is a {model}D model"
+            )
+            return DataError(text)
     return error
 
 
