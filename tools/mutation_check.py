@@ -60,6 +60,7 @@ class Mutant:
 GEOMETRY = "src/cover/geometry.py"
 VPA = "src/cover/nn/vpa.py"
 MOV = "src/cover/nn/mov.py"
+UNET = "src/cover/nn/unet.py"
 VIEWS = "src/cover/views.py"
 COVER = "src/cover/methods/cover.py"
 DENSE = "src/cover/methods/dense_infonce.py"
@@ -73,6 +74,7 @@ REGISTER_FIT = "src/cover/downstream/register_fit.py"
 T_GEOMETRY = "tests/test_geometry.py"
 T_VPA = "tests/nn/test_vpa.py"
 T_MOV = "tests/nn/test_mov.py"
+T_UNET = "tests/nn/test_unet.py"
 T_VIEWS = "tests/test_views.py"
 T_COVER = "tests/methods/test_cover.py"
 T_LOSSES = "tests/methods/test_losses.py"
@@ -188,6 +190,39 @@ MUTANTS: list[Mutant] = [
         "moved = matrix @ flat + translation.unsqueeze(-1)",
         (T_GEOMETRY + "::test_affine_field_reproduces_affine_map_2d_and_3d",),
         "affine map about voxel 0 instead of the centre",
+    ),
+    # ------------------------------------------------------------------ U-Net (cover.nn.unet)
+    Mutant(
+        "unet-groupnorm-groups",
+        UNET,
+        "groups = max(1, out_channels // 8)",
+        "groups = max(1, out_channels // 4)",
+        (T_UNET,),
+        "GroupNorm with C/4 groups instead of C/8",
+    ),
+    Mutant(
+        "unet-average-pooling",
+        UNET,
+        "self.pool = (nn.MaxPool2d, nn.MaxPool3d)[spatial_dims - 2](2)",
+        "self.pool = (nn.AvgPool2d, nn.AvgPool3d)[spatial_dims - 2](2)",
+        (T_UNET,),
+        "average instead of max pooling",
+    ),
+    Mutant(
+        "unet-upsampling-corners",
+        UNET,
+        "x = F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=False)",
+        "x = F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=True)",
+        (T_UNET,),
+        "decoder up-sampling with the corner-aligned convention",
+    ),
+    Mutant(
+        "unet-skip-order",
+        UNET,
+        "x = block(torch.cat([x, skip], dim=1))",
+        "x = block(torch.cat([skip, x], dim=1))",
+        (T_UNET,),
+        "skip features concatenated first (weights read the wrong channels)",
     ),
     # ---------------------------------------------------------------------- MoV (cover.nn.mov)
     Mutant(
@@ -352,6 +387,71 @@ MUTANTS: list[Mutant] = [
         "logits = local @ z.T * temperature",
         (T_BASELINES,),
         "similarities multiplied by the temperature",
+    ),
+    # ------------------------------------------------------- downstream metrics (Dice, HD95, AUC)
+    Mutant(
+        "dice-absent-class-scores-one",
+        METRICS,
+        "dice = torch.where(scored, dice, torch.full_like(dice, math.nan))",
+        "dice = torch.where(scored, dice, torch.ones_like(dice))",
+        (T_METRICS,),
+        "a class absent from prediction and label scores Dice 1",
+    ),
+    Mutant(
+        "hd95-is-hd100",
+        METRICS,
+        "pred, true, include_background=False, percentile=95,",
+        "pred, true, include_background=False, percentile=100,",
+        (T_METRICS,),
+        "the maximum surface distance instead of its 95th percentile",
+    ),
+    Mutant(
+        "hd95-spacing-ignored",
+        METRICS,
+        "spacing=list(spacing) if spacing else None",
+        "spacing=None",
+        (T_METRICS,),
+        "HD95 in voxels whatever the spacing",
+    ),
+    Mutant(
+        "hd95-one-sided-class-not-worst",
+        METRICS,
+        "distances = torch.where(in_pred & in_true, distances, torch.full_like(distances, worst))",
+        "distances = torch.where(in_pred | in_true, distances, torch.full_like(distances, worst))",
+        (T_METRICS,),
+        "a missed or spurious class keeps MONAI's inf/NaN instead of the worst distance",
+    ),
+    Mutant(
+        "hd95-worst-ignores-spacing",
+        METRICS,
+        "worst = math.sqrt(sum((n * s) ** 2 for n, s in zip(prediction.shape, steps, strict=True)))",
+        "worst = math.sqrt(sum(n**2 for n, s in zip(prediction.shape, steps, strict=True)))",
+        (T_METRICS,),
+        "the worst-case distance in voxels, not in spacing units",
+    ),
+    Mutant(
+        "mean-counts-nan",
+        METRICS,
+        "array = array[~np.isnan(array)]",
+        "array = np.nan_to_num(array)",
+        (T_METRICS,),
+        "unscored (NaN) cases enter the means as 0",
+    ),
+    Mutant(
+        "auc-of-the-negative-class",
+        METRICS,
+        "auc = float(roc_auc_score(targets, probabilities[:, 1]))",
+        "auc = float(roc_auc_score(targets, probabilities[:, 0]))",
+        (T_METRICS,),
+        "binary AUC scored with the negative class's probability",
+    ),
+    Mutant(
+        "auc-multiclass-one-vs-one",
+        METRICS,
+        'multi_class="ovr"',
+        'multi_class="ovo"',
+        (T_METRICS,),
+        "multi-class AUC averaged over class pairs, not one-vs-rest",
     ),
     # ------------------------------------------------ whole-image inference (cover.downstream)
     Mutant(

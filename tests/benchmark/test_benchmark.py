@@ -97,6 +97,8 @@ def test_benchmark_refuses_a_foreign_output_folder(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_files_match_the_presets_and_resolve(name):
+    """A consistency check, not a correctness test: the shipped YAML says what the code's preset
+    says, and both resolve to the same configuration."""
     values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert values == {"preset": name, **PRESETS[name]}
     config = resolve_benchmark_config(preset=name)

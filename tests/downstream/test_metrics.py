@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cover.downstream.metrics import EMPTY_CLASS_RULE, segmentation_scores
+from cover.downstream.metrics import EMPTY_CLASS_RULE, classification_scores, mean_std, segmentation_scores, summarise
 
 
 def surface(mask):
@@ -90,3 +90,41 @@ def test_hd95_of_hand_placed_voxels():
     scores = segmentation_scores(torch.from_numpy(pred), torch.from_numpy(label), 3, spacing=(1.5, 1.0, 3.0))
     assert scores["hd95"] == pytest.approx([9.0, 0.95 * 3.0])
     assert scores["dice"] == pytest.approx([0.0, 2 * 1 / 3])
+
+
+def pair_count_auc(scores, positive):
+    """AUC as the fraction of (positive, negative) pairs ranked right, ties counting one half."""
+    pos = [s for s, p in zip(scores, positive, strict=True) if p]
+    neg = [s for s, p in zip(scores, positive, strict=True) if not p]
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_binary_auc_and_accuracy_match_pair_counts():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    targets = np.array([0, 0, 1, 1, 1, 0])
+    scores = classification_scores(probs, targets)
+    assert scores["auc"] == pytest.approx(pair_count_auc(probs[:, 1], targets == 1))
+    assert scores["auc"] == pytest.approx(8 / 9)  # one of nine pairs ranked wrong (0.4 < 0.6)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_multiclass_auc_is_the_macro_mean_of_one_vs_rest_pair_counts():
+    rng = np.random.default_rng(0)
+    targets = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    probs = rng.dirichlet(np.ones(3), size=len(targets)) + 0.6 * np.eye(3)[targets]
+    probs /= probs.sum(axis=1, keepdims=True)
+    expected = np.mean([pair_count_auc(probs[:, k], targets == k) for k in range(3)])
+    scores = classification_scores(probs, targets)
+    assert 0.6 < expected < 0.99  # neither perfect nor chance: a wrong average would show
+    assert scores["auc"] == pytest.approx(expected)
+    assert scores["accuracy"] == pytest.approx(float((probs.argmax(1) == targets).mean()))
+
+
+def test_mean_std_leave_nan_out_and_use_the_population_std():
+    assert mean_std([1.0, math.nan, 3.0, 5.0]) == pytest.approx((3.0, math.sqrt(8 / 3)))
+    assert all(math.isnan(v) for v in mean_std([math.nan, math.nan]))
+    rows = [{"dice": 0.5, "hd95": math.nan}, {"dice": 0.9, "hd95": 4.0}, {"dice": math.nan, "hd95": 2.0}]
+    summary = summarise(rows, ["dice", "hd95"])
+    assert summary["dice"] == pytest.approx({"mean": 0.7, "std": 0.2})
+    assert summary["hd95"] == pytest.approx({"mean": 3.0, "std": 1.0})
