@@ -623,3 +623,18 @@ def test_window_radius_at_the_top_of_a_yaml_file(tmp_path, monkeypatch, capsys):
     both = _yaml(tmp_path, "both.yaml", {"window_radius": 1, "model": {**TINY_MODEL, "window_radius": 3}})
     code, lines = run_cli([*args, "--config", both, "--out", tmp_path / "out2"], monkeypatch, capsys)
     assert code == 2 and lines == ["error: window_radius: given as 1 and as model.window_radius 3; give it once"]
+
+
+def test_analyze_on_an_encoder_only_export_is_one_line_not_a_traceback(earlier, tmp_path, monkeypatch, capsys):
+    from cover.export import export
+
+    before = folder_hash(earlier)
+    folder = export(earlier, tmp_path / "encoder", encoder_only=True)
+    out = tmp_path / "analysis"
+    code, lines = run_cli(["analyze", "--checkpoint", folder, "--out", out, "--device", "cpu"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0] == (
+        f"error: {folder}: an encoder-only export has no decoder weights, which this command uses; "
+        "give the cover pretrain run folder or an export made without --encoder-only"
+    )
+    assert not out.exists() and folder_hash(earlier) == before

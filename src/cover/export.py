@@ -30,116 +30,25 @@ import typer
 
 import cover
 from cover.errors import ConfigError, CoverError
+from cover.models.loading import (  # noqa: F401 - re-exported: the export's own names for these
+    SIDECAR,
+    backbone_state_dict,
+    build_from_metadata,
+    encoder_prefixes,
+    load_backbone,
+    plain_key,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 # torch and the model code are imported inside the functions so that registering the
 # ``cover export`` command keeps ``cover --help`` fast.
 
 EXPORT_FORMAT = "cover-export/1"
-SIDECAR = "cover.json"
 FORMATS = {"safetensors": "weights.safetensors", "torch": "weights.pt"}
-_WRAPPER_PARTS = ("module", "_orig_mod")  # added by DistributedDataParallel / torch.compile
-
-
-def plain_key(key: str) -> str:
-    """A state-dict key without DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.`` parts.
-
-    Args:
-        key: E.g. ``module._orig_mod.backbone.encoder.0.0.weight``.
-
-    Returns:
-        E.g. ``backbone.encoder.0.0.weight``.
-    """
-    parts = [p for p in key.split(".") if p != "_orig_mod"]
-    while parts and parts[0] in _WRAPPER_PARTS:
-        parts.pop(0)
-    return ".".join(parts)
-
-
-def backbone_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The backbone's weights out of a method's ``state_dict`` (``backbone.*``, prefixes removed).
-
-    Args:
-        model_state: A checkpoint's ``"model"`` entry (keys ``backbone.*`` and ``head.*``).
-
-    Returns:
-        Plain backbone keys to CPU tensors (contiguous copies, no shared storage).
-    """
-    weights = {}
-    for key, value in model_state.items():
-        key = plain_key(key)
-        if key.startswith("backbone."):
-            weights[plain_key(key.removeprefix("backbone."))] = value.detach().cpu().contiguous().clone()
-    return weights
-
-
-def encoder_prefixes(backbone: nn.Module) -> tuple[str, ...]:
-    """State-dict key prefixes of a backbone's encoder.
-
-    Args:
-        backbone: A registered backbone.
-
-    Returns:
-        Its ``encoder_prefixes`` attribute, else ``("encoder.",)`` when it has an ``encoder``.
-    """
-    from torch import nn
-
-    prefixes = getattr(backbone, "encoder_prefixes", None)
-    if prefixes:
-        return tuple(prefixes)
-    if isinstance(getattr(backbone, "encoder", None), nn.Module):
-        return ("encoder.",)
-    raise CoverError(f"encoder_only: the {type(backbone).__name__} backbone has no known encoder part")
-
-
-def _backbone_kwargs(metadata: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(metadata.get("backbone_args") or {})
-    if "channels" in kwargs:
-        kwargs["channels"] = tuple(int(c) for c in kwargs["channels"])
-    return kwargs
-
-
-def build_from_metadata(metadata: dict[str, Any]) -> nn.Module:
-    """Build the (untrained) backbone a checkpoint or export describes.
-
-    Args:
-        metadata: Needs ``backbone``, ``backbone_args``, ``spatial_dims``, ``in_channels``.
-
-    Returns:
-        The backbone module.
-    """
-    from cover.nn.backbones import build_backbone
-
-    missing = [k for k in ("backbone", "spatial_dims", "in_channels") if k not in metadata]
-    if missing:
-        raise CoverError(f"metadata lacks {', '.join(missing)}; not written by cover pretrain or cover export")
-    return build_backbone(
-        metadata["backbone"], int(metadata["spatial_dims"]), int(metadata["in_channels"]), **_backbone_kwargs(metadata)
-    )
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """Load a training checkpoint given as a file, a run folder or its ``checkpoints/`` folder.
-
-    Args:
-        path: ``step_XXXXXXXX.pt``, ``OUT`` or ``OUT/checkpoints`` (the newest valid one).
-
-    Returns:
-        ``(state, checkpoint_file)``.
-    """
-    from cover.train.checkpoint import find_resume_checkpoint, load_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        run = path.parent if path.name == "checkpoints" else path
-        found = find_resume_checkpoint(run)
-        if found is None:
-            raise CoverError(f"{path}: no checkpoint found (expected checkpoints/step_*.pt)")
-        return found[1], found[0]
-    return load_checkpoint(path), path
 
 
 def describe(state: dict[str, Any], source: Path, backbone: nn.Module) -> dict[str, Any]:
@@ -260,15 +169,11 @@ def export(
         raise ConfigError(f"format: {format!r} is not allowed (allowed: {', '.join(FORMATS)})")
     out = Path(out)
     _check_out(out, overwrite)
-    state, source = resolve_checkpoint(checkpoint)
-    weights = backbone_state_dict(state["model"])
-    if not weights:
-        raise CoverError(f"{source}: holds no backbone.* weights; not a cover pretrain checkpoint")
-    backbone = build_from_metadata(dict(state.get("metadata") or {}))
-    try:
-        backbone.load_state_dict(weights, strict=True)  # proves the export rebuilds
-    except RuntimeError as error:
-        raise CoverError(f"{source}: weights do not match the backbone its metadata describes ({error})") from None
+    loaded = read_checkpoint(checkpoint)
+    if loaded.kind == "export":
+        raise CoverError(f"{loaded.source}: already a cover export; export from the cover pretrain run folder")
+    backbone, _ = load_backbone(loaded)  # proves the export rebuilds
+    state, source, weights = loaded.state, loaded.source, loaded.weights
     if encoder_only:
         prefixes = encoder_prefixes(backbone)
         weights = {k: v for k, v in weights.items() if k.startswith(prefixes)}
@@ -296,19 +201,6 @@ def export(
     return out
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    import torch
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means an unusable file
-        raise CoverError(f"{path}: not a readable weights file ({type(error).__name__})") from None
-
-
 def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The pretrained backbone, ready to use, and its metadata.
 
@@ -322,36 +214,11 @@ def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         ``cover.json`` content. For an encoder-only export the decoder keeps its fresh
         initialisation.
     """
-    path = Path(path)
-    sidecar = path / SIDECAR if path.is_dir() else path if path.name == SIDECAR else None
-    if sidecar is not None and sidecar.is_file():
-        try:
-            metadata = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as error:
-            raise CoverError(f"{sidecar}: invalid JSON ({error.msg} at line {error.lineno})") from None
-        weights_path = sidecar.parent / str(metadata.get("weights", FORMATS["safetensors"]))
-        if not weights_path.is_file():
-            raise CoverError(f"{weights_path}: weights file named in {sidecar} not found")
-        weights = _read_weights(weights_path)
-        backbone = build_from_metadata(metadata)
-    else:
-        state, source = resolve_checkpoint(path)
-        weights = backbone_state_dict(state["model"])
-        if not weights:
-            raise CoverError(f"{source}: holds no backbone.* weights; not a cover pretrain checkpoint")
-        backbone = build_from_metadata(dict(state.get("metadata") or {}))
-        metadata = describe(state, source, backbone)
-        metadata.update(encoder_only=False)
-    encoder_only = bool(metadata.get("encoder_only"))
-    try:
-        result = backbone.load_state_dict(weights, strict=not encoder_only)
-    except RuntimeError as error:
-        raise CoverError(f"{path}: weights do not match the backbone in its metadata ({error})") from None
-    if encoder_only:
-        prefixes = encoder_prefixes(backbone)
-        wrong = list(result.unexpected_keys) + [k for k in result.missing_keys if k.startswith(prefixes)]
-        if wrong:
-            raise CoverError(f"{path}: encoder-only weights do not match the backbone (e.g. {wrong[0]})")
+    backbone, loaded = load_backbone(path)
+    if loaded.kind == "export":
+        return backbone, loaded.metadata
+    metadata = describe(loaded.state, loaded.source, backbone)
+    metadata.update(encoder_only=False)
     return backbone, metadata
 
 

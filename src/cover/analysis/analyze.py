@@ -128,7 +128,7 @@ def load_backbone(
         ``(backbone in eval mode, info)``; ``info`` holds ``method``, ``checkpoint``,
         ``spatial_dims``, ``in_channels`` and ``preset`` (``None`` if unknown).
     """
-    from cover.export import build_from_metadata
+    from cover.models.loading import build_from_metadata
 
     if checkpoint is None:
         spec = {"backbone": "unet", "channels": DEFAULT_CHANNELS, "spatial_dims": 2, "in_channels": 1}
@@ -141,13 +141,12 @@ def load_backbone(
         backbone = build_from_metadata(spec)
         info = {"method": "scratch", "checkpoint": None, "preset": None}
     else:
-        from cover.downstream.models import load_pretrained_backbone, pretrained_preset
+        from cover.models.loading import load_backbone as load_checkpoint_backbone
+        from cover.models.loading import pretrained_preset
 
-        weights, metadata, path = load_pretrained_backbone(checkpoint)
-        backbone = build_from_metadata(metadata)
-        backbone.load_state_dict(weights)
-        method = metadata.get("method", "unknown")
-        info = {"method": method, "checkpoint": str(path), "preset": pretrained_preset(metadata)}
+        backbone, loaded = load_checkpoint_backbone(checkpoint, whole=True)  # the finest decoder features
+        method = loaded.metadata.get("method", "unknown")
+        info = {"method": method, "checkpoint": str(loaded.source), "preset": pretrained_preset(loaded.metadata)}
     info.update(spatial_dims=int(backbone.spatial_dims), in_channels=int(backbone.in_channels))
     return backbone.eval(), info
 

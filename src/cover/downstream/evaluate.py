@@ -37,9 +37,9 @@ from cover.downstream.metrics import (
     segmentation_scores,
     summarise,
 )
-from cover.downstream.models import load_finetuned
 from cover.downstream.outputs import prepare_output
 from cover.errors import ConfigError
+from cover.models.loading import load_finetuned
 from cover.train.distributed import resolve_device
 
 

@@ -47,16 +47,10 @@ from cover.downstream.config import FinetuneConfig, resolve_finetune_config, res
 from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
-from cover.downstream.models import (
-    build_network,
-    freeze_backbone,
-    load_backbone_weights,
-    load_pretrained_backbone,
-    pretrained_preset,
-    save_finetuned,
-)
+from cover.downstream.models import build_network, freeze_backbone, save_finetuned
 from cover.downstream.outputs import check_output
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
 from cover.train.checkpoint import (
     CHECKPOINT_DIR,
     capture_rng_state,
@@ -106,8 +100,8 @@ def _data_sources(config: FinetuneConfig) -> _Data:
     )
 
 
-def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, dict[str, Any]]:
-    """Backbone description, pretrained weights (or ``None``) and information about their source."""
+def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], Checkpoint | None, dict[str, Any]]:
+    """Backbone description, the pretrained checkpoint (or ``None``) and information about its source."""
     if config.pretrained is None:
         spec = {
             "backbone": config.model.backbone,
@@ -116,7 +110,8 @@ def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, to
             "in_channels": config.in_channels,
         }
         return spec, None, {"pretrained": None}
-    weights, metadata, path = load_pretrained_backbone(config.pretrained)
+    pretrained = read_checkpoint(config.pretrained)
+    metadata, path = pretrained.metadata, pretrained.source
     dims, channels = int(metadata["spatial_dims"]), int(metadata["in_channels"])
     if dims != config.dim:
         raise ConfigError(f"dim: {config.dim} but the pretrained checkpoint {path} is {dims}D; use --dim {dims}")
@@ -132,9 +127,9 @@ def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], dict[str, to
         "pretrained": str(path),
         "pretrained_method": metadata.get("method"),
         "pretrained_preset": pretrained_preset(metadata),
-        "encoder_only": bool(metadata.get("encoder_only")),
+        "encoder_only": pretrained.encoder_only,
     }
-    return spec, weights, source
+    return spec, pretrained, source
 
 
 def _select_cases(config: FinetuneConfig, data: _Data) -> tuple[list[Case], list[Case], list[Case], list[str] | None]:
@@ -398,7 +393,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         )  # fmt: skip
     else:
         data = _data_sources(config)
-    spec, weights, source = _backbone_spec(config)
+    spec, pretrained, source = _backbone_spec(config)
     preset = config.preset or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     if not train_cases:
@@ -421,8 +416,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
-    if weights is not None:
-        load_backbone_weights(network, weights, source["encoder_only"], source["pretrained"])
+    if pretrained is not None:
+        load_weights(network.backbone, pretrained)
     backbone = network.backbone
     try:
         backbone.check_size(config.size)
@@ -525,7 +520,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     fields = ["loss", "lr", "seconds", metric] + (["val_accuracy"] if config.task == "cls" else [])
     logger = RunLogger(out, fields, start) if context.is_main else None
     if context.is_main:
-        origin = f"pretrained={source['pretrained']}" if weights is not None else "scratch"
+        origin = f"pretrained={source['pretrained']}" if pretrained is not None else "scratch"
         print(
             f"cover finetune: task={config.task} dim={config.dim} {origin} "
             f"freeze={config.freeze} train={len(train)} val={len(val)} classes={num_classes} steps={config.steps} "

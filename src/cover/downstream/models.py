@@ -6,11 +6,9 @@
   level 0) and a new linear layer.
 
 Both keep the backbone under the attribute ``backbone``, so their state-dict keys start with
-``backbone.`` like the pretraining methods'. :func:`load_pretrained_backbone` reads a
-``cover pretrain`` checkpoint (or a run folder, its ``checkpoints/`` folder, a fine-tuned
-checkpoint, or a ``cover export`` folder, through :mod:`cover.export`) and returns the
-backbone's weights with the plain-JSON metadata; :func:`load_finetuned` rebuilds
-a fine-tuned network from its checkpoint alone.
+``backbone.`` like the pretraining methods'. Checkpoints become models in
+:mod:`cover.models.loading` (pretrained backbones, and fine-tuned networks from
+:func:`save_finetuned`'s checkpoints).
 """
 
 from __future__ import annotations
@@ -21,10 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cover.errors import ConfigError, CoverError
-from cover.nn.backbones import build_backbone
+from cover.errors import ConfigError
+from cover.models.loading import build_from_metadata
 from cover.nn.unet import conv_nd
-from cover.train.checkpoint import list_checkpoints, load_checkpoint
 
 FINETUNE_FORMAT = "cover-finetune/1"
 
@@ -76,17 +73,8 @@ def build_network(task: str, spec: dict[str, Any], num_classes: int) -> nn.Modul
     Returns:
         :class:`SegmentationNet` or :class:`ClassificationNet`.
     """
-    backbone = build_backbone(
-        spec["backbone"], int(spec["spatial_dims"]), int(spec["in_channels"]), **_backbone_kwargs(spec)
-    )
+    backbone = build_from_metadata(spec)
     return (SegmentationNet if task == "seg" else ClassificationNet)(backbone, num_classes)
-
-
-def _backbone_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(spec.get("backbone_args") or {})
-    if "channels" in kwargs:
-        kwargs["channels"] = tuple(int(c) for c in kwargs["channels"])
-    return kwargs
 
 
 def freeze_backbone(network: nn.Module, freeze: str) -> None:
@@ -107,67 +95,6 @@ def freeze_backbone(network: nn.Module, freeze: str) -> None:
         parameter.requires_grad_(False)
 
 
-def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """Backbone weights and metadata of a pretrained (or fine-tuned) checkpoint or an export.
-
-    Args:
-        path: A checkpoint file, a ``cover pretrain`` run folder or its ``checkpoints/``
-            folder (the newest valid checkpoint), a fine-tuning output folder (its
-            ``best.pt``), or a ``cover export`` folder (``cover.json``).
-
-    Returns:
-        ``(backbone_state_dict, metadata, source)``; keys without the ``backbone.`` prefix.
-        For an encoder-only export only the encoder's weights are returned and
-        ``metadata["encoder_only"]`` is true.
-    """
-    from cover.export import SIDECAR, backbone_state_dict, encoder_prefixes, load_pretrained, resolve_checkpoint
-
-    source = Path(path)
-    if (source.is_dir() and (source / SIDECAR).is_file()) or source.name == SIDECAR:
-        backbone, metadata = load_pretrained(source)
-        weights = backbone.state_dict()
-        if metadata.get("encoder_only"):
-            weights = {k: v for k, v in weights.items() if k.startswith(encoder_prefixes(backbone))}
-        return weights, dict(metadata), source
-    if source.is_dir() and (source / "best.pt").is_file() and not list_checkpoints(source):
-        source = source / "best.pt"  # a fine-tuning output folder
-    state, source = resolve_checkpoint(source)
-    weights = backbone_state_dict(state["model"])
-    if not weights:
-        raise CoverError(f"pretrained: {source} has no backbone.* weights")
-    metadata = dict(state.get("metadata") or {})
-    for key in ("backbone", "spatial_dims", "in_channels"):
-        if key not in metadata:
-            raise CoverError(f"pretrained: {source} lacks metadata '{key}'; not a cover checkpoint")
-    return weights, metadata, source
-
-
-def load_backbone_weights(
-    network: nn.Module, weights: dict[str, torch.Tensor], encoder_only: bool, source: Any
-) -> None:
-    """Copy pretrained weights into ``network.backbone``: strictly, or the encoder only.
-
-    Args:
-        network: A downstream network.
-        weights: Backbone state dict (from :func:`load_pretrained_backbone`).
-        encoder_only: Only the encoder is given; the rest keeps its fresh initialisation.
-        source: Where the weights came from (for messages).
-    """
-    try:
-        result = network.backbone.load_state_dict(weights, strict=not encoder_only)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CoverError(f"pretrained: {source} does not fit the backbone ({first})") from None
-    if encoder_only and result.unexpected_keys:
-        raise CoverError(f"pretrained: {source} has weights the backbone lacks: {result.unexpected_keys[:3]}")
-
-
-def pretrained_preset(metadata: dict[str, Any]) -> str | None:
-    """The intensity preset a pretrained checkpoint was trained with (``None`` if unknown/auto)."""
-    preset = metadata.get("preset") or (metadata.get("data") or {}).get("preset")
-    return None if preset in (None, "", "auto", "per-file") else str(preset)
-
-
 def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any], config: dict[str, Any]) -> None:
     """Write a fine-tuned checkpoint (atomic): weights, plain-JSON metadata and the run config.
 
@@ -181,25 +108,3 @@ def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any
 
     state = {"format": FINETUNE_FORMAT, "model": network.state_dict(), "metadata": metadata, "config": config}
     save_checkpoint(state, path)
-
-
-def load_finetuned(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a fine-tuned network from its checkpoint alone.
-
-    Args:
-        path: A checkpoint written by ``cover finetune`` (or its output folder: ``best.pt``).
-        device: Where the network goes.
-
-    Returns:
-        ``(network in eval mode, metadata)``.
-    """
-    source = Path(path)
-    if source.is_dir():
-        source = source / "best.pt"
-    state = load_checkpoint(source)
-    if state.get("format") != FINETUNE_FORMAT:
-        raise CoverError(f"{source}: not a fine-tuned checkpoint (run cover finetune first)")
-    metadata = state["metadata"]
-    network = build_network(metadata["task"], metadata, int(metadata["num_classes"]))
-    network.load_state_dict(state["model"])
-    return network.to(device).eval(), metadata

@@ -36,9 +36,9 @@ from cover.downstream.cases import Case, file_stem
 from cover.downstream.evaluate import class_labels
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
-from cover.downstream.models import load_finetuned
 from cover.downstream.outputs import mask_paths, prepare_output
 from cover.errors import ConfigError, DataError
+from cover.models.loading import load_finetuned
 from cover.train.distributed import resolve_device
 
 #: Values of ``on_bad_file``: skip a bad input with a warning, or stop at the first one.

@@ -60,8 +60,9 @@ from cover.downstream.register_grid import (
     to_fixed_grid,
     working_size,
 )
-from cover.errors import ConfigError, CoverError, DataError
+from cover.errors import ConfigError, DataError
 from cover.geometry import affine_field, field_jacobian_determinant, resize_field, warp
+from cover.models.loading import load_vector_model
 
 
 @dataclass
@@ -131,43 +132,6 @@ def resolve_register_config(values: dict[str, Any]) -> RegisterConfig:
         if not ok:
             raise ConfigError(f"{key}: {message}")
     return config
-
-
-# --------------------------------------------------------------------------- model
-
-
-def load_vector_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path]:
-    """Rebuild a COVER model (backbone + vector head) from a pretraining checkpoint.
-
-    Args:
-        checkpoint: Checkpoint file or run folder.
-        device: Where the model goes.
-
-    Returns:
-        ``(model in eval mode, checkpoint metadata, checkpoint path)``.
-    """
-    from cover.config import resolve_pretrain_config
-    from cover.export import resolve_checkpoint
-    from cover.train.pretrain import build_model
-
-    state, path = resolve_checkpoint(checkpoint)
-    if "config" not in state:
-        raise CoverError(f"{path}: checkpoint has no 'config'; use one written by cover pretrain")
-    config = resolve_pretrain_config({k: v for k, v in state["config"].items() if k not in ("resume",)})
-    if config.method != "cover":
-        raise CoverError(f"{path}: method {config.method!r} has no vector head; registration needs a cover checkpoint")
-    model = build_model(config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise CoverError(f"{path}: weights do not match the recorded model ({str(error).splitlines()[0]})") from None
-    metadata = dict(state.get("metadata") or {})
-    metadata.setdefault("spatial_dims", config.dim)
-    metadata.setdefault("in_channels", config.in_channels)
-    metadata.setdefault("data", {"preset": config.preset, "spacing": config.spacing})
-    metadata["divisor"] = int(model.backbone.divisor)
-    metadata["slice_axis"] = config.slice_axis
-    return model.to(device).eval(), metadata, path
 
 
 # ------------------------------------------------------------------------ metrics

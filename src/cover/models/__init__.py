@@ -1,0 +1,1 @@
+"""Models from checkpoints: :mod:`cover.models.loading` is the one checkpoint -> model loader."""
