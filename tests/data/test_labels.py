@@ -135,3 +135,44 @@ def test_nrrd_label_with_shifted_origin(tmp_path):
     sitk.WriteImage(label, str(tmp_path / "off.nrrd"))
     with pytest.raises(DataError, match=r"off\.nrrd: has its origin 10 mm away .*label map of .*ct\.nrrd"):
         read_label_map(tmp_path / "off.nrrd", record)
+
+
+def test_jpeg_label_is_refused_naming_both_files(tmp_path):
+    indices = np.kron(np.arange(6, dtype=np.uint8).reshape(2, 3), np.ones((8, 8), np.uint8))
+    Image.fromarray(indices * 40).save(tmp_path / "photo.png")
+    photo = read_image(tmp_path / "photo.png")
+    Image.fromarray(indices).save(tmp_path / "mask.jpg", quality=100)
+    with pytest.raises(DataError, match=r"mask\.jpg: is a JPEG \(label map of .*photo\.png\); .* save it as PNG"):
+        read_label_map(tmp_path / "mask.jpg", photo)
+    with pytest.raises(DataError, match=r"mask\.jpg: is a JPEG; .*lossless"):  # counting classes, no image
+        read_label_map(tmp_path / "mask.jpg", None)
+
+
+def _blocks(side: int, values: np.ndarray) -> np.ndarray:
+    """``values`` (k, k) as constant side x side blocks: a piecewise-constant map of k*k classes."""
+    return np.kron(values, np.ones((side, side), values.dtype))
+
+
+def test_up_to_256_classes_in_regions_are_read_and_more_are_refused(tmp_path):
+    classes = _blocks(4, np.arange(256, dtype=np.int16).reshape(16, 16))  # 64x64, 256 values, 12% boundaries
+    np.save(tmp_path / "many.npy", classes)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "many.npy", (64, 64)), classes)
+    classes[0, 0] = 256  # a 257th value
+    np.save(tmp_path / "too_many.npy", classes)
+    with pytest.raises(DataError, match=r"too_many\.npy: holds 257 distinct values \(up to 256\), more than 256"):
+        read_label_map(tmp_path / "too_many.npy", (64, 64))
+
+
+def test_a_picture_or_noise_given_as_labels_is_refused(tmp_path, image):
+    noise = np.random.default_rng(2).integers(0, 40, size=(6, 7, 5)).astype(np.int16)  # 40 values, most pairs differ
+    path = _nifti(tmp_path / "ct.nii.gz", noise)
+    with pytest.raises(
+        DataError, match=r"ct\.nii\.gz: holds 40 distinct values and 9\d% of neighbouring pixels differ"
+    ):
+        read_label_map(path, image)
+    stripes = _blocks(1, np.arange(17, dtype=np.uint8).reshape(1, 17).repeat(17, axis=0))  # 17 values, half differ
+    np.save(tmp_path / "stripes.npy", stripes)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "stripes.npy", (17, 17)), stripes)
+    few = np.random.default_rng(3).integers(0, 16, size=(6, 7, 5)).astype(np.int16)  # 16 values: any arrangement
+    read = read_label_map(_nifti(tmp_path / "few.nii.gz", few), image)  # RAS order: compare the counts
+    np.testing.assert_array_equal(np.bincount(read.ravel()), np.bincount(few.ravel()))

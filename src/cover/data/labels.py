@@ -6,8 +6,12 @@ A label map is accepted only when it is what it claims to be; every refusal is a
 - one value per pixel: palette (P-mode) PNG/BMP files give their palette *indices* (the colours
   they stand for are ignored); a file with several samples (RGB, vector components) is
   accepted only when the samples are equal, else refused as a colour label;
+- a lossless file: a JPEG is refused (its compression changes values near every edge, so
+  class indices come back as neighbouring or in-between classes); save label maps as PNG;
 - integer values: no value may differ from an integer by more than :data:`INTEGER_TOLERANCE`
-  (a probability map or an image given as a label is refused), and none may be negative;
+  (a probability map or an image given as a label is refused), none may be negative, and
+  the map must not look like an image: at most :data:`MAX_LABEL_VALUES` distinct values, and
+  not many values changing at most pixels (a grey picture, a CT volume, noise);
 - the image's geometry: the same array shape, and, when both files carry physical geometry
   (NIfTI, NRRD, MHA/MHD, MGH, DICOM), the same voxel size, origin and axis directions within
   :data:`GEOMETRY_TOLERANCE` of a voxel. Both are compared after the readers' RAS canonical
@@ -31,6 +35,16 @@ from cover.data.record import PLAIN_FORMATS, ImageRecord, data_error
 
 #: Largest distance of a label value from an integer still read as that integer.
 INTEGER_TOLERANCE = 1e-3
+
+#: Most distinct values a label map may hold: 255 classes and the background. More is an image
+#: (a grey picture uses up to 256 values, a CT volume thousands), not class indices.
+MAX_LABEL_VALUES = 256
+
+#: With more distinct values than this, a label map whose neighbouring pixels differ more often
+#: than :data:`NOISY_FRACTION` of the time is a picture or noise: class regions are piecewise
+#: constant (a label map with half its pixels on a boundary is no segmentation).
+NOISY_MIN_VALUES = 16
+NOISY_FRACTION = 0.5
 
 #: Largest difference of voxel size, origin and direction vectors between an image and its
 #: label map, as a fraction of the image's smallest voxel size.
@@ -63,6 +77,35 @@ def _geometry_problem(label: ImageRecord, affine: np.ndarray, shape: Sequence[in
     return None
 
 
+def _image_like(labels: np.ndarray) -> str | None:
+    """Why integer ``labels`` (``(*spatial)``) look like an image rather than class indices, or ``None``.
+
+    More than :data:`MAX_LABEL_VALUES` distinct values, or more than :data:`NOISY_MIN_VALUES`
+    of them with neighbouring pixels differing more often than :data:`NOISY_FRACTION` of the
+    time (class regions are piecewise constant; a picture or noise changes at most pixels).
+    """
+    top = int(labels.max())
+    if top < NOISY_MIN_VALUES:  # few values: any map of them is plausible
+        return None
+    # A count per value is linear in the pixels (np.unique sorts them); values are >= 0 here.
+    count = int(np.count_nonzero(np.bincount(labels.ravel()))) if top < 2**24 else int(np.unique(labels).size)
+    if count > MAX_LABEL_VALUES:
+        return f"holds {count} distinct values (up to {top}), more than {MAX_LABEL_VALUES}"
+    if count <= NOISY_MIN_VALUES:
+        return None
+    pairs = changed = 0
+    for axis in range(labels.ndim):
+        if labels.shape[axis] > 1:
+            steps = np.diff(labels, axis=axis) != 0
+            pairs, changed = pairs + steps.size, changed + int(np.count_nonzero(steps))
+    if pairs and changed > NOISY_FRACTION * pairs:
+        return (
+            f"holds {count} distinct values and {100 * changed / pairs:.0f}% of neighbouring pixels differ "
+            "(class regions are piecewise constant)"
+        )
+    return None
+
+
 def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) -> np.ndarray:
     """Read a label map and check it against its image.
 
@@ -80,6 +123,13 @@ def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) 
             both files.
     """
     record = read_image(path, channels=True, label=True)
+    if record.format == "jpeg":
+        of = f" (label map of {image.path})" if isinstance(image, ImageRecord) else ""
+        raise data_error(
+            record.path,
+            f"is a JPEG{of}; JPEG compression is lossy and changes class indices near every edge: "
+            "label maps must be lossless, save it as PNG (or NIfTI/NRRD)",
+        )
     if isinstance(image, ImageRecord):
         owner = f" (label map of {image.path})"
         plane = image.meta.get("plane_of_volume")
@@ -128,4 +178,7 @@ def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) 
     labels = np.rint(values).astype(np.int64)
     if labels.min() < 0:
         raise data_error(record.path, f"label map has negative values (min {labels.min()}){owner}")
+    problem = _image_like(labels)
+    if problem is not None:
+        raise data_error(record.path, f"{problem}{owner}; a label map holds class indices (is this an image?)")
     return labels
