@@ -102,13 +102,14 @@ def test_preset_files_match_the_presets_and_resolve(name):
     values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert values == {"preset": name, **PRESETS[name]}
     config = resolve_benchmark_config(preset=name)
-    assert config.preset == name and "mni-tissue-2d" in [t.name for t in config.task_configs()]
+    assert config.preset == name and {"mni-tissue-2d", "mni-regions-2d"} & {t.name for t in config.task_configs()}
     assert resolve_benchmark_config(CONFIGS / f"{name}.yaml") == config
 
 
-def test_default_preset_is_mni_2d_with_three_seeds_and_every_method():
+def test_default_preset_is_mni_regions_2d_with_validation_three_seeds_and_every_method():
     config = resolve_benchmark_config(preset="default")
-    assert list(config.seeds) == [0, 1, 2]
+    assert list(config.seeds) == [0, 1, 2] and [t.name for t in config.task_configs()] == ["mni-regions-2d"]
+    assert config.val_fraction > 0 and config.steps_per_case > 0
     assert set(config.methods) == {"scratch", "dense-infonce", "simclr", "cover"}
 
 
@@ -126,6 +127,9 @@ def test_custom_task_example_resolves():
         ({"finetune": {"num_labeled": 3}}, "set by the benchmark"),
         ({"tasks": [{"name": "mine"}]}, "not a built-in task"),
         ({"tasks": [{"name": "mni-tissue-2d", "budgets": [1, 16]}]}, "8 labeled slices"),
+        ({"tasks": [{"name": "mni-regions-2d", "budgets": [1, 22]}], "val_fraction": 0.2}, "regions-2d'.budgets"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"finetune": {"select": "last"}}, "set by the benchmark"),
         ({"tasks": [{"name": "mni-tissue-2d", "bugdets": [1]}]}, "unknown config key 'tasks\\[0\\].bugdets'"),
         ({"analyze": {"samples": 3}}, "analyze: unknown keys"),
         ({"preset": "huge"}, "preset"),
@@ -195,3 +199,33 @@ def test_sigterm_stops_the_benchmark_and_a_rerun_finishes_with_the_same_results(
     again = benchmark(config)
     assert again["cells"] == 4 and again["skipped"] == finished
     assert again["results"] == reference["results"]
+
+
+def test_protocol_scales_steps_with_the_budget_and_tests_the_best_validated_checkpoint(tmp_path):
+    config = {
+        **micro(tmp_path),
+        "methods": ["scratch"],
+        "analyze": False,
+        "val_fraction": 0.34,  # 1 of the 3 training cases validates, for both budgets
+        "steps_per_case": 2,
+        "finetune": {"steps": 3, "batch_size": 2, "size": 32, "val_every": 1, "lr": 0.01},
+    }
+    benchmark(config)
+    out = Path(config["out"])
+    for budget, steps in ((1, 3), (2, 4)):  # max(3, 2 x n)
+        cell = json.loads((out / "cells" / f"blobs__scratch__n{budget}__seed0.json").read_text())
+        run = out / "finetune" / "blobs" / "scratch" / f"n{budget}-seed0"
+        split = json.loads((run / "split.json").read_text())
+        assert cell["steps"] == steps and cell["num_train"] == budget and cell["num_val"] == 1
+        assert len(split["val"]) == 1 and split["val"][0]["name"] not in [c["name"] for c in split["train"]]
+        rows = [r for r in csv.DictReader((run / "log.csv").open()) if r["val_dice"]]
+        assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
+        scores = [float(r["val_dice"]) for r in rows]
+        best = int(np.argmax(scores))  # first maximum: later ties do not replace it
+        assert cell["tested_step"] == best + 1 and cell["val_dice"] == pytest.approx(scores[best])
+        assert json.loads((run / "test" / "metrics.json").read_text())["checkpoint"].endswith("best.pt")
+        if budget == 2:
+            assert split["val"] == first_val
+        first_val = split["val"]
+    assert "best-validated checkpoint tested" in (out / "results.md").read_text()
+    assert "blobs` (your task, 2D)" in (out / "results.md").read_text()

@@ -1,10 +1,26 @@
 """The built-in benchmark tasks: disjoint, seeded data made from the MNI152 template."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from cover.benchmark.tasks import TaskConfig, resolve_task, task_data
+from cover.benchmark.tasks import (
+    REGION_SLAB,
+    REGIONS_VARIATION,
+    TaskConfig,
+    describe_task,
+    pseudo_subject,
+    region_labels,
+    region_slices,
+    resolve_task,
+    subject_seed,
+    task_data,
+)
 from cover.data.readers import read_image
+from cover.geometry import field_jacobian_determinant, warp
 
 
 def test_mni_tissue_2d_finetune_and_test_slabs_are_disjoint_and_far_apart(tmp_path):
@@ -43,3 +59,92 @@ def test_user_task_needs_its_data():
     assert isinstance(task, TaskConfig) and not task.builtin
     with pytest.raises(Exception, match="test_images"):
         resolve_task({"name": "mine", "images": "a", "labels": "b"}, 0)
+
+
+def _blocky_template(size=(40, 36)):
+    """An asymmetric 2D template: intensity ramp and 5 label blocks of different sizes."""
+    image = torch.linspace(0, 1, size[0] * size[1]).reshape(1, 1, *size)
+    labels = torch.zeros(1, 1, *size)
+    labels[..., 5:20, 4:15] = 1
+    labels[..., 22:35, 4:12] = 2
+    labels[..., 8:30, 18:32] = 3
+    labels[..., 12:18, 22:26] = 4
+    return image, labels
+
+
+def _nearest_oracle(labels, phi):
+    """Plain-loop nearest-neighbour warp: out[p] = labels[round(p + phi(p))], 0 outside the grid."""
+    h, w = labels.shape
+    out = np.zeros_like(labels)
+    for i in range(h):
+        for j in range(w):
+            y, x = i + phi[0, i, j], j + phi[1, i, j]
+            iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+            if 0 <= iy < h and 0 <= ix < w:
+                out[i, j] = labels[iy, ix]
+    return out
+
+
+def test_regions_pseudo_subject_is_seeded_diffeomorphic_and_labels_follow_its_field():
+    image, labels = _blocky_template()
+    draws = [pseudo_subject(image, labels, torch.Generator().manual_seed(s), REGIONS_VARIATION) for s in (3, 3, 4)]
+    (a_img, a_lab, a_phi), (b_img, b_lab, b_phi), (c_img, _, c_phi) = draws
+    assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab) and torch.equal(a_phi, b_phi)
+    assert not torch.allclose(a_phi, c_phi) and not torch.allclose(a_img, c_img)
+    assert a_phi.abs().max() > 2.0  # a large deformation, not a near-identity
+    assert field_jacobian_determinant(a_phi).min() > 0  # folding-free
+    oracle = _nearest_oracle(labels[0, 0].numpy(), a_phi[0].double().numpy())
+    # Pixels whose sampling point lies within 1e-4 px of a rounding boundary may round either way.
+    points = a_phi[0].double().numpy() + np.indices(labels.shape[2:])
+    ambiguous = (np.abs(points - np.floor(points) - 0.5) < 1e-4).any(axis=0)
+    assert (a_lab[0, 0].numpy() != oracle)[~ambiguous].sum() == 0
+    assert (a_lab[0, 0].numpy() != oracle).mean() < 0.01
+    assert torch.equal(a_lab, warp(labels, a_phi, mode="nearest"))
+
+
+def test_region_labels_split_the_hemispheres_at_the_midline_and_find_the_ventricles():
+    regions = region_labels()
+    assert set(np.unique(regions)) == {0, 1, 2, 3, 4, 5}
+    assert (np.nonzero(regions == 1)[0] < 98).all() and (np.nonzero(regions == 2)[0] >= 98).all()
+    assert (np.nonzero(regions == 3)[0] < 98).all() and (np.nonzero(regions == 4)[0] >= 98).all()
+    for left, right in ((1, 2), (3, 4)):  # the template is symmetric: hemispheres of similar size
+        assert 0.8 < (regions == left).sum() / (regions == right).sum() < 1.25
+    vx, vy, vz = np.nonzero(regions == 5)
+    assert 5000 < vx.size < 40000 and abs(vx.mean() - 98) < 5 and 60 < vz.mean() < 100
+
+
+def test_mni_regions_2d_is_seeded_and_its_labels_are_the_warped_template_labels(tmp_path):
+    task = resolve_task({"name": "mni-regions-2d", "num_train": 3, "num_test": 2, "budgets": [1, 2], "size": 48}, 0)
+    assert task.dim == 2 and task.class_names[5] == "ventricles" and task.finetune["augment"]["flip_prob"] == 0
+    data = task_data(task, tmp_path / "a")
+    task_data(task, tmp_path / "b")
+    listing = json.loads((tmp_path / "a/mni-regions-2d/train/subjects.json").read_text())
+    images, labels = region_slices(48)
+    for split, count in (("train", 3), ("test", 2)):
+        for i in range(count):
+            for kind in ("images", "labels"):
+                a = read_image(tmp_path / f"a/mni-regions-2d/{split}/{kind}/subject{i:03d}.png").array
+                b = read_image(tmp_path / f"b/mni-regions-2d/{split}/{kind}/subject{i:03d}.png").array
+                np.testing.assert_array_equal(a, b)
+    entry = listing[1]
+    assert entry["seed"] == subject_seed(0, 0, 1) and REGION_SLAB[0] <= entry["z"] < REGION_SLAB[1]
+    pick = entry["z"] - REGION_SLAB[0]
+    generator = torch.Generator().manual_seed(entry["seed"])
+    assert int(torch.randint(len(images), (), generator=generator)) == pick
+    _, _, phi = pseudo_subject(images[pick : pick + 1], labels[pick : pick + 1], generator, REGIONS_VARIATION)
+    written = read_image(f"{data['labels']}/subject001.png").array[0]
+    expected = warp(labels[pick : pick + 1], phi, mode="nearest")[0, 0].numpy()
+    np.testing.assert_array_equal(written, expected)
+    assert {1, 2, 3, 4}.issubset(set(np.unique(written).astype(int)))
+    train = [read_image(f"{data['images']}/subject{i:03d}.png").array for i in range(3)]
+    test = read_image(f"{data['test_images']}/subject000.png").array
+    assert not np.array_equal(train[0], train[1]) and not any(np.array_equal(test, t) for t in train)
+
+
+def test_describe_task_names_a_users_own_data():
+    values = {"name": "mine", "images": "/d/im", "labels": "/d/lb", "test_images": "/t/im", "test_labels": "/t/lb"}
+    task = resolve_task({**values, "class_names": ["bg", "liver"]}, 0)
+    text = describe_task(task, task_data(task, Path("unused")))
+    assert "/d/im" in text and "/t/lb" in text and "liver" in text and "MNI152" not in text
+    builtin = resolve_task({"name": "mni-regions-2d"}, 0)
+    assert "left/right" in describe_task(builtin, {}) and "24 training" in describe_task(builtin, {})

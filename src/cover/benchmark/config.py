@@ -9,8 +9,10 @@ Presets (``--preset``; a config file and options override them):
 
 * ``quick``: a smoke run (a small U-Net, a few steps, 1 seed), at most about 5 minutes on 2
   CPU cores;
-* ``default``: ``mni-tissue-2d`` with a half-width U-Net, 3 seeds, at most about 60 minutes on
-  2 CPU cores;
+* ``default``: ``mni-regions-2d`` (pseudo-subjects, 6 anatomical regions) with a half-width
+  U-Net, 3 seeds, 1/2/8 labeled subjects, fine-tuning ``max(150, 25 n)`` steps with a
+  validation fifth of the labeled pool and the best-validated checkpoint tested; at most about
+  60 minutes on 2 free CPU cores;
 * ``paper``: the paper's U-Net, view ranges, 2x10^5 pretraining steps and learning-rate rule
   (batch 24 in 2D) on both built-in tasks, for a GPU (hours per method).
 
@@ -57,8 +59,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"channels": HALF_CHANNELS},
         "pretrain": {"steps": 600, "batch_size": 4, "lr": 1e-3, "warmup_steps": 30},
         "pretrain_2d": {"size": 64, "views": DEMO_VIEWS_2D},
-        "finetune": {"steps": 120, "batch_size": 4, "size": 64, "lr": 2e-3},
-        "tasks": [{"name": "mni-tissue-2d", "budgets": [1, 2, 8]}],
+        "finetune": {"steps": 150, "batch_size": 4, "size": 64, "lr": 2e-3},
+        "val_fraction": 0.2,
+        "steps_per_case": 25,
+        "tasks": [{"name": "mni-regions-2d", "budgets": [1, 2, 8]}],
         "analyze": {"samples_per_class": 500, "max_distance": 8},
     },
     "paper": {
@@ -100,7 +104,15 @@ class BenchmarkConfig:
         pretrain_2d: Overrides for 2D pretraining (size, views, ...).
         pretrain_3d: Overrides for 3D pretraining.
         method_options: Method -> its ``method_options`` (e.g. dense-infonce's temperature).
-        finetune: :class:`cover.downstream.config.FinetuneConfig` keys shared by every task.
+        finetune: :class:`cover.downstream.config.FinetuneConfig` keys shared by every task
+            (``patience`` stops a cell early after that many validations without improvement).
+        val_fraction: Fraction of each task's labeled pool held out per seed for validation
+            (the same cases for every budget of a seed, never a test case). Above 0 every
+            cell validates ``finetune.val_every`` steps and the best-validated checkpoint is
+            tested; 0: no validation, the last checkpoint is tested.
+        steps_per_case: Fine-tuning steps per labeled case: a cell with budget ``n`` trains
+            ``max(finetune.steps, steps_per_case * n)`` steps, so larger budgets are not cut
+            short (0: ``finetune.steps`` for every budget).
         tasks: Task entries (:class:`cover.benchmark.tasks.TaskConfig` keys).
         analyze: Options of :func:`cover.analysis.analyze.analyze` for the feature analysis
             of each method (``false`` to skip it).
@@ -118,6 +130,8 @@ class BenchmarkConfig:
     pretrain_3d: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.0
+    steps_per_case: int = 0
     tasks: tuple[dict, ...] = ({"name": "mni-tissue-2d"},)
     analyze: dict[str, Any] | bool = True
     device: str = "auto"
@@ -146,6 +160,7 @@ _RESERVED_FINETUNE = (
     "dim",
     "device",
     "evaluate_test",
+    "select",
 )
 
 
@@ -215,6 +230,10 @@ def validate_benchmark_config(config: BenchmarkConfig) -> None:
         unknown = sorted(set(config.analyze) - set(allowed))
         if unknown:
             raise ConfigError(f"analyze: unknown keys {unknown} (allowed: {', '.join(allowed)})")
+    if not 0 <= config.val_fraction < 1:
+        raise ConfigError(f"val_fraction: {config.val_fraction} must lie in [0, 1)")
+    if config.steps_per_case < 0:
+        raise ConfigError(f"steps_per_case: {config.steps_per_case} must be 0 or more")
     tasks = config.task_configs()
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
@@ -223,3 +242,12 @@ def validate_benchmark_config(config: BenchmarkConfig) -> None:
         taken = sorted(set(task.finetune) & set(_RESERVED_FINETUNE))
         if taken:
             raise ConfigError(f"tasks '{task.name}'.finetune: {taken} are set by the benchmark itself")
+        if task.builtin and task.num_train is not None and config.val_fraction > 0:
+            from cover.downstream.cases import split_cases
+
+            try:
+                split_cases(task.num_train, seed=0, val_fraction=config.val_fraction, num_labeled=max(task.budgets))
+            except ConfigError as error:
+                raise ConfigError(
+                    f"tasks '{task.name}'.budgets: {error} (val_fraction {config.val_fraction})"
+                ) from None

@@ -3,9 +3,12 @@
 For each pretraining method and each dimension the tasks need, :func:`cover.pretrain` runs
 with the shared settings (``scratch`` is not pretrained). Then, for each seed, task, label
 budget and method (a *cell*), :func:`cover.finetune` trains on ``budget`` labeled cases drawn
-by the seed (no validation split: the last checkpoint is scored) and :func:`cover.evaluate`
-scores it on the task's test cases. Each method's backbone is also measured by
-:func:`cover.analyze` on the first task's test images.
+by the seed and :func:`cover.evaluate` scores it on the task's test cases. With
+``val_fraction > 0`` each seed holds out that part of the labeled pool for validation (the
+same cases for every budget) and the best-validated checkpoint is tested (``finetune.patience``
+stops early); otherwise the last checkpoint is. ``steps_per_case`` scales the fine-tuning
+steps with the budget. The test cases are never used for any choice. Each method's backbone
+is also measured by :func:`cover.analyze` on the first task's test images.
 
 Every finished unit of work leaves a small JSON record in ``OUT/cells/`` holding a
 fingerprint of the settings that produced it; re-running skips records whose fingerprint
@@ -37,7 +40,7 @@ from tqdm.auto import tqdm
 
 from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
 from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
-from cover.benchmark.tasks import TaskConfig, task_data
+from cover.benchmark.tasks import TaskConfig, describe_task, task_data
 from cover.config import deep_merge, save_yaml, to_dict
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.methods.scratch import is_pretrained
@@ -172,14 +175,16 @@ def _finetune_cell(
         labels=data["labels"],
         datalist=data["datalist"],
         num_labeled=budget,
-        val_fraction=0.0,
-        select="last",
+        val_fraction=config.val_fraction,
+        select="best" if config.val_fraction > 0 else "last",
         seed=seed,
         preset=task.preset,
         class_names=list(task.class_names) if task.class_names else None,
         model=scratch_model,
         evaluate_test=False,
     )
+    if config.steps_per_case:
+        values["steps"] = max(values.get("steps") or 0, config.steps_per_case * budget)
     test = {k: data[k] for k in ("test_images", "test_labels", "test_datalist")}
     name = f"{task.name}__{method}__n{budget}__seed{seed}"
     print_ = fingerprint({"finetune": values, "test": test, "pretrain": pretrained and pretrained["fingerprint"]})
@@ -201,7 +206,7 @@ def _finetune_cell(
         device=config.device,
     )
     scores = evaluate(
-        summary["last_checkpoint"],
+        summary["checkpoint"],  # the best-validated checkpoint with validation, else the last
         images=test["test_images"],
         labels=test["test_labels"],
         datalist=test["test_datalist"],
@@ -221,6 +226,10 @@ def _finetune_cell(
         "hd95": scores.get("mean_hd95"),
         "classes": {k: v["dice_mean"] for k, v in scores["classes"].items()},
         "num_train": summary["num_train"],
+        "num_val": summary["num_val"],
+        "steps": summary["steps"],
+        "tested_step": summary["best_step"] if summary["select"] == "best" else summary["steps"],
+        "val_dice": summary.get("best_val_dice") if summary["select"] == "best" else summary.get("last_val_dice"),
         "num_test": scores["num_cases"],
         "seconds": round(time.monotonic() - tic, 1),
     }
@@ -281,9 +290,28 @@ def _machine(config: BenchmarkConfig) -> str:
     return text
 
 
+def _protocol_text(config: BenchmarkConfig) -> str:
+    """How cells are fine-tuned and which checkpoint is tested, in words."""
+    steps = config.finetune.get("steps")
+    text = (
+        f"max({steps}, {config.steps_per_case} x n) fine-tuning steps"
+        if config.steps_per_case
+        else f"{steps if steps is not None else 'epochs-based'} fine-tuning steps for every n"
+    )
+    if config.val_fraction > 0:
+        patience = config.finetune.get("patience")
+        stop = f", early stop after {patience} validations without gain" if patience else ""
+        return (
+            f"{text}; {config.val_fraction:g} of each task's labeled pool held out per seed for validation "
+            f"(same cases for every n){stop}; the best-validated checkpoint tested; test cases used for nothing else"
+        )
+    return f"{text}; no validation split, last checkpoint tested"
+
+
 def _write_report(
     config: BenchmarkConfig,
     tasks: list[TaskConfig],
+    datas: dict[str, dict[str, str | None]],
     cells: list[dict[str, Any]],
     pretrains: dict[tuple[str, int], dict[str, Any]],
     analyses: dict[str, dict[str, Any]],
@@ -315,7 +343,7 @@ def _write_report(
         f"- cells finished: {len(cells)} of {expected} (task x budget x method x seed)",
         f"- backbone: `{config.model or 'paper U-Net'}`; pretraining `{pre}` (2D `{config.pretrain_2d}`, "
         f"3D `{config.pretrain_3d}`), one pretraining per method; fine-tuning `{config.finetune}` "
-        "on `n` labeled cases drawn per seed, no validation split, last checkpoint tested",
+        f"on `n` labeled cases drawn per seed; {_protocol_text(config)}",
         f"- seeds: {list(config.seeds)}",
     ]
     if config.notes:
@@ -356,11 +384,7 @@ def _write_report(
         "",
         "## What these tasks are",
         "",
-        "No labeled multi-subject data set can be installed offline, so the built-in tasks come from the one "
-        "MNI152 template (see `cover.benchmark.tasks`): `mni-tissue-2d` fine-tunes on axial slices z 70-77 and "
-        "tests on z 100-109 (never pretrained on); `mni-tissue-3d` uses seeded pseudo-subjects (random smooth "
-        "deformations, bias field, contrast and noise). They show what pretraining changes under a fixed budget, "
-        "not clinical performance.",
+        *[f"- {describe_task(task, datas[task.name])}" for task in tasks],
         "",
     ]
     (out / "results.md").write_text("\n".join(lines))
@@ -465,6 +489,7 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
     summary = _write_report(
         config,
         tasks,
+        datas,
         cells,
         pretrains,
         analyses,
