@@ -10,9 +10,9 @@ Presets (``--preset``; a config file and options override them):
 * ``quick``: a smoke run (a small U-Net, a few steps, 1 seed), at most about 5 minutes on 2
   CPU cores;
 * ``default``: ``mni-regions-2d`` (pseudo-subjects, 6 anatomical regions) with a half-width
-  U-Net, 3 seeds, 1/2/8 labeled subjects, fine-tuning ``max(150, 25 n)`` steps with a
-  validation fifth of the labeled pool and the best-validated checkpoint tested; at most about
-  60 minutes on 2 free CPU cores;
+  U-Net, 3 seeds, 1/2/8 labeled subjects, fine-tuning ``max(300, 40 n)`` steps (early stop
+  after 4 validations without gain) with a validation fifth of the labeled pool and the
+  best-validated checkpoint tested; about 60 minutes on 2 free CPU cores (estimated);
 * ``paper``: the paper's U-Net, view ranges, 2x10^5 pretraining steps and learning-rate rule
   (batch 24 in 2D) on both built-in tasks, for a GPU (hours per method).
 
@@ -59,9 +59,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"channels": HALF_CHANNELS},
         "pretrain": {"steps": 600, "batch_size": 4, "lr": 1e-3, "warmup_steps": 30},
         "pretrain_2d": {"size": 64, "views": DEMO_VIEWS_2D},
-        "finetune": {"steps": 150, "batch_size": 4, "size": 64, "lr": 2e-3},
+        "finetune": {"steps": 300, "batch_size": 4, "size": 64, "lr": 2e-3, "patience": 4},
         "val_fraction": 0.2,
-        "steps_per_case": 25,
+        "steps_per_case": 40,
         "tasks": [{"name": "mni-regions-2d", "budgets": [1, 2, 8]}],
         "analyze": {"samples_per_class": 500, "max_distance": 8},
     },

@@ -44,14 +44,15 @@ def aggregate(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, int, str], dic
 
 
 def write_csv(cells: Sequence[dict[str, Any]], path: Path) -> None:
-    """One row per cell (task, method, budget, seed) with Dice, HD95 and per-class Dice."""
+    """One row per cell (task, method, budget, seed) with Dice, HD95, per-class Dice and the steps it ran."""
     class_keys = sorted({k for c in cells for k in c.get("classes", {})})
-    fields = ["task", "method", "budget", "seed", "dice", "hd95", *[f"dice_{k}" for k in class_keys], "seconds"]
+    extra = ["steps", "tested_step", "val_dice"]  # the protocol: steps run, checkpoint tested, its validation Dice
+    fields = ["task", "method", "budget", "seed", "dice", "hd95", *[f"dice_{k}" for k in class_keys], *extra, "seconds"]
     with path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=fields)
         writer.writeheader()
         for cell in sorted(cells, key=lambda c: (c["task"], c["method"], c["budget"], c["seed"])):
-            row = {k: cell.get(k) for k in ("task", "method", "budget", "seed", "dice", "hd95", "seconds")}
+            row = {k: cell.get(k) for k in ("task", "method", "budget", "seed", "dice", "hd95", "seconds", *extra)}
             row.update({f"dice_{k}": v for k, v in cell.get("classes", {}).items()})
             writer.writerow(row)
 
