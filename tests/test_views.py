@@ -122,3 +122,29 @@ def test_sample_at_crop_is_exact_at_integer_coordinates():
     x = torch.rand(1, 1, 10, 10)
     coords = identity_grid((4, 4)) + torch.tensor([3.0, 5.0]).view(1, 2, 1, 1)
     torch.testing.assert_close(sample_at(x, coords), x[:, :, 3:7, 5:9], atol=1e-6, rtol=0)
+
+
+def test_max_displacement_shrinks_each_transform_towards_the_identity_2d_and_3d():
+    from cover.views import capture_range
+
+    assert capture_range(2, 5) == 62 and capture_range(1, 4) == 15
+    for spatial, crop, limit in [((72, 72), (48, 48), 6.0), ((24, 24, 24), (16, 16, 16), 2.0)]:
+        free_cfg = no_appearance(ViewConfig.reference(len(spatial)))
+        limited_cfg = no_appearance(ViewConfig.reference(len(spatial)))
+        limited_cfg.max_displacement = limit
+        source = smooth_images(3, spatial)
+        free = ViewGenerator(free_cfg, crop)(source, torch.Generator().manual_seed(0))
+        limited = ViewGenerator(limited_cfg, crop)(source, torch.Generator().manual_seed(0))
+        largest = free.phi_gt.abs().flatten(1).amax(dim=1)
+        assert (largest > limit).any()  # the reference ranges exceed the limit somewhere
+        factor = (limit / largest).clamp(max=1.0).view(3, *[1] * (len(spatial) + 1))
+        torch.testing.assert_close(limited.phi_gt, free.phi_gt * factor)
+        assert limited.phi_gt.abs().max() <= limit + 1e-4
+        # view b, the mask and phi_gt stay consistent with each other.
+        torch.testing.assert_close(limited.view_a, free.view_a)
+        target = identity_grid(crop) + limited.phi_gt
+        upper = torch.tensor(crop, dtype=torch.float32).view(1, len(crop), *[1] * len(crop)) - 1
+        assert torch.equal(((target >= 0) & (target <= upper)).all(1, keepdim=True).float(), limited.mask)
+        inside = limited.mask.bool()
+        rebuilt = warp(limited.view_a, limited.phi_gt)
+        torch.testing.assert_close(rebuilt[inside], limited.view_b[inside], atol=1e-4, rtol=0)

@@ -54,6 +54,9 @@ def pretrain(
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4 x batch/256).")] = None,
     window_radius: Annotated[int | None, typer.Option(help="MoV window radius r.")] = None,
     method: Annotated[str | None, typer.Option(help="Pretraining method (cover, ...).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="COVER loss recipe (paper, centred, vicreg, ...; docs/method.md).")
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone (unet, ...).")] = None,
     amp: Annotated[str | None, typer.Option(help="none, bf16 or fp16.")] = None,
     device: DeviceOpt = None,
@@ -102,6 +105,7 @@ def pretrain(
         "channels_last": channels_last,
         "on_bad_file": on_bad_file,
         "model": {k: v for k, v in {"window_radius": window_radius, "backbone": backbone}.items() if v is not None},
+        "method_options": {"recipe": recipe} if recipe is not None else {},
     }
     if devices and devices > 1:
         from cover.train.launch import launch_local

@@ -534,6 +534,11 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
             )
         ),
         (config.views.elastic_spacing > 0, "views.elastic_spacing", "must be positive"),
+        (
+            config.views.max_displacement is None or config.views.max_displacement > 0,
+            "views.max_displacement",
+            "must be positive (voxels), or null for no limit",
+        ),
         (config.vec_weight >= 0, "vec_weight", "must be >= 0"),
         (config.con_weight >= 0, "con_weight", "must be >= 0"),
         (config.views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),

@@ -53,6 +53,11 @@ class ViewConfig:
         block_prob: Probability that each next block is drawn.
         block_size_range: Block side uniform in this range, fraction of the size.
         source_scale: Source images are this factor larger than the crop (1.5 in the paper).
+        max_displacement: Shrink each sample's spatial transform (its displacement field
+            scaled towards zero) so that no displacement inside the crop exceeds this many
+            voxels along any axis; ``None``: no limit. The vector pyramid can only find
+            partners within its capture range ``r * (2**levels - 1)`` voxels (62 for the
+            paper's U-Net with ``r = 2``: :func:`capture_range`).
     """
 
     rotation_deg: float = 30.0
@@ -71,6 +76,7 @@ class ViewConfig:
     block_prob: float = 0.95
     block_size_range: tuple[float, float] = (0.1, 0.133)
     source_scale: float = 1.5
+    max_displacement: float | None = None
 
     @classmethod
     def reference(cls, spatial_dims: int) -> ViewConfig:
@@ -85,6 +91,22 @@ class ViewConfig:
             shear_deg=10.0,
             elastic=True,
         )
+
+
+def capture_range(radius: int, levels: int) -> int:
+    """Largest displacement (voxels, per axis) a vector pyramid can find: ``r * (2**levels - 1)``.
+
+    Level ``l`` of ``levels`` (coarse to fine) reads offsets up to ``r`` of its own voxels,
+    ``r * 2**(levels - 1 - l)`` full-resolution voxels; the levels' reaches add up.
+
+    Args:
+        radius: MoV window radius ``r``.
+        levels: Pyramid levels (5 for the paper's U-Net).
+
+    Returns:
+        The reach in full-resolution voxels.
+    """
+    return radius * (2**levels - 1)
 
 
 class ViewPair(NamedTuple):
@@ -162,6 +184,11 @@ class ViewGenerator:
             )
         # phi_gt(p) = phi_full(o + p): read the source-grid field at the crop's coordinates.
         phi_gt = sample_at(phi_full, crop_coords, padding="border")
+        if cfg.max_displacement is not None:
+            # Scaling the field scales the transform towards the identity; view b follows from it.
+            largest = phi_gt.abs().flatten(1).amax(dim=1).clamp(min=1e-6)
+            shrink = (cfg.max_displacement / largest).clamp(max=1.0)
+            phi_gt = phi_gt * shrink.view(batch, *([1] * (ndim + 1)))
         view_b = sample_at(source, crop_coords + phi_gt)
         view_a = sample_at(self.appearance(source, generator), crop_coords)
         target = identity_grid(self.size, device=dev) + phi_gt

@@ -61,3 +61,39 @@ def test_consistency_loss_matches_a_voxel_loop():
                     dot = sum(x * y for x, y in zip(u, v, strict=True))
                     cosines.append(dot / (sum(x * x for x in u) ** 0.5 * sum(y * y for y in v) ** 0.5))
     assert float(consistency_loss(fb, fa, mask)) == pytest.approx(1 - sum(cosines) / len(cosines), rel=1e-5)
+
+
+def test_centre_features_removes_each_images_channel_mean():
+    from cover.methods.losses import centre_features
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5) ** 1.5
+    centred = centre_features(x + torch.tensor([1.0, -7.0, 30.0]).view(1, 3, 1, 1))
+    torch.testing.assert_close(centred, centre_features(x))
+    torch.testing.assert_close(centred.mean(dim=(2, 3)), torch.zeros(2, 3), atol=1e-3, rtol=0)
+
+
+def test_variance_covariance_terms_match_a_plain_loop():
+    import numpy as np
+
+    from cover.methods.losses import variance_covariance_loss
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 3, 4, 4, generator=generator) * torch.tensor([0.5, 2.0, 0.1]).view(1, 3, 1, 1)
+    mask = (torch.rand(2, 1, 4, 4, generator=generator) > 0.3).float()
+    var, cov = variance_covariance_loss(features, mask, target_std=1.0, eps=0.0)
+    rows = [features[b, :, i, j].double().numpy() for b in range(2) for i in range(4) for j in range(4) if mask[b, 0, i, j]]
+    x = np.array(rows)
+    k = np.cov(x, rowvar=False)
+    expected_var = np.mean([max(0.0, 1.0 - np.sqrt(k[c, c])) for c in range(3)])
+    expected_cov = sum(k[a, b] ** 2 for a in range(3) for b in range(3) if a != b) / 3
+    assert abs(float(var) - expected_var) < 1e-5 and abs(float(cov) - expected_cov) < 1e-4
+
+
+def test_relative_vector_loss_is_one_for_the_zero_field():
+    from cover.methods.losses import relative_vector_loss
+
+    gt = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(1, 1, 5, 5)
+    assert torch.isclose(relative_vector_loss(torch.zeros_like(gt), gt, mask), torch.tensor(1.0))
+    assert torch.isclose(relative_vector_loss(gt, gt, mask), torch.tensor(0.0))
+    assert torch.isclose(relative_vector_loss(0.5 * gt, gt, mask), torch.tensor(0.5))

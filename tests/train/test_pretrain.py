@@ -101,3 +101,41 @@ def test_channels_last_run_matches_the_default_layout_and_resumes_exactly(tmp_pa
     list_checkpoints(part)[-1].unlink()  # killed after step 3's checkpoint; config.yaml keeps the layout
     pretrain(out=str(part), resume="auto")
     np.testing.assert_allclose(read_log(part / "log.csv")["loss"], b["loss"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,options", [("cover", {}), ("simclr", {"hidden_dim": 16})])
+def test_collapse_statistic_is_logged_summarised_and_warned(tmp_path, monkeypatch, capsys, method, options):
+    import cover.methods.collapse as collapse
+
+    run = tmp_path / method
+    summary = pretrain(**tiny(run, steps=4, log_every=2, method=method, method_options=options))
+    log = read_log(run / "log.csv")
+    assert log["step"] == [2, 4]
+    assert all(-1 <= v <= 1 for v in log["feat_pair_cos"]) and all(0 < v <= 8 for v in log["feat_eff_rank"])
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["final_feat_pair_cos"] == log["feat_pair_cos"][-1] == summary["final_feat_pair_cos"]
+    assert saved["features_collapsed"] is False and "collapsed" not in capsys.readouterr().err
+    assert list((run / "tensorboard").iterdir())
+    monkeypatch.setattr(collapse, "COLLAPSE_COSINE", -1.0)  # everything counts as collapsed now
+    pretrain(**tiny(tmp_path / "again", steps=2, log_every=2, method=method, method_options=options))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "collapsed" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: the finest features collapsed")
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["features_collapsed"] is True
+
+
+def test_recipe_is_recorded_and_a_bad_one_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from tests._support.cli import run_cli
+
+    summary = pretrain(**tiny(tmp_path / "run", steps=1, method_options={"recipe": "centred"}))
+    assert summary["recipe"] == "centred"
+    capsys.readouterr()
+    code, lines = run_cli(["pretrain", "--recipe", "papr", "--out", tmp_path / "bad"], monkeypatch, capsys)
+    assert code == 2 and lines == [
+        "error: method_options.recipe: 'papr' is unknown (allowed: paper, centred, projected, predictor, vicreg, "
+        "centred-vicreg, balanced)"
+    ]
+    code, lines = run_cli(
+        ["pretrain", "--method", "simclr", "--recipe", "paper", "--out", tmp_path / "bad"], monkeypatch, capsys
+    )
+    assert code == 2 and len(lines) == 1 and "'recipe'" in lines[0] and "simclr" in lines[0]
+    assert not (tmp_path / "bad").exists()

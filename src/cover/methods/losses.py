@@ -63,3 +63,67 @@ def consistency_loss(feat_b: torch.Tensor, feat_a_aligned: torch.Tensor, mask: t
     """
     cosine = F.cosine_similarity(feat_b.float(), feat_a_aligned.float(), dim=1, eps=1e-6).unsqueeze(1)
     return 1.0 - masked_mean(cosine, mask)
+
+
+def centre_features(features: torch.Tensor) -> torch.Tensor:
+    """Subtract each image's per-channel spatial mean (removes a direction shared by all pixels).
+
+    Args:
+        features: ``(B, C, *S)``.
+
+    Returns:
+        ``(B, C, *S)`` float32 with zero spatial mean per image and channel.
+    """
+    features = features.float()
+    return features - features.mean(dim=tuple(range(2, features.dim())), keepdim=True)
+
+
+def variance_covariance_loss(
+    features: torch.Tensor, mask: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg-style variance and covariance terms over the valid pixels of a batch.
+
+    With ``X`` the ``(N, C)`` matrix of the valid pixels' features (all images together) and
+    ``K`` its covariance: the variance term is ``mean_c max(0, target_std - sqrt(K_cc + eps))``
+    (every channel keeps a spread over pixels), the covariance term ``sum_{c != c'} K_cc'^2 / C``
+    (channels decorrelated, so the spread is not along one direction).
+
+    Args:
+        features: ``(B, C, *S)``.
+        mask: ``(B, 1, *S)`` 0/1, pixels taking part.
+        target_std: Hinge target of each channel's standard deviation.
+        eps: Numerical guard inside the square root.
+
+    Returns:
+        ``(variance term, covariance term)`` scalars.
+    """
+    channels = features.shape[1]
+    flat = features.float().movedim(1, -1).reshape(-1, channels)
+    weight = mask.float().movedim(1, -1).reshape(-1, 1)
+    count = weight.sum().clamp(min=2.0)
+    mean = (flat * weight).sum(dim=0, keepdim=True) / count
+    centred = (flat - mean) * weight
+    covariance = centred.T @ centred / (count - 1)
+    std = torch.sqrt(torch.diagonal(covariance) + eps)
+    variance_term = torch.relu(target_std - std).mean()
+    off_diagonal = covariance - torch.diag(torch.diagonal(covariance))
+    return variance_term, off_diagonal.pow(2).sum() / channels
+
+
+def relative_vector_loss(phi: torch.Tensor, phi_gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``L_vec`` divided by the zero field's ``L_vec`` (a unitless error, 1 = no better than zero).
+
+    Balances the vector loss (in voxels: about 1 at small crops, up to about 100 at the paper's
+    384 px crops) against the consistency loss (between 0 and 2). The denominator is a
+    constant of the batch (no gradient).
+
+    Args:
+        phi: ``(B, ndim, *S)`` predicted field.
+        phi_gt: ``(B, ndim, *S)`` ground-truth field.
+        mask: ``(B, 1, *S)`` valid voxels.
+
+    Returns:
+        Scalar tensor.
+    """
+    scale = vector_loss(torch.zeros_like(phi_gt), phi_gt, mask).detach().clamp(min=1e-3)
+    return vector_loss(phi, phi_gt, mask) / scale

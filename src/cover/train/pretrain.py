@@ -22,6 +22,7 @@ from cover.config import PretrainConfig, default_pretrain_out, resolve_pretrain_
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
 from cover.methods import build_method
+from cover.methods.collapse import collapse_stats, describe, is_collapsed
 from cover.methods.losses import endpoint_error
 from cover.nn.backbones import build_backbone
 from cover.train.checkpoint import (
@@ -52,6 +53,11 @@ from cover.train.schedule import warmup_cosine
 from cover.views import ViewGenerator
 
 CHECKPOINT_FORMAT = "cover-checkpoint/1"
+#: Images and random pixel pairs of the collapse statistic computed at every log step.
+COLLAPSE_IMAGES = 4
+COLLAPSE_PAIRS = 1024
+#: Its columns in ``log.csv`` / TensorBoard (see :mod:`cover.methods.collapse`).
+COLLAPSE_COLUMNS = ("feat_pair_cos", "feat_eff_rank")
 _OWN_FILES = {"config.yaml", "log.csv", "summary.json", "loss.png", "flow.png", "checkpoints", "tensorboard"}
 
 
@@ -261,6 +267,37 @@ def evaluate_fields(
     }
 
 
+@torch.no_grad()
+def feature_collapse(
+    model: torch.nn.Module, images: torch.Tensor, amp: str, device: torch.device, step: int
+) -> dict[str, float]:
+    """Collapse statistic of the backbone's finest decoder features on a few images.
+
+    One extra forward pass of the (unwrapped) backbone in eval mode on at most
+    :data:`COLLAPSE_IMAGES` images; the pixel pairs come from a generator seeded by ``step``, so
+    the global random state (and a resumed run's numbers) is untouched.
+
+    Args:
+        model: The method module (its ``backbone`` returns the decoder pyramid).
+        images: ``(B, C, *S)`` this step's view b.
+        amp: Mixed precision of the run.
+        device: Device.
+        step: Finished steps (seeds the pixel draw).
+
+    Returns:
+        ``{"feat_pair_cos", "feat_eff_rank"}`` (see :func:`cover.methods.collapse.collapse_stats`).
+    """
+    training = model.training
+    model.eval()
+    try:
+        with autocast(amp, device):
+            finest = model.backbone(images[:COLLAPSE_IMAGES])[-1]
+    finally:
+        model.train(training)
+    stats = collapse_stats(finest, COLLAPSE_PAIRS, torch.Generator().manual_seed(int(step)))
+    return {"feat_pair_cos": stats["pair_cos"], "feat_eff_rank": stats["eff_rank"]}
+
+
 def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Pretrain a backbone on unlabeled images.
 
@@ -323,9 +360,10 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         restore_rng_state(state["rng"])
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     head_params = sum(p.numel() for p in model.parameters()) - backbone_params
+    recipe = f" recipe={model.recipe}" if hasattr(model, "recipe") else ""
     if context.is_main:
         print(
-            f"cover pretrain: method={config.method} dim={config.dim} size={list(config.size)} "
+            f"cover pretrain: method={config.method}{recipe} dim={config.dim} size={list(config.size)} "
             f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} device={device} "
             f"processes={context.world_size}\n"
             f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
@@ -356,12 +394,13 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         worker_init_fn=_worker_init if config.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global torch RNG alone
     )
-    logger = RunLogger(out, [*model.logged, "lr", "seconds"], start) if context.is_main else None
+    logger = RunLogger(out, [*model.logged, *COLLAPSE_COLUMNS, "lr", "seconds"], start) if context.is_main else None
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
     progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
     last_save, tic = time.monotonic(), time.monotonic()
     clock = tic - seconds_before  # log.csv's seconds continue from the resumed checkpoint's
     history: dict[str, list[float]] = {}
+    collapse: dict[str, float] = {}
     step = start
     with StopSignals() as signals:
         try:
@@ -401,9 +440,15 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
                     progress.update(1)
                     progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
                     if done % config.log_every == 0 or done == config.steps:
+                        collapse = feature_collapse(model, views.view_b, config.amp, device, done)
                         logger.log(
                             done,
-                            {**values, "lr": scheduler.get_last_lr()[0], "seconds": time.monotonic() - clock},
+                            {
+                                **values,
+                                **collapse,
+                                "lr": scheduler.get_last_lr()[0],
+                                "seconds": time.monotonic() - clock,
+                            },
                         )
                 minutes_due = (
                     config.checkpoint_minutes is not None
@@ -439,6 +484,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         "steps": config.steps,
         "start_step": start,
         "method": config.method,
+        **({"recipe": model.recipe} if hasattr(model, "recipe") else {}),
         "dim": config.dim,
         "size": list(config.size),
         "backbone_parameters": backbone_params,
@@ -455,6 +501,16 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     tail = max(1, min(20, len(history.get("loss", [])) // 5 or 1))
     for key, values in history.items():
         summary[f"final_{key}"] = float(np.mean(values[-tail:])) if values else math.nan
+    if collapse:
+        stats = {"pair_cos": collapse["feat_pair_cos"], "eff_rank": collapse["feat_eff_rank"]}
+        summary.update({f"final_{k}": v for k, v in collapse.items()})
+        summary["features_collapsed"] = is_collapsed(stats)
+        if summary["features_collapsed"]:
+            print(
+                f"warning: the finest features collapsed onto one direction at step {step + 1} ({describe(stats)}); "
+                "fine-tuning from them may do worse than from scratch",
+                file=sys.stderr,
+            )
     if context.is_main:
         _finish(config, model, heldout, generator, device, out, summary)
     return summary
@@ -488,7 +544,8 @@ def _finish(
         summary["epe_pairs"] = f"{config.eval_pairs} view pairs from {source} with transforms never drawn in training"
         views, phi = result["views"], result["phi"]
         plot_flow(views.view_a, views.view_b, views.phi_gt, phi, warp(views.view_a, phi), views.mask, out / "flow.png")
-    plot_losses(out / "log.csv", out / "loss.png", columns=tuple(k for k in model.logged if k != "loss") or ("loss",))
+    columns = tuple(k for k in model.logged if k != "loss") or ("loss",)
+    plot_losses(out / "log.csv", out / "loss.png", columns=columns + COLLAPSE_COLUMNS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if "epe" in summary:
         print(
