@@ -125,6 +125,7 @@ def test_sample_at_crop_is_exact_at_integer_coordinates():
 
 
 def test_max_displacement_shrinks_each_transform_towards_the_identity_2d_and_3d():
+    from cover.geometry import warp
     from cover.views import capture_range
 
     assert capture_range(2, 5) == 62 and capture_range(1, 4) == 15

@@ -141,3 +141,59 @@ def test_analyze_writes_json_and_figures_and_refuses_to_overwrite(tmp_path):
         analyze(**options)
     with pytest.raises(ConfigError, match="embedding"):
         analyze(**{**options, "out": str(tmp_path / "other"), "embedding": "umap"})
+
+
+def test_collapse_verdict_and_report_line():
+    from cover.analysis.analyze import report_line
+
+    angles, labels = toy_image()
+    item = LabeledImage("toy", torch.tensor(angles, dtype=torch.float32)[None], torch.from_numpy(labels))
+    spread, _ = feature_geometry(AngleBackbone(), [item], samples_per_class=100, max_distance=1)
+    # Every pixel within 0.02 rad of one angle: collapsed onto one direction.
+    rng = np.random.default_rng(0)
+    narrow = LabeledImage(
+        "narrow", torch.tensor(0.5 + 0.02 * rng.random((8, 8)), dtype=torch.float32)[None], item.label
+    )
+    collapsed, _ = feature_geometry(AngleBackbone(), [narrow], samples_per_class=100, max_distance=1)
+    # Oracle for the spread map: angles 0, 60, 180 degrees and 1 rad; the mean cosine of random
+    # pairs is the squared length of the mean unit vector, far below the limit.
+    unit = np.stack([np.cos(angles), np.sin(angles)], -1).reshape(-1, 2)
+    expected = float(unit.mean(0) @ unit.mean(0))
+    assert spread["pair_cos"] == pytest.approx(expected, abs=0.08)
+    assert collapsed["pair_cos"] > 0.999 and collapsed["collapsed"]
+    line = report_line({**collapsed, "untrained": {**spread}})
+    assert "features collapsed" in line and "neighbour distance / inter-class distance" in line
+    assert f"untrained: inter-class {spread['inter']:.4f}" in line
+    # (two channels can hold little effective rank, so the verdict is set by hand here)
+    assert "features not collapsed" in report_line({**spread, "collapsed": False})
+
+
+def test_analyze_of_a_checkpoint_reports_the_untrained_reference(tmp_path, capsys):
+    from cover.train.pretrain import pretrain
+
+    write_pairs(tmp_path)
+    tiny_model = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
+    pretrain(out=str(tmp_path / "pre"), size=32, batch_size=2, steps=1, warmup_steps=1, eval_pairs=2, model=tiny_model)
+    capsys.readouterr()
+    summary = analyze(
+        str(tmp_path / "pre"),
+        str(tmp_path / "images"),
+        str(tmp_path / "labels"),
+        out=str(tmp_path / "out"),
+        samples_per_class=50,
+        max_distance=2,
+        device="cpu",
+    )
+    reference = summary["untrained"]
+    assert set(reference) == {
+        "inter",
+        "same_class_neighbour_distance_over_inter_1px",
+        "pair_cos",
+        "eff_rank",
+        "collapsed",
+    }
+    assert 0 < reference["inter"] <= 2 and reference["pair_cos"] != summary["pair_cos"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "untrained: inter-class" in lines[-1] and "collapsed" in lines[-1]
+    saved = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert saved["untrained"]["inter"] == pytest.approx(reference["inter"])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tests.methods.test_contract import TINY, tiny_views
 
 from cover.errors import ConfigError
 from cover.geometry import warp
@@ -10,7 +11,6 @@ from cover.methods import build_method
 from cover.methods.cover import DEFAULT_RECIPE, RECIPES
 from cover.methods.losses import consistency_loss
 from cover.nn.backbones import build_backbone
-from tests.methods.test_contract import TINY, tiny_views
 
 
 def recipe_method(recipe, dim=2, seed=0, **options):
@@ -127,7 +127,7 @@ def test_options_override_the_recipe_and_bad_names_fail_in_one_line():
     assert method.var_weight == 0.5 and method.cov_weight == RECIPES["vicreg"]["cov_weight"]
     with pytest.raises(ConfigError, match="recipe: 'papr' is unknown \\(allowed: paper"):
         recipe_method("papr")
-    with pytest.raises(ConfigError, match="unknown method_options \\['temperature'\\] for cover"):
+    with pytest.raises(ConfigError, match="'temperature' is not an option of method 'cover' \\(allowed: recipe"):
         recipe_method("paper", temperature=0.1)
     with pytest.raises(ConfigError, match="con_features: 'fancy' is not allowed"):
         recipe_method("paper", con_features="fancy")

@@ -81,8 +81,8 @@ def test_variance_covariance_terms_match_a_plain_loop():
     features = torch.randn(2, 3, 4, 4, generator=generator) * torch.tensor([0.5, 2.0, 0.1]).view(1, 3, 1, 1)
     mask = (torch.rand(2, 1, 4, 4, generator=generator) > 0.3).float()
     var, cov = variance_covariance_loss(features, mask, target_std=1.0, eps=0.0)
-    rows = [features[b, :, i, j].double().numpy() for b in range(2) for i in range(4) for j in range(4) if mask[b, 0, i, j]]
-    x = np.array(rows)
+    pixels = [(b, i, j) for b in range(2) for i in range(4) for j in range(4) if mask[b, 0, i, j]]
+    x = np.array([features[b, :, i, j].double().numpy() for b, i, j in pixels])
     k = np.cov(x, rowvar=False)
     expected_var = np.mean([max(0.0, 1.0 - np.sqrt(k[c, c])) for c in range(3)])
     expected_cov = sum(k[a, b] ** 2 for a in range(3) for b in range(3) if a != b) / 3

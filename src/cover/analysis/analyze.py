@@ -35,6 +35,10 @@ from tqdm.auto import tqdm
 from cover.analysis.dispersion import ClassSamples, NeighbourStats, class_distances, normalise_features
 from cover.config import DEFAULT_CHANNELS, save_yaml
 from cover.errors import ConfigError
+from cover.methods.collapse import COLLAPSE_COSINE, is_collapsed, pixel_stats, sample_pixels
+
+#: Random pixel pairs of the collapse statistic (drawn over all analysed images).
+COLLAPSE_PAIRS = 2048
 
 EMBEDDINGS = ("pca", "tsne")
 DEMO_CLASS_NAMES = ("background", "CSF", "GM", "WM")
@@ -126,7 +130,8 @@ def load_backbone(
 
     Returns:
         ``(backbone in eval mode, info)``; ``info`` holds ``method``, ``checkpoint``,
-        ``spatial_dims``, ``in_channels`` and ``preset`` (``None`` if unknown).
+        ``spatial_dims``, ``in_channels``, ``preset`` (``None`` if unknown) and ``metadata`` (what
+        :func:`cover.models.loading.build_from_metadata` rebuilds the architecture from).
     """
     from cover.models.loading import build_from_metadata
 
@@ -139,14 +144,19 @@ def load_backbone(
         spec["backbone_args"] = {"channels": spec.pop("channels")}
         torch.manual_seed(seed)
         backbone = build_from_metadata(spec)
-        info = {"method": "scratch", "checkpoint": None, "preset": None}
+        info = {"method": "scratch", "checkpoint": None, "preset": None, "metadata": spec}
     else:
         from cover.models.loading import load_backbone as load_checkpoint_backbone
         from cover.models.loading import pretrained_preset
 
         backbone, loaded = load_checkpoint_backbone(checkpoint, whole=True)  # the finest decoder features
         method = loaded.metadata.get("method", "unknown")
-        info = {"method": method, "checkpoint": str(loaded.source), "preset": pretrained_preset(loaded.metadata)}
+        info = {
+            "method": method,
+            "checkpoint": str(loaded.source),
+            "preset": pretrained_preset(loaded.metadata),
+            "metadata": loaded.metadata,
+        }
     info.update(spatial_dims=int(backbone.spatial_dims), in_channels=int(backbone.in_channels))
     return backbone.eval(), info
 
@@ -218,10 +228,14 @@ def feature_geometry(
         raise ConfigError("labels: no foreground labels found (every pixel is 0); use --include-background")
     neighbours = NeighbourStats(max_distance)
     samples = ClassSamples(samples_per_class, max(1, math.ceil(2 * samples_per_class / len(data))), seed)
-    kept = []
+    kept, drawn = [], []
+    draws = torch.Generator().manual_seed(seed)
+    per_image = max(1, math.ceil(2 * COLLAPSE_PAIRS / len(data)))
     dims = int(backbone.spatial_dims)
     for index, item in enumerate(tqdm(data, desc="features", leave=False, disable=len(data) < 5)):
-        unit = normalise_features(pixel_features(backbone, item.image, device))
+        features = pixel_features(backbone, item.image, device)
+        drawn.append(sample_pixels(features[None], per_image, draws))
+        unit = normalise_features(features)
         analysed = torch.isin(item.label, torch.tensor(classes))
         neighbours.add(unit, item.label, analysed)
         samples.add(unit, item.label, classes)
@@ -235,6 +249,8 @@ def feature_geometry(
             )
     sampled = samples.sampled()
     distances = class_distances(sampled)
+    pixels = torch.cat(drawn)
+    collapse = pixel_stats(pixels[torch.randperm(len(pixels), generator=draws)])
     curves = neighbours.means()
     results = {
         "classes": classes,
@@ -252,6 +268,9 @@ def feature_geometry(
     relative = [None if v is None or not inter > 0 else (1.0 - v) / inter for v in curves["same"]]
     results["same_class_neighbour_distance_over_inter"] = relative
     results["same_class_neighbour_distance_over_inter_1px"] = relative[0]
+    results["pair_cos"] = collapse["pair_cos"]
+    results["eff_rank"] = collapse["eff_rank"]
+    results["collapsed"] = is_collapsed(collapse)
     return results, {"samples": sampled, "kept": kept}
 
 
@@ -350,8 +369,12 @@ def analyze(
         at each distance), ``same_class_neighbour_similarity_1px``,
         ``same_class_neighbour_distance_over_inter`` (``(1 - same-class similarity) / inter`` per
         distance: how far apart same-class neighbours are relative to the classes' separation,
-        unaffected by an overall shrinking or spreading of the features), the classes, the
-        method and checkpoint, and the data source.
+        unaffected by an overall shrinking or spreading of the features), ``pair_cos`` and
+        ``eff_rank`` (:mod:`cover.methods.collapse` on 2048 random pixel pairs of the
+        images) with ``collapsed``, for a checkpoint ``untrained`` (the same numbers for an
+        untrained backbone of the same architecture: the scratch reference), the classes, the
+        method and checkpoint, and the data source. The printed line gives the scale-free
+        measure, the untrained reference and "collapsed" / "not collapsed".
     """
     from cover.downstream.outputs import prepare_output
     from cover.train.distributed import resolve_device
@@ -410,6 +433,8 @@ def analyze(
         device=torch_device,
         keep=figure_images,
     )
+    if checkpoint is not None:
+        results["untrained"] = untrained_reference(info["metadata"], data, seed, torch_device, samples_per_class)
     names = {c: names.get(c, str(c)) for c in results["classes"]}
     summary = {"method": info["method"], "checkpoint": info["checkpoint"], "source": source, **results}
     summary["class_names"] = {str(c): n for c, n in names.items()}
@@ -419,10 +444,63 @@ def analyze(
 
     summary = json_safe(summary)
     (folder / "analysis.json").write_text(json.dumps(summary, indent=2))
-    print(
-        f"intra-class distance {summary['intra']:.4f}, inter-class {summary['inter']:.4f} "
-        f"(ratio {summary['intra_over_inter']:.3f}); same-class neighbour similarity at 1 px "
-        f"{summary['same_class_neighbour_similarity_1px']:.4f}; results in {folder}",
-        file=sys.stderr,
-    )
+    print(report_line(summary) + f"; results in {folder}", file=sys.stderr)
     return summary
+
+
+def untrained_reference(
+    metadata: dict[str, Any], data: list[LabeledImage], seed: int, device: torch.device, samples_per_class: int
+) -> dict[str, Any]:
+    """The same numbers for an untrained backbone of the same architecture (the scratch reference).
+
+    Args:
+        metadata: Architecture description (:func:`cover.models.loading.build_from_metadata`).
+        data: The analysed images.
+        seed: Seed of the initialisation and of the pixel sampling.
+        device: Where the backbone runs.
+        samples_per_class: Pixels sampled per class.
+
+    Returns:
+        ``inter``, ``same_class_neighbour_distance_over_inter_1px``, ``pair_cos``,
+        ``eff_rank`` and ``collapsed`` of the untrained backbone.
+    """
+    from cover.models.loading import build_from_metadata
+
+    torch.manual_seed(seed)
+    backbone = build_from_metadata(metadata).to(device).eval()
+    results, _ = feature_geometry(
+        backbone, data, samples_per_class=samples_per_class, max_distance=1, seed=seed, device=device
+    )
+    keys = ("inter", "same_class_neighbour_distance_over_inter_1px", "pair_cos", "eff_rank", "collapsed")
+    return {key: results[key] for key in keys}
+
+
+def report_line(summary: dict[str, Any]) -> str:
+    """One line: class distances, the scale-free over-dispersion measure and the collapse verdict.
+
+    Args:
+        summary: The content of ``analysis.json``.
+
+    Returns:
+        The line (without the output folder).
+    """
+    verdict = "collapsed" if summary["collapsed"] else "not collapsed"
+    relative = summary["same_class_neighbour_distance_over_inter_1px"]
+    parts = [
+        f"intra-class distance {summary['intra']:.4f}, inter-class {summary['inter']:.4f} "
+        f"(ratio {summary['intra_over_inter']:.3f})",
+        f"same-class 1 px neighbour distance / inter-class distance "
+        f"{'n/a' if relative is None else format(relative, '.3f')} (scale-free; lower = neighbours closer)",
+    ]
+    reference = summary.get("untrained")
+    if reference:
+        ref_relative = reference["same_class_neighbour_distance_over_inter_1px"]
+        parts.append(
+            f"untrained: inter-class {reference['inter']:.4f}, neighbour / inter "
+            f"{'n/a' if ref_relative is None else format(ref_relative, '.3f')}"
+        )
+    parts.append(
+        f"features {verdict} (random pixel pairs' mean cosine {summary['pair_cos']:.3f}, limit {COLLAPSE_COSINE}; "
+        f"effective rank {summary['eff_rank']:.2f})"
+    )
+    return "; ".join(parts)

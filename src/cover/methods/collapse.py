@@ -81,9 +81,21 @@ def collapse_stats(features: torch.Tensor, pairs: int = 1024, generator: torch.G
     Returns:
         ``{"pair_cos", "eff_rank"}`` as floats (see the module docstring).
     """
-    drawn = sample_pixels(features, 2 * pairs, generator)
-    unit = F.normalize(drawn, dim=1, eps=1e-8)
-    pair_cos = float((unit[:pairs] * unit[pairs:]).sum(dim=1).mean())
+    return pixel_stats(sample_pixels(features, 2 * pairs, generator))
+
+
+def pixel_stats(drawn: torch.Tensor) -> dict:
+    """Collapse statistics of drawn pixel features: rows ``i`` and ``P + i`` form pair ``i``.
+
+    Args:
+        drawn: ``(2P, C)`` pixel features drawn at random.
+
+    Returns:
+        ``{"pair_cos", "eff_rank"}`` as floats.
+    """
+    pairs = drawn.shape[0] // 2
+    unit = F.normalize(drawn.float(), dim=1, eps=1e-8)
+    pair_cos = float((unit[:pairs] * unit[pairs : 2 * pairs]).sum(dim=1).mean())
     return {"pair_cos": pair_cos, "eff_rank": effective_rank(drawn)}
 
 

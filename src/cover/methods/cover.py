@@ -213,7 +213,9 @@ def recipe_options(recipe: str, options: dict[str, Any]) -> dict[str, Any]:
     allowed = ("con_features", "predictor", "var_weight", "cov_weight", "vec_norm")
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown method_options {unknown} for cover (allowed: recipe, {', '.join(allowed)})")
+        raise ConfigError(
+            f"method_options: '{unknown[0]}' is not an option of method 'cover' (allowed: recipe, {', '.join(allowed)})"
+        )
     merged = {**RECIPES[recipe], **options}
     for key, choices in (("con_features", CON_FEATURES), ("vec_norm", VEC_NORMS)):
         if key in merged and merged[key] not in choices:
