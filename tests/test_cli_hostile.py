@@ -206,7 +206,7 @@ CONFIG_CASES = {
     "bad device": (lambda t, e: ["--device", "gpu0"], "device: 'gpu0' is not a device"),
     "CUDA without a GPU": (lambda t, e: ["--device", "cuda"], "no CUDA device is available"),
     "fp16 on CPU": (lambda t, e: ["--amp", "fp16"], "amp: fp16 needs a CUDA device"),
-    "bad preset": (lambda t, e: ["--preset", "ctt"], "preset: unknown intensity preset 'ctt'"),
+    "bad intensity preset": (lambda t, e: ["--intensity", "ctt"], "preset: unknown intensity preset 'ctt'"),
     "negative spacing": (lambda t, e: ["--spacing", "1,-1,1"], "spacing: [1.0, -1.0, 1.0] is not allowed"),
     "heads of the wrong length": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"model": {**TINY_MODEL, "heads": [1, 1]}})],

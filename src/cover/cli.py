@@ -35,6 +35,36 @@ def config_values(config_file: Path | None, options: dict[str, Any]) -> dict[str
     return deep_merge(values, given)
 
 
+def intensity_option(intensity: str | None, preset: str | None) -> str | None:
+    """The intensity preset of ``--intensity``, or of its deprecated alias ``--preset`` (with a one-line notice)."""
+    if preset is None:
+        return intensity
+    if intensity is not None and intensity != preset:
+        raise CoverError(f"intensity: --intensity {intensity} and --preset {preset} disagree; give --intensity only")
+    sys.stderr.write("warning: --preset is deprecated for the intensity preset; use --intensity\n")
+    return preset
+
+
+IntensityOpt = Annotated[
+    str | None,
+    typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, zscore, ... (default: per file)."),
+]
+PresetAliasOpt = Annotated[str | None, typer.Option(hidden=True, help="Deprecated alias of --intensity.")]
+
+
+def show_config(config: Any) -> None:
+    """Print a resolved config dataclass as YAML (``--dry-run``): nothing is trained, read or written."""
+    import yaml
+
+    from cover.config import to_dict
+
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+
+
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the resolved configuration as YAML; train and write nothing."),
+]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any of these options.")]
 OutOpt = Annotated[str | None, typer.Option(help="Output folder.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
@@ -52,7 +82,14 @@ def pretrain(
     batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4 x batch/256).")] = None,
-    window_radius: Annotated[int | None, typer.Option(help="MoV window radius r.")] = None,
+    window_radius: Annotated[int | None, typer.Option(help="MoV window radius r (window 2r+1 per axis).")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="U-Net widths, encoder then decoder, e.g. 16,32,64,128,64,32,16.")
+    ] = None,
+    heads: Annotated[str | None, typer.Option(help="MoV heads per level, coarse to fine, e.g. 4,4,4,1,1.")] = None,
+    head_dim: Annotated[int | None, typer.Option(help="Channels per MoV head.")] = None,
+    vec_weight: Annotated[float | None, typer.Option(help="Weight of the COVER vector (registration) loss.")] = None,
+    con_weight: Annotated[float | None, typer.Option(help="Weight of the COVER consistency loss.")] = None,
     method: Annotated[str | None, typer.Option(help="Pretraining method (cover, ...).")] = None,
     recipe: Annotated[
         str | None, typer.Option(help="COVER loss recipe (paper, centred, vicreg, ...; docs/method.md).")
@@ -63,7 +100,8 @@ def pretrain(
     out: OutOpt = None,
     config: ConfigOpt = None,
     seed: SeedOpt = None,
-    preset: Annotated[str | None, typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, ...")] = None,
+    intensity: IntensityOpt = None,
+    preset: PresetAliasOpt = None,
     spacing: Annotated[str | None, typer.Option(help="Resample volumes to this spacing in mm, e.g. 1.5,1.5,2.")] = None,
     in_channels: Annotated[
         int | None, typer.Option(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
@@ -79,8 +117,12 @@ def pretrain(
     ] = None,
     on_bad_file: Annotated[str | None, typer.Option(help="skip (warn) or error.")] = None,
     devices: Annotated[int | None, typer.Option(help="Launch this many processes (DDP) on this machine.")] = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    """Pretrain a U-Net on unlabeled images (default: a 2D demo on the MNI152 template)."""
+    """Pretrain a U-Net on unlabeled images (default: a 2D demo on the MNI152 template).
+
+    Defaults depend on --dim (and --config); --dry-run prints them all, resolved.
+    """
     options = {
         "data": data,
         "dim": dim,
@@ -93,7 +135,7 @@ def pretrain(
         "device": device,
         "out": out,
         "seed": seed,
-        "preset": preset,
+        "preset": intensity_option(intensity, preset),
         "spacing": spacing,
         "in_channels": in_channels,
         "num_workers": num_workers,
@@ -104,9 +146,27 @@ def pretrain(
         "compile": compile,
         "channels_last": channels_last,
         "on_bad_file": on_bad_file,
-        "model": {k: v for k, v in {"window_radius": window_radius, "backbone": backbone}.items() if v is not None},
+        "vec_weight": vec_weight,
+        "con_weight": con_weight,
+        "model": {
+            k: v
+            for k, v in {
+                "window_radius": window_radius,
+                "backbone": backbone,
+                "channels": channels,
+                "heads": heads,
+                "head_dim": head_dim,
+            }.items()
+            if v is not None
+        },
         "method_options": {"recipe": recipe} if recipe is not None else {},
     }
+    if dry_run:
+        from cover.config import default_pretrain_out, resolve_pretrain_config, run_values
+
+        values = run_values(config_values(config, options), {}, lambda v: default_pretrain_out(v.get("dim", 2)))
+        show_config(resolve_pretrain_config(values))
+        return
     if devices and devices > 1:
         from cover.train.launch import launch_local
 

@@ -35,6 +35,7 @@ from cover.models.loading import (  # noqa: F401 - re-exported: the export's own
     backbone_state_dict,
     build_from_metadata,
     encoder_prefixes,
+    given_checkpoint,
     load_backbone,
     plain_key,
     read_checkpoint,
@@ -227,16 +228,28 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_command(
+        checkpoint_arg: Annotated[
+            str | None, typer.Argument(metavar="CHECKPOINT", help="Older form of --checkpoint.", show_default=False)
+        ] = None,
         checkpoint: Annotated[
-            str, typer.Argument(help="Checkpoint file, or a pretrain run folder (newest checkpoint).")
-        ],
-        out: Annotated[str, typer.Option(help="Export folder (must be empty unless --overwrite).")],
+            str | None,
+            typer.Option("--checkpoint", help="A cover pretrain run folder (newest checkpoint) or checkpoint file."),
+        ] = None,
+        out: Annotated[str | None, typer.Option(help="Export folder (must be empty unless --overwrite).")] = None,
         format: Annotated[str, typer.Option(help="safetensors or torch.")] = "safetensors",  # noqa: A002
         encoder_only: Annotated[bool, typer.Option("--encoder-only", help="Export only the encoder.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty --out.")] = False,
     ) -> None:
         """Export pretrained backbone weights (no optimizer, no head) with a cover.json sidecar."""
-        folder = export(checkpoint, out, format=format, encoder_only=encoder_only, overwrite=overwrite)
+        if out is None:
+            raise ConfigError("out: required (--out FOLDER)")
+        folder = export(
+            given_checkpoint(checkpoint, checkpoint_arg),
+            out,
+            format=format,
+            encoder_only=encoder_only,
+            overwrite=overwrite,
+        )
         meta = json.loads((folder / SIDECAR).read_text())
         print(
             f"exported {meta['tensors']} tensors ({meta['parameters']:,} parameters) of the {meta['backbone']} "

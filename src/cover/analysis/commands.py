@@ -23,7 +23,8 @@ def analyze(
     labels: Annotated[str | None, Opt(help="Label-map folder matching --images by file-name stem.")] = None,
     datalist: Annotated[str | None, Opt(help="JSON/CSV datalist with image and label.")] = None,
     out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/analyze",
-    preset: Annotated[str | None, Opt(help="Intensity preset (default: the checkpoint's).")] = None,
+    intensity: Annotated[str | None, Opt(help="Intensity preset (default: the checkpoint's).")] = None,
+    preset: Annotated[str | None, Opt(hidden=True, help="Deprecated alias of --intensity.")] = None,
     class_names: Annotated[str | None, Opt(help="Names of labels 0,1,... comma separated.")] = None,
     samples_per_class: Annotated[int, Opt(help="Pixels sampled per class for the class distances.")] = 500,
     max_distance: Annotated[int, Opt(help="Largest neighbour distance in pixels.")] = 8,
@@ -36,6 +37,7 @@ def analyze(
 ) -> None:
     """Measure feature over-dispersion: class distances and neighbour similarity of pixel features."""
     from cover.analysis.analyze import analyze as run
+    from cover.cli import intensity_option
 
     run(
         checkpoint,
@@ -43,7 +45,7 @@ def analyze(
         labels,
         datalist,
         out,
-        preset=preset,
+        preset=intensity_option(intensity, preset),
         class_names=[n.strip() for n in class_names.split(",")] if class_names else None,
         samples_per_class=samples_per_class,
         max_distance=max_distance,

@@ -19,7 +19,12 @@ def register(app: typer.Typer) -> None:
 
 def finetune(
     pretrained: Annotated[
-        str | None, Opt(help="cover pretrain checkpoint, run folder or export; omit to train from scratch.")
+        str | None,
+        Opt(
+            "--checkpoint",
+            "--pretrained",
+            help="cover pretrain run folder, checkpoint or export to start from; omit to train from scratch.",
+        ),
     ] = None,
     task: Annotated[str | None, Opt(help="seg or cls.")] = None,
     images: Annotated[str | None, Opt(help="Image folder; omit (with --task seg) for the MNI152 tissue demo.")] = None,
@@ -43,7 +48,8 @@ def finetune(
         bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
     ] = None,
     size: Annotated[str | None, Opt(help="Training crop / input size: 96 or 96,96 (multiple of 16).")] = None,
-    preset: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,
+    intensity: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,
+    preset: Annotated[str | None, Opt(hidden=True, help="Deprecated alias of --intensity.")] = None,
     in_channels: Annotated[
         int | None, Opt(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
     ] = None,
@@ -60,9 +66,12 @@ def finetune(
     checkpoint_every: Annotated[int | None, Opt(help="Steps between training-state checkpoints.")] = None,
     checkpoint_minutes: Annotated[float | None, Opt(help="Also checkpoint every this many minutes.")] = None,
     devices: Annotated[int | None, Opt(help="Launch this many processes (DDP) on this machine.")] = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="Print the resolved configuration as YAML; train and write nothing.")
+    ] = False,
 ) -> None:
     """Fine-tune a pretrained backbone (or train from scratch) on labeled images."""
-    from cover.cli import config_values
+    from cover.cli import config_values, intensity_option, show_config
     from cover.downstream.finetune import finetune as run
 
     options = {
@@ -87,7 +96,7 @@ def finetune(
         "amp": amp,
         "channels_last": channels_last,
         "size": size,
-        "preset": preset,
+        "preset": intensity_option(intensity, preset),
         "in_channels": in_channels,
         "val_every": val_every,
         "patience": patience,
@@ -101,6 +110,12 @@ def finetune(
         "checkpoint_minutes": checkpoint_minutes,
         "model": {"channels": channels} if channels else {},
     }
+    if dry_run:
+        from cover.config import run_values
+        from cover.downstream.config import FinetuneConfig, resolve_finetune_config
+
+        show_config(resolve_finetune_config(run_values(config_values(config, options), {}, FinetuneConfig.out)))
+        return
     if devices and devices > 1:
         import sys
 
@@ -110,8 +125,15 @@ def finetune(
     run(config_values(config, options))
 
 
+CheckpointArg = Annotated[
+    str | None, typer.Argument(metavar="CHECKPOINT", help="Older form of --checkpoint.", show_default=False)
+]
+FinetunedOpt = Annotated[str | None, Opt("--checkpoint", help="A cover finetune output folder (or its best.pt).")]
+
+
 def evaluate(
-    checkpoint: Annotated[str, typer.Argument(help="A cover finetune checkpoint (or its output folder).")],
+    checkpoint_arg: CheckpointArg = None,
+    checkpoint: FinetunedOpt = None,
     images: Annotated[str | None, Opt(help="Image folder (omit for a demo checkpoint: the demo test slab).")] = None,
     labels: Annotated[str | None, Opt(help="seg: label-map folder; cls: CSV with image,label.")] = None,
     datalist: Annotated[str | None, Opt(help="JSON/CSV datalist with image and label.")] = None,
@@ -122,8 +144,18 @@ def evaluate(
 ) -> None:
     """Score a fine-tuned checkpoint: per-case, per-class Dice and HD95 (seg) or AUC/accuracy (cls)."""
     from cover.downstream.evaluate import evaluate as run
+    from cover.models.loading import given_checkpoint
 
-    summary = run(checkpoint, images, labels, datalist, out, device=device, overwrite=overwrite, overlap=overlap)
+    summary = run(
+        given_checkpoint(checkpoint, checkpoint_arg),
+        images,
+        labels,
+        datalist,
+        out,
+        device=device,
+        overwrite=overwrite,
+        overlap=overlap,
+    )
     if summary["task"] == "seg":
         per_class = ", ".join(f"{name} {v['dice_mean']:.3f}" for name, v in summary["classes"].items())
         print(f"{summary['num_cases']} cases: mean Dice {summary['mean_dice']:.3f} ({per_class}); results in {out}")
@@ -133,8 +165,9 @@ def evaluate(
 
 
 def predict(
-    checkpoint: Annotated[str, typer.Argument(help="A cover finetune checkpoint (or its output folder).")],
-    images: Annotated[str, Opt(help="Image folder, file or datalist.")],
+    checkpoint_arg: CheckpointArg = None,
+    checkpoint: FinetunedOpt = None,
+    images: Annotated[str | None, Opt(help="Image folder, file or datalist.")] = None,
     out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/predict",
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,
@@ -148,7 +181,12 @@ def predict(
     The checkpoint sets the dimension (2D/3D), channels and intensity preset.
     """
     from cover.downstream.predict import predict as run
+    from cover.errors import ConfigError
+    from cover.models.loading import given_checkpoint
 
+    checkpoint = given_checkpoint(checkpoint, checkpoint_arg)
+    if images is None:
+        raise ConfigError("images: required (--images FOLDER, file or datalist)")
     summary = run(checkpoint, images, out, device=device, overwrite=overwrite, overlap=overlap, on_bad_file=on_bad_file)
     skipped = f", {len(summary['skipped'])} skipped (listed in summary.json)" if summary["skipped"] else ""
     print(f"{summary['num_predicted']} of {summary['num_images']} images predicted{skipped}; results in {out}")

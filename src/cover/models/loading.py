@@ -162,6 +162,29 @@ def resolve_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     return load_checkpoint(path), path
 
 
+def given_checkpoint(option: str | None, positional: str | None) -> str:
+    """The checkpoint a command was given: ``--checkpoint``, or the older positional argument.
+
+    Args:
+        option: ``--checkpoint``'s value.
+        positional: The positional argument's value (kept as an alias).
+
+    Returns:
+        The one checkpoint named.
+
+    Raises:
+        ConfigError: None given, or two different ones.
+    """
+    from cover.errors import ConfigError
+
+    if option is not None and positional is not None and option != positional:
+        raise ConfigError(f"checkpoint: given twice ({positional} and --checkpoint {option}); give --checkpoint only")
+    chosen = option if option is not None else positional
+    if chosen is None:
+        raise ConfigError("checkpoint: required (--checkpoint PATH)")
+    return chosen
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
