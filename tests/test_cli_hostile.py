@@ -414,9 +414,9 @@ def test_palette_label_maps_keep_their_indices(tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4  # indices 0-3, not luminance values up to 113.4 (114 classes)
     assert len(json.loads((out / "split.json").read_text())["unused"]) == 1  # its palette label counted too
-    note = "data: intensity preset chosen per file (no --preset): minmax for 3 file(s) (e.g. "
+    note = "data: intensity preset chosen per file (no --intensity): minmax for 3 file(s) (e.g. "
     assert any(
-        line.startswith(note) and line.endswith(": no modality in the header); pass --preset to choose one for all")
+        line.startswith(note) and line.endswith(": no modality in the header); pass --intensity to choose one for all")
         for line in lines
     ), lines
 
@@ -609,7 +609,7 @@ def test_mixed_spacings_are_one_explicit_note_not_a_list_of_lists(tmp_path, monk
     assert data["spacing"] is None and data["preset"] == "minmax"
     assert data["spacing_note"].startswith("per case: the 2 files have 2 different spacings")
     assert any(line == f"data: {data['spacing_note']}" for line in lines), lines
-    chosen = "data: intensity preset chosen per file (no --preset): minmax for 2 file(s)"
+    chosen = "data: intensity preset chosen per file (no --intensity): minmax for 2 file(s)"
     assert any(line.startswith(chosen) for line in lines), lines
 
 

@@ -299,7 +299,7 @@ def test_pretrain_metadata_records_the_preset_used_and_one_spacing_per_axis(tmp_
     options = {"dim": 3, "source_size": (8, 8, 4), "spacing": None, "cache_dir": None, "on_bad_file": "error"}
     _, meta = build_pretrain_dataset(str(tmp_path / "same"), preset=None, **options)
     assert meta["preset"] == "ct:-1000,1000" and meta["presets"] == {"ct:-1000,1000": 2}
-    assert meta["preset_note"].startswith("intensity preset chosen per file (no --preset): ct:-1000,1000 for 2")
+    assert meta["preset_note"].startswith("intensity preset chosen per file (no --intensity): ct:-1000,1000 for 2")
     assert "values -1024..1500 look like CT in HU" in meta["preset_note"]
     assert meta["spacing"] == pytest.approx([0.8, 0.8, 2.0])
     assert meta["spacing_note"] == "all 2 file(s) have this spacing (not resampled)"

@@ -338,7 +338,7 @@ def preset_note(metas: Sequence[dict[str, Any]], *, given: bool) -> str:
         why = first.get("preset_reason") or "chosen per file"
         parts.append(f"{preset} for {count} file(s) (e.g. {Path(first['path']).name}: {why})")
     detail = "; ".join(parts)
-    return f"intensity preset chosen per file (no --preset): {detail}; pass --preset to choose one for all"
+    return f"intensity preset chosen per file (no --intensity): {detail}; pass --intensity to choose one for all"
 
 
 def _spacing_summary(store: CachedVolumeStore) -> tuple[list[float] | None, str]:
