@@ -175,6 +175,13 @@ def test_every_command_gives_the_same_line_for_a_broken_checkpoint(case, runs, t
     assert len(seen) == 1, seen
 
 
+def test_demo_finetune_with_a_broken_checkpoint_writes_nothing(runs, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "demo"
+    code, lines = run_cli(["finetune", "--checkpoint", runs / "corrupt.pt", "--out", out], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and "corrupt.pt: not a readable checkpoint" in lines[0], lines
+    assert not out.exists()  # the demo data is written only after the checkpoint loaded
+
+
 def test_analyze_on_an_encoder_only_export_is_one_line(runs, tmp_path, monkeypatch, capsys):
     code, lines = run_cli(["analyze", "--checkpoint", runs / "encoder", "--out", tmp_path / "a"], monkeypatch, capsys)
     assert code == 2 and len(lines) == 1 and NO_DECODER in lines[0], lines

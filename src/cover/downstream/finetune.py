@@ -378,6 +378,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     # A user's data is read and checked before --out is created or changed (an earlier run's
     # files, --overwrite included, stay untouched when it is refused); the demo writes its
     # data into --out first.
+    spec, pretrained, source = _backbone_spec(config)  # a bad checkpoint stops before --out is touched
     out = _prepare(config, resuming, context) if config.is_demo else _check_out(config, resuming, context)
     if config.is_demo:
         from cover.downstream.demo import demo_task_paths, write_demo_task
@@ -393,7 +394,6 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         )  # fmt: skip
     else:
         data = _data_sources(config)
-    spec, pretrained, source = _backbone_spec(config)
     preset = config.preset or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     if not train_cases:
