@@ -77,6 +77,7 @@ T_MOV = "tests/nn/test_mov.py"
 T_UNET = "tests/nn/test_unet.py"
 T_VIEWS = "tests/test_views.py"
 T_COVER = "tests/methods/test_cover.py"
+T_RECIPES = "tests/methods/test_cover_recipes.py"
 T_LOSSES = "tests/methods/test_losses.py"
 T_BASELINES = "tests/methods/test_baselines.py"
 T_REGISTER = "tests/downstream/test_register.py"
@@ -326,10 +327,26 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "con-dropped-from-total",
         COVER,
-        "loss = self.vec_weight * loss_vec + self.con_weight * loss_con",
-        "loss = self.vec_weight * loss_vec",
+        "loss = self.vec_weight * vec_term + self.con_weight * loss_con",
+        "loss = self.vec_weight * vec_term",
         (T_COVER,),
         "the consistency loss is logged but not optimised",
+    ),
+    Mutant(
+        "recipe-con-warp-inverse",
+        COVER,
+        "aligned = warp(finest_a.float(), views.phi_gt)",
+        "aligned = warp(finest_a.float(), -views.phi_gt)",
+        (T_RECIPES + "::test_centred_recipe_compares_features_without_their_spatial_mean",),
+        "the non-paper recipes align view a's features the wrong way",
+    ),
+    Mutant(
+        "recipe-predictor-target-not-stopped",
+        COVER,
+        "forward = consistency_loss(self.predictor(finest_b), aligned.detach(), views.mask)",
+        "forward = consistency_loss(self.predictor(finest_b), aligned, views.mask)",
+        (T_RECIPES + "::test_predictor_recipe_stops_the_gradient_of_the_target_branch",),
+        "gradient flows through the predictor recipe's target branch",
     ),
     Mutant(
         "predict-field-views-swapped",
