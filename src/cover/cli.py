@@ -210,6 +210,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: Warnings known to be harmless, silenced by message (a regular expression matched at the start)
+#: and category; every other warning is shown, as one ``warning: ...`` line.
+HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    # torch.from_numpy on a read-only array (memory-mapped or cached images): cover never writes
+    # into such tensors in place.
+    ("The given NumPy array is not writable", UserWarning),
+)
+
+
+def install_warning_filters() -> None:
+    """Silence :data:`HARMLESS_WARNINGS` and print every other warning as one line."""
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    warnings.formatwarning = _one_line_warning
+
+
 def _one_line_warning(message: Warning | str, *_: Any, **__: Any) -> str:
     """Warnings as one line (``warning: ...``), without the file name and source line."""
     return "warning: " + " ".join(str(message).split()) + "\n"
@@ -221,8 +237,7 @@ def main() -> None:
     Exit status: 0 success, 2 bad input or usage (one ``error: ...`` line, no traceback),
     130 interrupted (after a checkpoint, with the command that resumes).
     """
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    warnings.formatwarning = _one_line_warning
+    install_warning_filters()
     try:
         code = app(standalone_mode=False)
     except CoverError as error:
