@@ -11,13 +11,18 @@ Verdicts: ``killed`` (the tests failed), ``SURVIVED`` (they passed: the tests mi
 mutant), ``ERROR`` (pytest collected nothing or could not start). The unmutated copy is run
 first on the union of all selected tests; it must pass, or every verdict would be meaningless.
 
-Usage (from the repository root; about 3-4 minutes on 2 cores)::
+Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python tools/mutation_check.py              # all mutants, 2 workers
     python tools/mutation_check.py --only vpa-,resize-             # mutants whose name contains either
     python tools/mutation_check.py --list                          # names and files only
 
 Exit status 0 only when every mutant is killed (or listed in ``EQUIVALENT`` with its reason).
+
+Cost: one pytest process per mutant, mostly start-up and imports. Measured 2026-12-01 with 51
+mutants: 461 s of CPU time in all (``/usr/bin/time -v``: 421 s user + 41 s system), i.e. about
+4 minutes of wall time on 2 idle cores; 28 minutes on the shared 2-core machine under a load
+average above 10.
 """
 
 from __future__ import annotations
