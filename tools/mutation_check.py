@@ -20,9 +20,9 @@ Usage (from the repository root)::
 Exit status 0 only when every mutant is killed (or listed in ``EQUIVALENT`` with its reason).
 
 Cost: one pytest process per mutant, mostly start-up and imports. Measured 2026-12-01 with 51
-mutants: 461 s of CPU time in all (``/usr/bin/time -v``: 421 s user + 41 s system), i.e. about
-4 minutes of wall time on 2 idle cores; 28 minutes on the shared 2-core machine under a load
-average above 10.
+mutants: 461 s of CPU time in all (``/usr/bin/time -v``: 421 s user + 41 s system), which
+suggests about 4 minutes on 2 idle cores (estimated, not measured: the machine was never idle);
+28 minutes of wall time on the shared 2-core machine under a load average above 10.
 """
 
 from __future__ import annotations
