@@ -94,7 +94,11 @@ def pretrain(
     recipe: Annotated[
         str | None, typer.Option(help="COVER loss recipe (paper, centred, vicreg, ...; docs/method.md).")
     ] = None,
-    backbone: Annotated[str | None, typer.Option(help="Backbone (unet, ...).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone (unet, monai-basicunet, nnunet).")] = None,
+    plans: Annotated[str | None, typer.Option(help="--backbone nnunet: nnU-Net plans file (nnUNetPlans.json).")] = None,
+    configuration: Annotated[
+        str | None, typer.Option(help="--backbone nnunet: plans configuration (default 2d / 3d_fullres by --dim).")
+    ] = None,
     amp: Annotated[str | None, typer.Option(help="none, bf16 or fp16.")] = None,
     device: DeviceOpt = None,
     out: OutOpt = None,
@@ -161,6 +165,9 @@ def pretrain(
         },
         "method_options": {"recipe": recipe} if recipe is not None else {},
     }
+    nnunet_args = {k: v for k, v in {"plans": plans, "configuration": configuration}.items() if v is not None}
+    if nnunet_args:
+        options["model"]["backbone_args"] = nnunet_args
     if dry_run:
         from cover.config import default_pretrain_out, resolve_pretrain_config, run_values
 

@@ -29,14 +29,15 @@ class ModelConfig:
     """Backbone and vector head.
 
     Attributes:
-        backbone: Registered backbone name (``unet``, ``monai-basicunet``).
+        backbone: Registered backbone name (``unet``, ``monai-basicunet``, ``nnunet``).
         channels: U-Net encoder then decoder widths.
         heads: MoV heads per pyramid level, coarse to fine.
         head_dim: Channels per head ``d``.
         window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
         backbone_args: Extra arguments of the backbone beyond ``channels`` (for
             ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
-            ``upsample`` of ``monai.networks.nets.BasicUNet``).
+            ``upsample`` of ``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``,
+            ``configuration``, ``num_classes``, see :mod:`cover.nn.nnunet_backbone`).
     """
 
     backbone: str = "unet"
@@ -449,6 +450,10 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
     config = PretrainConfig(dim=dim, views=ViewConfig.reference(dim))
     config = update_dataclass(config, base)
     config = update_dataclass(config, values)
+    if config.model.backbone == "nnunet":
+        config = _resolve_nnunet(config, given_model if isinstance(given_model, dict) else {}, "size" in values)
+    elif {"plans", "configuration"} & set(config.model.backbone_args):
+        raise ConfigError("--plans/--configuration (model.backbone_args) need --backbone nnunet")
     changes: dict[str, Any] = {"size": _as_size(config.size, dim)}
     if config.lr is None:
         changes["lr"] = 1e-4 * config.batch_size / 256
@@ -463,19 +468,54 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
     return config
 
 
+def _resolve_nnunet(config: PretrainConfig, given_model: dict[str, Any], size_given: bool) -> PretrainConfig:
+    """``--backbone nnunet``: architecture from the plans; heads and size from it unless given."""
+    from cover.nn.nnunet_backbone import default_heads, resolve_backbone_args, stage_strides
+
+    args = resolve_backbone_args(config.model.backbone_args, config.dim)
+    levels = len(stage_strides(args["architecture"]))
+    model = dataclasses.replace(
+        config.model,
+        backbone_args=args,
+        heads=tuple(config.model.heads) if "heads" in given_model else default_heads(levels),
+    )
+    size = config.size if size_given or not args.get("patch_size") else tuple(args["patch_size"])
+    return dataclasses.replace(config, model=model, size=size)
+
+
+def pyramid_shape(model: ModelConfig, dim: int) -> tuple[int, tuple[int, ...], str]:
+    """Pyramid levels, per-axis size divisors and why, for the configured backbone.
+
+    Args:
+        model: The model config (for ``nnunet``, with its resolved ``architecture``).
+        dim: 2 or 3.
+
+    Returns:
+        ``(levels, divisors, reason)``.
+    """
+    if model.backbone == "nnunet" and "architecture" in model.backbone_args:
+        from cover.nn.nnunet_backbone import pyramid_divisors, stage_strides
+
+        architecture = model.backbone_args["architecture"]
+        return len(stage_strides(architecture)), pyramid_divisors(architecture), "the nnU-Net plans' strides"
+    depth = len(model.channels) // 2
+    return depth + 1, (2**depth,) * dim, f"the U-Net down-samples {depth} times"
+
+
 def validate_pretrain_config(config: PretrainConfig) -> None:
     """Check values that types alone do not catch; raise one-line :class:`ConfigError` s.
 
     Args:
         config: A resolved config.
     """
-    divisor = 2 ** (len(config.model.channels) // 2)
+    levels, divisors, reason = pyramid_shape(config.model, config.dim)
+    divisor = divisors[0] if len(set(divisors)) == 1 else list(divisors)
     checks = [
         (
-            all(s > 0 and s % divisor == 0 for s in config.size),
+            len(config.size) == len(divisors)
+            and all(s > 0 and s % d == 0 for s, d in zip(config.size, divisors, strict=True)),
             "size",
-            f"{list(config.size)} must be positive multiples of {divisor} (the U-Net down-samples "
-            f"{len(config.model.channels) // 2} times)",
+            f"{list(config.size)} must be positive multiples of {divisor} ({reason})",
         ),
         (config.batch_size >= 1, "batch_size", "must be at least 1"),
         (config.steps >= 1, "steps", "must be at least 1"),
@@ -498,11 +538,7 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
             f"{config.model.window_radius} is not allowed (allowed: integers >= 1)",
         ),
         (config.model.head_dim >= 1, "model.head_dim", "must be at least 1"),
-        (
-            len(config.model.heads) == len(config.model.channels) // 2 + 1,
-            "model.heads",
-            f"needs one entry per pyramid level ({len(config.model.channels) // 2 + 1})",
-        ),
+        (len(config.model.heads) == levels, "model.heads", f"needs one entry per pyramid level ({levels})"),
         (all(h >= 1 for h in config.model.heads), "model.heads", "entries must be >= 1"),
         (config.views.source_scale >= 1.0, "views.source_scale", "must be >= 1"),
         (

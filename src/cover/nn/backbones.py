@@ -41,15 +41,23 @@ def _monai_basic_unet(spatial_dims: int, in_channels: int, channels: tuple[int, 
     return build_basic_unet_pyramid(spatial_dims, in_channels, channels, **kwargs)
 
 
+@register_backbone("nnunet")
+def _nnunet(spatial_dims: int, in_channels: int, channels: tuple[int, ...] = (), **kwargs: Any) -> nn.Module:
+    from cover.nn.nnunet_backbone import build_nnunet_pyramid  # imports nnU-Net only when used
+
+    return build_nnunet_pyramid(spatial_dims, in_channels, channels, **kwargs)
+
+
 def build_backbone(name: str, spatial_dims: int, in_channels: int, **kwargs: Any) -> nn.Module:
     """Build a registered backbone.
 
     Args:
-        name: Registry name (``"unet"``, ``"monai-basicunet"``, ...).
+        name: Registry name (``"unet"``, ``"monai-basicunet"``, ``"nnunet"``, ...).
         spatial_dims: 2 or 3.
         in_channels: Image channels.
         **kwargs: Backbone arguments (``channels``; ``model.backbone_args`` such as
-            ``out_channels`` or ``norm`` for ``monai-basicunet``).
+            ``out_channels`` or ``norm`` for ``monai-basicunet``; ``plans`` and ``configuration``
+            for ``nnunet``).
 
     Returns:
         The backbone module.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cover.geometry import upsample_field, warp
+from cover.geometry import resize_field, warp
 from cover.nn.mov import MixtureOfVectors
 
 
@@ -15,7 +15,8 @@ class VectorPyramidAggregation(nn.Module):
     """Predict the full-resolution field from two decoder pyramids.
 
     For levels ``l = 0 … L-1`` (coarse to fine), view a's raw features are warped by the
-    current estimate, one MoV gives a residual field that is upsampled 2x and composed with the
+    current estimate, one MoV gives a residual field that is upsampled to the next level's grid
+    (2x per axis, or the stride between the levels, e.g. ``(1, 2, 2)``) and composed with the
     upsampled estimate; the finest level adds a last residual without upsampling. The result
     ``phi`` satisfies ``view_b(p) ≈ view_a(p + phi(p))`` in full-resolution voxels.
 
@@ -46,8 +47,8 @@ class VectorPyramidAggregation(nn.Module):
         """Aggregate the pyramid.
 
         Args:
-            pyramid_a: View a's features, coarse to fine, ``(B, C_l, *S_l)``, each level 2x
-                the previous one's size.
+            pyramid_a: View a's features, coarse to fine, ``(B, C_l, *S_l)``, each level an
+                integer multiple (usually 2x) of the previous one's size per axis.
             pyramid_b: View b's features, same shapes.
 
         Returns:
@@ -59,8 +60,10 @@ class VectorPyramidAggregation(nn.Module):
             feat_a = pyramid_a[level] if phi is None else warp(pyramid_a[level], phi)
             residual = mov(pyramid_b[level], feat_a)
             if level < last:
-                residual = upsample_field(residual)
-                phi = residual if phi is None else residual + warp(upsample_field(phi), residual)
+                # to the next level's grid: 2x per axis for the U-Nets, the plans' stride for nnU-Net
+                finer = pyramid_a[level + 1].shape[2:]
+                residual = resize_field(residual, finer)
+                phi = residual if phi is None else residual + warp(resize_field(phi, finer), residual)
             else:
                 phi = residual if phi is None else residual + warp(phi, residual)
         return phi

@@ -203,7 +203,8 @@ def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: t
         "cover_version": cover.__version__,
         "method": config.method,
         "backbone": config.model.backbone,
-        "backbone_args": {"channels": list(config.model.channels), **config.model.backbone_args},
+        "backbone_args": ({} if config.model.backbone == "nnunet" else {"channels": list(config.model.channels)})
+        | config.model.backbone_args,
         "spatial_dims": config.dim,
         "in_channels": config.in_channels,
         "patch_size": list(config.size),
