@@ -149,25 +149,36 @@ def export(
     format: str = "safetensors",  # noqa: A002 - the CLI option's name
     encoder_only: bool = False,
     overwrite: bool = False,
+    plans: str | Path | None = None,
+    configuration: str | None = None,
 ) -> Path:
     """Write a checkpoint's backbone weights and their ``cover.json`` sidecar.
 
     Args:
         checkpoint: A ``cover pretrain`` checkpoint, run folder or ``checkpoints/`` folder.
-        out: Export folder (created; must be empty unless ``overwrite``).
-        format: ``safetensors`` or ``torch``.
+        out: Export folder (created; must be empty unless ``overwrite``); for ``nnunet`` the
+            ``.pth`` file (see :func:`export_nnunet`).
+        format: ``safetensors``, ``torch`` or ``nnunet``.
         encoder_only: Write only the encoder's weights.
         overwrite: Allow a non-empty ``out``.
+        plans: ``nnunet`` only: the target plans file to check against.
+        configuration: ``nnunet`` only: the target configuration.
 
     Returns:
-        The export folder.
+        The export folder (the file for ``nnunet``).
     """
     import torch
 
     from cover.config import save_yaml
 
+    if format == "nnunet":
+        if encoder_only:
+            raise ConfigError("--encoder-only: nnU-Net's load_pretrained_weights needs the whole network")
+        return export_nnunet(checkpoint, out, plans=plans, configuration=configuration, overwrite=overwrite)
+    if plans or configuration:
+        raise ConfigError("--plans/--configuration apply to --format nnunet only")
     if format not in FORMATS:
-        raise ConfigError(f"format: {format!r} is not allowed (allowed: {', '.join(FORMATS)})")
+        raise ConfigError(f"format: {format!r} is not allowed (allowed: {', '.join(FORMATS)}, nnunet)")
     out = Path(out)
     _check_out(out, overwrite)
     loaded = read_checkpoint(checkpoint)
@@ -199,6 +210,77 @@ def export(
     if isinstance(state.get("config"), dict):
         save_yaml(state["config"], out / "config.yaml")
     (out / "README.md").write_text(_readme(description, name))
+    return out
+
+
+def export_nnunet(
+    checkpoint: str | Path,
+    out: str | Path,
+    plans: str | Path | None = None,
+    configuration: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a ``--backbone nnunet`` run as a file ``nnUNetv2_train -pretrained_weights`` loads.
+
+    The file is ``torch.save({"network_weights": state_dict, "cover": json})``: nnU-Net's own
+    key names, every weight of the network (the segmentation layers too, which nnU-Net skips).
+    Before writing, the weights are checked against the network nnU-Net builds from the target
+    plans (``plans``/``configuration``; default: the run's own plans file when it still exists),
+    so a mismatch is a one-line error naming the first differing layer and both shapes.
+
+    Args:
+        checkpoint: A ``cover pretrain --backbone nnunet`` checkpoint, run folder or ``checkpoints/``.
+        out: The ``.pth`` file to write (an existing file only with ``overwrite``).
+        plans: Target plans file (``nnUNet_preprocessed/DatasetXXX/nnUNetPlans.json``).
+        configuration: Target configuration (default: the run's).
+        overwrite: Replace an existing ``out``.
+
+    Returns:
+        The written file.
+    """
+    import torch
+
+    from cover.nn.nnunet_backbone import check_against_plans
+
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"out: {out} is a folder; --format nnunet writes one file (e.g. {out / 'cover.pth'})")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"out: {out} exists; choose another --out or pass --overwrite")
+    state, source = resolve_checkpoint(checkpoint)
+    metadata = dict(state.get("metadata") or {})
+    if metadata.get("backbone") != "nnunet":
+        raise ConfigError(
+            f"{source}: --format nnunet needs a run pretrained with --backbone nnunet "
+            f"(this one used {metadata.get('backbone')!r})"
+        )
+    weights = backbone_state_dict(state["model"])
+    backbone = build_from_metadata(metadata)
+    try:
+        backbone.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise CoverError(f"{source}: weights do not match the backbone its metadata describes ({error})") from None
+    args = dict(metadata.get("backbone_args") or {})
+    configuration = configuration or args.get("configuration")
+    if plans is None and args.get("plans") and Path(args["plans"]).is_file():
+        plans = args["plans"]  # the run's own plans, when still there: catches a re-planned dataset
+    if plans is not None:
+        check_against_plans(weights, plans, str(configuration), int(metadata["in_channels"]))
+    weights = backbone.state_dict()  # nnU-Net's key order; decoder.encoder.* shares encoder.*'s tensors
+    unique = {id(t): t for t in backbone.state_dict(keep_vars=True).values()}
+    description = describe(state, source, backbone)
+    description.update(
+        weights=out.name,
+        weights_format="nnunet",
+        encoder_only=False,
+        tensors=len(weights),
+        parameters=int(sum(t.numel() for t in unique.values())),
+        nnunet={"plans": str(plans) if plans else None, "configuration": configuration},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    torch.save({"network_weights": weights, "cover": json.dumps(description)}, partial)
+    partial.replace(out)
     return out
 
 
@@ -235,25 +317,47 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--checkpoint", help="A cover pretrain run folder (newest checkpoint) or checkpoint file."),
         ] = None,
-        out: Annotated[str | None, typer.Option(help="Export folder (must be empty unless --overwrite).")] = None,
-        format: Annotated[str, typer.Option(help="safetensors or torch.")] = "safetensors",  # noqa: A002
+        out: Annotated[
+            str | None,
+            typer.Option(help="Export folder (must be empty unless --overwrite); a .pth file for nnunet."),
+        ] = None,
+        format: Annotated[str, typer.Option(help="safetensors, torch or nnunet.")] = "safetensors",  # noqa: A002
         encoder_only: Annotated[bool, typer.Option("--encoder-only", help="Export only the encoder.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty --out.")] = False,
+        plans: Annotated[
+            str | None,
+            typer.Option(help="nnunet: the target nnU-Net plans file to check against (default: the run's)."),
+        ] = None,
+        configuration: Annotated[
+            str | None, typer.Option(help="nnunet: the target configuration (default: the run's).")
+        ] = None,
     ) -> None:
         """Export pretrained backbone weights (no optimizer, no head) with a cover.json sidecar."""
         if out is None:
             raise ConfigError("out: required (--out FOLDER)")
-        folder = export(
+        path = export(
             given_checkpoint(checkpoint, checkpoint_arg),
             out,
             format=format,
             encoder_only=encoder_only,
             overwrite=overwrite,
+            plans=plans,
+            configuration=configuration,
         )
-        meta = json.loads((folder / SIDECAR).read_text())
+        if format == "nnunet":
+            import torch
+
+            meta = json.loads(torch.load(path, weights_only=True)["cover"])
+            print(
+                f"exported {meta['tensors']} tensors ({meta['parameters']:,} parameters, {meta['in_channels']} input "
+                f"channel(s)) of the nnunet backbone to {path}; use: nnUNetv2_train DATASET "
+                f"{meta['nnunet']['configuration']} FOLD -pretrained_weights {path}"
+            )
+            return
+        meta = json.loads((path / SIDECAR).read_text())
         print(
             f"exported {meta['tensors']} tensors ({meta['parameters']:,} parameters) of the {meta['backbone']} "
-            f"backbone to {folder / meta['weights']} with {folder / SIDECAR}"
+            f"backbone to {path / meta['weights']} with {path / SIDECAR}"
         )
 
 
