@@ -250,3 +250,28 @@ def test_class_names_set_the_number_of_classes(seg_task, tmp_path):
     assert summary["num_classes"] == 9 and summary["class_names"] == names
     with pytest.raises(Exception, match=r"case0\d_seg.png: holds label 7 but class_names has 3 names"):
         finetune(**seg_options(images, labels, tmp_path / "few", dim=2, class_names=["a", "b", "c"], **options))
+
+
+def test_a_monai_datalist_keeps_its_own_validation_list(tmp_path):
+    from types import SimpleNamespace
+
+    from cover.downstream.cases import datalist_validation
+    from cover.downstream.finetune import _Data, _select_cases
+
+    entry = {n: {"image": f"raw/imagesTr/{n}_0000.nii.gz", "label": f"raw/labelsTr/{n}.nii.gz"} for n in "abcde"}
+    datalist = {
+        "training": [entry["a"], entry["c"], entry["d"]],
+        "validation": [entry["e"], entry["b"]],
+        "test": [{"image": "raw/imagesTs/t_0000.nii.gz"}],  # unlabeled: not a fine-tuning case
+    }
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    path = str(tmp_path / "datalist.json")
+    assert datalist_validation(path) == [False, False, False, True, True]
+    for seed in (0, 1, 2):
+        config = SimpleNamespace(task="seg", seed=seed, val_fraction=0.4, label_fraction=None, num_labeled=None)
+        train, val, unused, _ = _select_cases(config, _Data(None, None, path, None, None, None))
+        assert [c.image.name for c in val] == ["e_0000.nii.gz", "b_0000.nii.gz"]
+        assert [c.image.name for c in train] == ["a_0000.nii.gz", "c_0000.nii.gz", "d_0000.nii.gz"] and not unused
+    # without a validation list the split is still drawn from the seed
+    (tmp_path / "train_only.json").write_text(json.dumps({"training": datalist["training"]}))
+    assert datalist_validation(str(tmp_path / "train_only.json")) is None

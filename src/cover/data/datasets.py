@@ -303,6 +303,11 @@ def _image_paths(data: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     path = Path(data)
     if not path.exists():
         raise data_error(path, "no such file or folder")
+    from cover.data.folders import pretraining_images
+
+    folder_images = pretraining_images(path)  # nnU-Net raw dataset / MSD dataset.json: images only
+    if folder_images is not None:
+        return folder_images, []
     if path.is_file() and path.suffix.lower() in (".json", ".csv"):
         return [Path(entry["image"]) for entry in load_datalist(path)], []
     return find_unlabeled_images(path)
@@ -380,8 +385,10 @@ def build_pretrain_dataset(
 
     Args:
         data: Folder (searched recursively; NumPy arrays and label maps found there are left
-            out, :func:`cover.data.discovery.find_unlabeled_images`), single image, or
-            ``.json``/``.csv`` datalist (every entry's ``image`` is used; labels are ignored).
+            out, :func:`cover.data.discovery.find_unlabeled_images`), single image,
+            ``.json``/``.csv`` datalist (every entry's ``image`` is used; labels are ignored), or
+            a dataset folder (:mod:`cover.data.folders`: nnU-Net raw ``imagesTr`` + ``imagesTs``,
+            MSD ``training`` + ``test``).
         dim: 2 (:class:`Slices2DDataset`) or 3 (:class:`Patches3DDataset`).
         source_size: Size per spatial axis of the returned samples.
         preset: Intensity preset text, or ``None``/``"auto"`` to choose per file from its

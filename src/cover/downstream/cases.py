@@ -8,7 +8,10 @@ A *case* is one image with its label: a label-map file (segmentation) or a class
 - for classification, ``images`` + a CSV (``image``, ``label`` columns; the image by file
   name or stem), or one sub-folder of ``images`` per class;
 - a datalist (JSON/CSV, :func:`cover.data.discovery.load_datalist`) with ``image`` and
-  ``label`` (a path for segmentation, a class value for classification).
+  ``label`` (a path for segmentation, a class value for classification);
+- a dataset folder (:mod:`cover.data.folders`): an nnU-Net raw dataset (``imagesTr``/``labelsTr``;
+  ``case_0000.ext`` <-> ``case.ext`` also when given as ``images``/``labels``) or an MSD
+  ``dataset.json`` (its labeled ``training`` list).
 
 :func:`split_cases` draws the validation cases and the labeled subset from a seed; the same
 seed gives the same cases, and a smaller ``label_fraction`` picks a subset of a larger one.
@@ -28,6 +31,9 @@ from cover.data.discovery import find_images, load_datalist
 from cover.data.readers import SUFFIX_FORMATS
 from cover.data.record import data_error
 from cover.errors import ConfigError
+
+#: nnU-Net's suffix of a (single-channel) image name (``CASE_0000``), absent from its label's name.
+NNUNET_CHANNEL = "_0000"
 
 #: Endings a label-map file name may add to its image's stem.
 LABEL_SUFFIXES = ("", "_seg", "_label", "_labels", "_mask", "_gt")
@@ -87,6 +93,9 @@ def _pair_label_maps(images: list[Path], image_root: Path, label_root: Path) -> 
     for image in images:
         name = _relative_name(image, image_root)
         match = next((by_stem[name + s] for s in LABEL_SUFFIXES if name + s in by_stem), None)
+        if match is None and name.endswith(NNUNET_CHANNEL) and name[:-5] in by_stem:
+            name = name[:-5]  # nnU-Net: imagesTr/CASE_0000.ext <-> labelsTr/CASE.ext (other channels: no label)
+            match = by_stem[name]
         if match is None:
             missing.append(image)
         else:
@@ -139,9 +148,37 @@ def _class_cases(images: list[Path], root: Path, labels: str | None) -> tuple[li
     return cases, names
 
 
+def _datalist_entries(source: Path) -> list[dict]:
+    """A datalist's fine-tuning entries: a MONAI/MSD ``test`` list (often unlabeled) is left out."""
+    entries = load_datalist(source)
+    if any(e.get("split") in ("training", "validation") for e in entries):
+        entries = [e for e in entries if e.get("split") != "test"]
+    return entries
+
+
+def datalist_validation(datalist: str | None) -> list[bool] | None:
+    """Which cases of ``find_cases(datalist=...)`` the datalist lists under ``validation``.
+
+    Args:
+        datalist: A datalist file (or ``None``).
+
+    Returns:
+        One flag per case, in :func:`find_cases` order; ``None`` when the datalist has no
+        ``validation`` list (or is a dataset folder), so the split is drawn from the seed.
+    """
+    if datalist is None:
+        return None
+    from cover.data.folders import dataset_json_of
+
+    if dataset_json_of(datalist) is not None or Path(datalist).suffix.lower() != ".json":
+        return None
+    flags = [e.get("split") == "validation" for e in _datalist_entries(Path(datalist))]
+    return flags if any(flags) else None
+
+
 def _datalist_cases(datalist: str, task: str) -> tuple[list[Case], list[str] | None]:
     source = Path(datalist)
-    entries = load_datalist(source)
+    entries = _datalist_entries(source)
     if any("label" not in e and "class" not in e for e in entries):
         raise data_error(source, "every entry needs a 'label' (label map for seg, class for cls)")
     names = [file_stem(e["image"]) for e in entries]
@@ -154,6 +191,26 @@ def _datalist_cases(datalist: str, task: str) -> tuple[list[Case], list[str] | N
     ]
     targets, classes = _class_index(values)
     return [Case(n, e["image"], target=t) for n, e, t in zip(names, entries, targets, strict=True)], classes
+
+
+def _dataset_folder_cases(path: str, task: str) -> list[Case] | None:
+    """Labeled cases of an nnU-Net raw dataset / MSD ``dataset.json`` (``None``: not one)."""
+    from cover.data.folders import read_dataset_folder
+
+    dataset = read_dataset_folder(path)
+    if dataset is None:
+        return None
+    if task != "seg":
+        raise data_error(dataset.source, "a segmentation dataset folder; use --task seg")
+    if any(len(c.images) > 1 for c in dataset.training):
+        raise data_error(
+            dataset.source,
+            f"{dataset.channels} input channels per case (one file each): cover reads one file per image; "
+            "stack the channels into one 4D file per case",
+        )
+    if not dataset.training:
+        raise data_error(dataset.source, "no labeled training cases")
+    return [Case(c.name, c.images[0], label=c.label) for c in dataset.training]
 
 
 def find_cases(
@@ -173,6 +230,9 @@ def find_cases(
     Raises:
         DataError: Missing folders, images without labels, malformed CSV/datalist.
     """
+    folder = datalist if datalist is not None else images if labels is None else None
+    if folder is not None and (found_folder := _dataset_folder_cases(folder, task)) is not None:
+        return found_folder, None
     if datalist is not None:
         return _datalist_cases(datalist, task)
     if images is None:

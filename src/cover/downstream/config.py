@@ -92,7 +92,7 @@ class FinetuneConfig:
         label_fraction: Fraction of the training pool used as labeled cases.
         num_labeled: Number of labeled cases (overrides ``label_fraction``).
         val_fraction: Fraction of all cases held out for validation (ignored with
-            ``val_images``/``val_datalist``).
+            ``val_images``/``val_datalist``, or when the datalist has its own ``validation`` list).
         epochs: Passes over the labeled cases (converted to steps); ignored with ``steps``.
         steps: Optimiser steps.
         freeze: ``none``, ``encoder`` (train decoder and head) or ``all`` (linear probe: only

@@ -42,7 +42,7 @@ from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
-from cover.downstream.cases import Case, find_cases, split_cases
+from cover.downstream.cases import Case, datalist_validation, find_cases, split_cases
 from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
 from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
@@ -135,16 +135,18 @@ def _backbone_spec(config: FinetuneConfig) -> tuple[dict[str, Any], Checkpoint |
 def _select_cases(config: FinetuneConfig, data: _Data) -> tuple[list[Case], list[Case], list[Case], list[str] | None]:
     cases, class_names = find_cases(config.task, data.images, data.labels, data.datalist)
     explicit_val = data.val_images is not None or data.val_datalist is not None
+    given = None if explicit_val else datalist_validation(data.datalist)  # a datalist's own split wins
+    pool = [c for c, v in zip(cases, given, strict=True) if not v] if given else cases
     split = split_cases(
-        len(cases),
+        len(pool),
         seed=config.seed,
-        val_fraction=0.0 if explicit_val else config.val_fraction,
+        val_fraction=0.0 if explicit_val or given else config.val_fraction,
         label_fraction=config.label_fraction,
         num_labeled=config.num_labeled,
     )
-    train = [cases[i] for i in split["train"]]
-    unused = [cases[i] for i in split["unused"]]
-    val = [cases[i] for i in split["val"]]
+    train = [pool[i] for i in split["train"]]
+    unused = [pool[i] for i in split["unused"]]
+    val = [c for c, v in zip(cases, given, strict=True) if v] if given else [pool[i] for i in split["val"]]
     if explicit_val:
         val, val_names = find_cases(config.task, data.val_images, data.val_labels, data.val_datalist)
         if config.task == "cls":

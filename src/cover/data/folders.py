@@ -1,0 +1,225 @@
+"""Dataset folders: nnU-Net v2 raw datasets and Medical Segmentation Decathlon ``dataset.json``.
+
+* **nnU-Net v2 raw dataset**: a folder with ``dataset.json`` (``channel_names``, ``labels``,
+  ``file_ending``), ``imagesTr/CASE_XXXX<file_ending>`` (one file per input channel ``XXXX``),
+  ``labelsTr/CASE<file_ending>`` and optionally ``imagesTs/CASE_XXXX<file_ending>`` (unlabeled).
+* **MSD**: a ``dataset.json`` with ``training`` (``{"image", "label"}`` entries) and ``test``
+  (image paths, unlabeled); relative paths are relative to the file's folder. Multi-modal MSD
+  tasks store the channels as the 4th axis of one file.
+
+:func:`read_dataset_folder` turns either into labeled ``training`` and unlabeled ``test``
+cases. Pretraining uses the images of both (``imagesTr`` + ``imagesTs``); fine-tuning uses the
+labeled ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cover.data.record import data_error
+
+DATASET_JSON = "dataset.json"
+
+
+@dataclass(frozen=True)
+class FolderCase:
+    """One case of a dataset folder.
+
+    Attributes:
+        name: Case identifier (nnU-Net: the file name without channel suffix and ending).
+        images: One file per input channel (nnU-Net), or one (possibly 4D) file (MSD).
+        label: Label map, or ``None`` for unlabeled cases.
+    """
+
+    name: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+
+
+@dataclass
+class DatasetFolder:
+    """The cases of an nnU-Net raw dataset or an MSD ``dataset.json``.
+
+    Attributes:
+        kind: ``"nnunet"`` or ``"msd"``.
+        source: The ``dataset.json``.
+        training: Labeled cases.
+        test: Unlabeled cases.
+        channels: Input channels per case (nnU-Net: ``channel_names``; MSD: ``modality``).
+        labels: Label name -> value (``None`` where the file has none).
+    """
+
+    kind: str
+    source: Path
+    training: list[FolderCase] = field(default_factory=list)
+    test: list[FolderCase] = field(default_factory=list)
+    channels: int = 1
+    labels: dict[str, Any] | None = None
+
+
+def dataset_json_of(path: str | Path) -> Path | None:
+    """The ``dataset.json`` that makes ``path`` a dataset folder, else ``None``.
+
+    Args:
+        path: A folder holding ``dataset.json``, or a ``dataset.json`` itself.
+
+    Returns:
+        The file when it is an nnU-Net raw ``dataset.json`` (``channel_names`` and
+        ``file_ending``) or an MSD one (``training`` list and ``modality`` or ``test``).
+    """
+    path = Path(path)
+    candidate = path / DATASET_JSON if path.is_dir() else path
+    if candidate.name != DATASET_JSON or not candidate.is_file():
+        return None
+    content = _read_json(candidate)
+    if not isinstance(content, dict):
+        return None
+    if "channel_names" in content and "file_ending" in content:
+        return candidate
+    if isinstance(content.get("training"), list) and ("modality" in content or "test" in content):
+        return candidate
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise data_error(path, f"invalid JSON ({error})") from None
+
+
+def _nnunet_cases(folder: Path, sub: str, ending: str, channels: int, source: Path) -> dict[str, list[Path]]:
+    """``case -> [channel files]`` of ``folder/sub`` (``CASE_XXXX<ending>``), every channel present."""
+    found: dict[str, dict[int, Path]] = {}
+    directory = folder / sub
+    if not directory.is_dir():
+        return {}
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if name.startswith(".") or not name.endswith(ending):
+            continue
+        stem = name[: -len(ending)]
+        case, _, index = stem.rpartition("_")
+        if not case or len(index) != 4 or not index.isdigit():
+            raise data_error(path, f"not an nnU-Net image name CASE_XXXX{ending} (XXXX: 4-digit channel index)")
+        found.setdefault(case, {})[int(index)] = path
+    cases = {}
+    for case, files in found.items():
+        missing = [f"{case}_{c:04d}{ending}" for c in range(channels) if c not in files]
+        extra = [files[c].name for c in files if c >= channels]
+        if missing or extra:
+            problem = f"lacks {missing[0]}" if missing else f"has {extra[0]} beyond the {channels} channel(s)"
+            raise data_error(directory, f"case {case} {problem} (dataset.json channel_names: {channels})")
+        cases[case] = [files[c] for c in range(channels)]
+    return cases
+
+
+def _read_nnunet(source: Path, content: dict[str, Any]) -> DatasetFolder:
+    folder = source.parent
+    names = content.get("channel_names")
+    ending = content.get("file_ending")
+    if not isinstance(names, dict) or not names or not isinstance(ending, str) or not ending:
+        raise data_error(source, "nnU-Net dataset.json needs 'channel_names' (non-empty) and 'file_ending'")
+    channels = len(names)
+    training = _nnunet_cases(folder, "imagesTr", ending, channels, source)
+    test = _nnunet_cases(folder, "imagesTs", ending, channels, source)
+    cases = []
+    for case, images in sorted(training.items()):
+        label = folder / "labelsTr" / f"{case}{ending}"
+        if not label.is_file():
+            raise data_error(label, f"label of case {case} not found (nnU-Net expects labelsTr/CASE{ending})")
+        cases.append(FolderCase(case, tuple(images), label))
+    if not cases:
+        raise data_error(folder / "imagesTr", f"no images named CASE_XXXX{ending}")
+    unlabeled = [FolderCase(case, tuple(images)) for case, images in sorted(test.items())]
+    return DatasetFolder("nnunet", source, cases, unlabeled, channels, content.get("labels"))
+
+
+def _msd_path(value: Any, base: Path, source: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise data_error(source, f"{where}: expected a file path, got {value!r}")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        raise data_error(path, f"listed in {source} ({where}) but not found")
+    return path
+
+
+def _read_msd(source: Path, content: dict[str, Any]) -> DatasetFolder:
+    base = source.parent
+    cases = []
+    for index, entry in enumerate(content["training"]):
+        where = f"training[{index}]"
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise data_error(source, f"{where}: each MSD training entry needs 'image' and 'label'")
+        image = _msd_path(entry["image"], base, source, where + ".image")
+        label = _msd_path(entry["label"], base, source, where + ".label")
+        cases.append(FolderCase(_stem(image), (image,), label))
+    unlabeled = []
+    for index, entry in enumerate(content.get("test") or []):
+        value = entry.get("image") if isinstance(entry, dict) else entry
+        image = _msd_path(value, base, source, f"test[{index}]")
+        unlabeled.append(FolderCase(_stem(image), (image,)))
+    if not cases and not unlabeled:
+        raise data_error(source, "MSD dataset.json lists no training or test images")
+    modality = content.get("modality")
+    channels = len(modality) if isinstance(modality, dict) and modality else 1
+    return DatasetFolder("msd", source, cases, unlabeled, channels, content.get("labels"))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff"):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return path.stem
+
+
+def read_dataset_folder(path: str | Path) -> DatasetFolder | None:
+    """Read an nnU-Net raw dataset or MSD ``dataset.json``; ``None`` if ``path`` is neither.
+
+    Args:
+        path: The dataset folder or its ``dataset.json``.
+
+    Returns:
+        Its labeled and unlabeled cases, or ``None``.
+
+    Raises:
+        DataError: A dataset folder whose files do not match its ``dataset.json``.
+    """
+    source = dataset_json_of(path)
+    if source is None:
+        return None
+    content = _read_json(source)
+    if "channel_names" in content and "file_ending" in content:
+        return _read_nnunet(source, content)
+    return _read_msd(source, content)
+
+
+def pretraining_images(path: str | Path) -> list[Path] | None:
+    """Images a dataset folder offers for pretraining (labeled and unlabeled), or ``None``.
+
+    Labels are never returned. Cases with several channel files are refused (one-line error)
+    until the pretraining data path reads several files as one image.
+
+    Args:
+        path: A dataset folder or its ``dataset.json``.
+
+    Returns:
+        One file per case (``imagesTr`` then ``imagesTs``; MSD ``training`` then ``test``), or
+        ``None`` when ``path`` is not a dataset folder.
+    """
+    dataset = read_dataset_folder(path)
+    if dataset is None:
+        return None
+    cases = dataset.training + dataset.test
+    if any(len(case.images) > 1 for case in cases):
+        raise data_error(
+            dataset.source,
+            f"{dataset.channels} input channels per case (one file each): cover pretrain reads one file per "
+            "image; stack the channels into one 4D file per case",
+        )
+    return [case.images[0] for case in cases]
