@@ -95,8 +95,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "vpa-compose-order-swapped",
         VPA,
-        "phi = residual if phi is None else residual + warp(upsample_field(phi), residual)",
-        "phi = residual if phi is None else upsample_field(phi) + warp(residual, upsample_field(phi))",
+        "phi = residual if phi is None else residual + warp(resize_field(phi, finer), residual)",
+        "phi = residual if phi is None else resize_field(phi, finer) + warp(residual, resize_field(phi, finer))",
         (T_VPA,),
         "coarse-to-fine composition in the other order",
     ),
@@ -119,8 +119,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "vpa-residual-not-doubled",
         VPA,
-        "residual = upsample_field(residual)",
-        "residual = upsample_field(residual) / 2",
+        "residual = resize_field(residual, finer)",
+        "residual = resize_field(residual, finer) / 2",
         (T_VPA,),
         "up-sampled residual keeps coarse-voxel units",
     ),
