@@ -213,6 +213,10 @@ CONFIG_CASES = {
         "model.heads: needs one entry per pyramid level (3)",
     ),
     "batch size 0": (lambda t, e: ["--batch-size", "0"], "batch_size: must be at least 1"),
+    "more memory than the machine has": (  # would allocate ~60 GB for one batch, or be killed
+        lambda t, e: ["--size", "256", "--batch-size", "100000"],
+        "memory: pretraining at batch 100000 of 256x256 needs about",
+    ),
     "checkpoint every 0": (lambda t, e: ["--checkpoint-every", "0"], "checkpoint_every: must be at least 1"),
     "negative checkpoint minutes": (lambda t, e: ["--checkpoint-minutes=-1"], "checkpoint_minutes: must be positive"),
     "max_nonfinite_steps 0": (

@@ -25,11 +25,11 @@ def test_demo_and_data_defaults():
     assert demo.is_demo and demo.size == (64, 64) and demo.batch_size == 4 and demo.lr == 1e-3
     data = resolve_pretrain_config({"data": "/scans"})
     assert data.size == (384, 384) and data.batch_size == 24 and data.steps == 200_000
-    assert data.lr == pytest.approx(1e-4 * 24 / 256)  # the paper's rule
+    assert data.lr == pytest.approx(1e-3 * (24 / 4) ** 0.5)  # 1e-3 x sqrt(batch/4), not the paper's rule
     assert data.warmup_steps == 200_000 // 20 and data.checkpoint_every == 1000
     assert data.views == ViewConfig.reference(2)
     three = resolve_pretrain_config({"data": "/ct", "dim": 3, "size": 64, "batch_size": 2})
-    assert three.size == (64, 64, 64) and three.lr == pytest.approx(1e-4 * 2 / 256)
+    assert three.size == (64, 64, 64) and three.lr == pytest.approx(1e-3 * (2 / 4) ** 0.5)
     assert three.views == ViewConfig.reference(3)
     short = resolve_pretrain_config({"steps": 7})
     assert short.checkpoint_every == 7 and short.warmup_steps == 20  # the demo's own warm-up stays
@@ -220,3 +220,26 @@ def test_network_options_at_the_top_of_a_yaml_file_go_under_model(tmp_path):
     assert lift_model_keys({"steps": 3, "model": {"heads": [1]}}) == {"steps": 3, "model": {"heads": [1]}}
     with pytest.raises(ConfigError, match=r"^window_radius: given as 1 and as model.window_radius 2; give it once$"):
         lift_model_keys({"window_radius": 1, "model": {"window_radius": 2}})
+
+
+def test_default_learning_rate_scales_with_the_square_root_of_the_batch():
+    from cover.config import default_lr, resolve_pretrain_config
+
+    assert resolve_pretrain_config({"data": "d", "dim": 2, "batch_size": 4}).lr == pytest.approx(1e-3)
+    assert resolve_pretrain_config({"data": "d", "dim": 2, "batch_size": 1}).lr == pytest.approx(5e-4)
+    assert resolve_pretrain_config({"data": "d", "dim": 2}).lr == pytest.approx(1e-3 * 6**0.5)  # batch 24
+    assert resolve_pretrain_config({"data": "d", "dim": 2, "batch_size": 4, "lr": 3e-4}).lr == 3e-4
+    assert default_lr(16) == pytest.approx(2e-3)
+
+
+def test_lr_notes_name_the_rule_and_warn_about_far_too_small_rates():
+    from cover.config import lr_notes
+
+    assert lr_notes(1e-3, 4) == ("default 1e-3 x sqrt(batch/4)", None)
+    assert lr_notes(3e-4, 4) == ("configured", None)  # 3x below: a choice, not a mistake
+    origin, warning = lr_notes(1e-4 * 4 / 256, 4)  # the paper's rule at batch 4
+    assert origin == "configured"
+    assert warning == (
+        "warning: lr 1.56e-06 is 640x below 0.001 (1e-3 x sqrt(batch/4) at batch 4), "
+        "the rate pretraining has been measured to learn with; it may learn nothing"
+    )

@@ -81,7 +81,7 @@ def pretrain(
     size: Annotated[str | None, typer.Option(help="Crop/patch size: 64 or 64,64 (multiples of 16).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4 x batch/256).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-3 x sqrt(batch/4)).")] = None,
     window_radius: Annotated[int | None, typer.Option(help="MoV window radius r (window 2r+1 per axis).")] = None,
     channels: Annotated[
         str | None, typer.Option(help="U-Net widths, encoder then decoder, e.g. 16,32,64,128,64,32,16.")

@@ -75,6 +75,7 @@ from cover.train.distributed import (
 from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.layout import use_channels_last
 from cover.train.logger import RunLogger
+from cover.train.memory import fit_or_stop
 from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.schedule import warmup_cosine
 
@@ -427,6 +428,15 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         raise ConfigError(f"size: {error}") from None
     freeze_backbone(network, config.freeze)
     network.to(device)
+    fit_or_stop(
+        "fine-tuning",
+        network,
+        lambda twin, probe, batch: twin(torch.rand(batch, config.in_channels, *probe, device=device)).float().mean(),
+        config.size,
+        backbone.divisor,
+        config.batch_size,
+        context,
+    )
     if config.channels_last:
         use_channels_last(network, backbone.spatial_dims)
     trainable = [p for p in network.parameters() if p.requires_grad]

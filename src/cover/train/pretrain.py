@@ -18,7 +18,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import cover
-from cover.config import PretrainConfig, default_pretrain_out, resolve_pretrain_config, run_values, save_yaml, to_dict
+from cover.config import (
+    PretrainConfig,
+    default_pretrain_out,
+    lr_notes,
+    resolve_pretrain_config,
+    run_values,
+    save_yaml,
+    to_dict,
+)
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
 from cover.methods import build_method
@@ -47,6 +55,7 @@ from cover.train.distributed import (
 from cover.train.guards import NonFiniteGuard, StopSignals
 from cover.train.layout import use_channels_last
 from cover.train.logger import RunLogger
+from cover.train.memory import fit_or_stop
 from cover.train.precision import autocast, check_amp, grad_scaler
 from cover.train.sampler import StepBatchSampler
 from cover.train.schedule import warmup_cosine
@@ -124,6 +133,23 @@ def build_model(config: PretrainConfig) -> torch.nn.Module:
             raise
         name = str(error).rsplit("argument", 1)[-1].strip(" '")
         raise ConfigError(f"method_options: '{name}' is not an option of method '{config.method}'") from None
+
+
+def check_memory(config: PretrainConfig, model: torch.nn.Module, context: DistributedContext) -> None:
+    """Stop before training, with one line naming what to lower, when the run cannot fit.
+
+    See :mod:`cover.train.memory`: one small-batch forward pass of a copy of ``model`` on views
+    of a small crop, scaled to ``batch_size`` x ``size``.
+    """
+    device = context.device
+
+    def forward(twin: torch.nn.Module, probe: tuple[int, ...], batch: int) -> torch.Tensor:
+        scale = config.views.source_scale
+        source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe), device=device)
+        views = ViewGenerator(config.views, probe)(source, torch.Generator(device=device).manual_seed(0))
+        return twin(views)["loss"]
+
+    fit_or_stop("pretraining", model, forward, config.size, model.backbone.divisor, config.batch_size, context)
 
 
 def _check_output(config: PretrainConfig, resuming: bool) -> Path:
@@ -349,6 +375,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     elif config.resume and config.resume != "auto":
         raise ConfigError(f"resume: {config.resume} could not be used")
     train_set, heldout, data_metadata = build_datasets(config)
+    check_memory(config, model, context)
     metadata = run_metadata(config, data_metadata, model)
     out = _prepare_output(config, resumed=state is not None, context=context)
     if context.is_main:
@@ -363,9 +390,12 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     head_params = sum(p.numel() for p in model.parameters()) - backbone_params
     recipe = f" recipe={model.recipe}" if hasattr(model, "recipe") else ""
     if context.is_main:
+        lr_origin, lr_warning = lr_notes(config.lr, config.batch_size)
+        if lr_warning:
+            print(lr_warning, file=sys.stderr)
         print(
             f"cover pretrain: method={config.method}{recipe} dim={config.dim} size={list(config.size)} "
-            f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} device={device} "
+            f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} ({lr_origin}) device={device} "
             f"processes={context.world_size}\n"
             f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
             f"head {head_params:,} parameters",

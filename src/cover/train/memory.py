@@ -1,0 +1,220 @@
+"""Will a training configuration fit in memory? An estimate made before the first step.
+
+The estimate runs one forward pass of a copy of the network at batch :data:`PROBE_BATCH` (2:
+SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels) and counts the
+bytes autograd keeps for the backward pass (``torch.autograd.graph.saved_tensors_hooks``),
+then scales them linearly with the batch per process and the number of voxels (activations of
+convolutions, local vector heads and sampled-pixel losses all grow at most linearly with
+both). The peak of a training step is then about::
+
+    ACTIVATION_FACTOR x activations + 3 x trainable parameter bytes (gradients, Adam moments)
+
+``ACTIVATION_FACTOR`` covers the gradients of activations alive during the backward pass
+and the allocator's slack; it was calibrated against the measured peak resident memory of
+CPU pretraining steps (README, "First runs on your own data"). Available memory is the
+accelerator's free memory, or on the CPU the smaller of ``MemAvailable`` (``/proc/meminfo``)
+and the cgroup's limit minus its usage. ``COVER_MEMORY_CHECK=0`` skips the check.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cover.errors import ConfigError
+from cover.train.distributed import DistributedContext, any_rank
+
+#: Samples in the probe forward pass.
+PROBE_BATCH = 2
+#: Largest crop (voxels) the probe forward pass runs on.
+PROBE_VOXELS = {2: 128 * 128, 3: 32 * 32 * 32}
+#: Peak training memory per byte of saved activations (calibrated, see the module docstring).
+ACTIVATION_FACTOR = 1.6
+#: Fraction of the available memory a run may plan to use.
+USABLE_FRACTION = 0.9
+
+
+@dataclass
+class MemoryEstimate:
+    """Planned peak memory of a training step beyond what the process already holds.
+
+    Attributes:
+        activation_bytes: Activation bytes of one sample at the full size.
+        fixed_bytes: Gradients and optimiser state of the trainable parameters.
+        batch: Samples per process.
+    """
+
+    activation_bytes: float
+    fixed_bytes: float
+    batch: int
+
+    def total(self, batch: int | None = None) -> float:
+        """Bytes needed at ``batch`` samples per process (default: the configured batch)."""
+        return ACTIVATION_FACTOR * self.activation_bytes * (self.batch if batch is None else batch) + self.fixed_bytes
+
+
+def probe_size(size: Sequence[int], divisor: int) -> tuple[int, ...]:
+    """A crop of at most :data:`PROBE_VOXELS` voxels with ``size``'s proportions.
+
+    Args:
+        size: Training crop, one value per axis.
+        divisor: Each axis must be a multiple of this (the network's down-sampling).
+
+    Returns:
+        The probe crop (``size`` itself when it is small enough).
+    """
+    limit = PROBE_VOXELS[len(size)]
+    if math.prod(size) <= limit:
+        return tuple(int(s) for s in size)
+    shrink = (limit / math.prod(size)) ** (1 / len(size))
+    return tuple(max(divisor, int(s * shrink) // divisor * divisor) for s in size)
+
+
+def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes autograd keeps for the backward pass of ``forward()`` (each storage once).
+
+    Args:
+        forward: Runs the forward pass and returns the loss.
+        exclude: Tensors not to count (the parameters, which are saved by reference).
+
+    Returns:
+        The bytes of the distinct storages saved for backward.
+    """
+    skipped = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[tuple[str, int], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in skipped:
+            seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = forward()
+    del loss
+    return sum(seen.values())
+
+
+def estimate(
+    model: torch.nn.Module,
+    forward: Callable[[torch.nn.Module, tuple[int, ...], int], torch.Tensor],
+    size: Sequence[int],
+    divisor: int,
+    batch: int,
+) -> MemoryEstimate:
+    """Estimate the peak memory of training ``model`` at ``batch`` samples of ``size``.
+
+    Args:
+        model: The network (not changed: the probe runs on a copy, with the global RNG kept).
+        forward: ``forward(copy, probe_size, probe_batch)`` runs one forward pass of
+            ``probe_batch`` samples at ``probe_size`` and returns the loss.
+        size: Training crop, one value per axis.
+        divisor: The network's size divisor.
+        batch: Samples per process.
+
+    Returns:
+        The estimate.
+    """
+    probe = probe_size(size, divisor)
+    twin = copy.deepcopy(model)
+    devices = [torch.cuda.current_device()] if any(p.is_cuda for p in model.parameters()) else []
+    with torch.random.fork_rng(devices=devices):
+        saved = saved_activation_bytes(lambda: forward(twin, probe, PROBE_BATCH), exclude=list(twin.parameters()))
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    per_sample = saved / PROBE_BATCH * math.prod(size) / math.prod(probe)
+    return MemoryEstimate(activation_bytes=per_sample, fixed_bytes=3 * trainable, batch=batch)
+
+
+def available_bytes(device: torch.device) -> float:
+    """Free memory for training on ``device`` (CPU: RAM, bounded by the cgroup's limit)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    free = math.inf  # unknown outside Linux: no check
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    limit, usage = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    try:
+        text = limit.read_text().strip()
+        if text != "max":
+            free = min(free, float(text) - float(usage.read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _gigabytes(value: float) -> str:
+    return f"{value / 2**30:.1f} GB" if value >= 2**30 else f"{value / 2**20:.0f} MB"
+
+
+def check_fits(
+    what: str, estimate_: MemoryEstimate, size: Sequence[int], device: torch.device, processes: int = 1
+) -> None:
+    """Stop with a one-line :class:`ConfigError` naming what to lower when a run cannot fit.
+
+    Args:
+        what: ``pretraining`` or ``fine-tuning`` (for the message).
+        estimate_: From :func:`estimate`.
+        size: Training crop (for the message).
+        device: The training device.
+        processes: Processes sharing this memory (CPU runs under ``torchrun``).
+    """
+    if os.environ.get("COVER_MEMORY_CHECK", "1") == "0":
+        return
+    free = USABLE_FRACTION * available_bytes(device) / max(1, processes)
+    need = estimate_.total()
+    if need <= free:
+        return
+    per_sample = ACTIVATION_FACTOR * estimate_.activation_bytes
+    fits = min(estimate_.batch - 1, max(0, math.floor((free - estimate_.fixed_bytes) / per_sample)))
+    crop = "x".join(str(s) for s in size)
+    advice = f"lower --batch-size (at most {fits} fits at this size) or --size" if fits else "lower --size"
+    raise ConfigError(
+        f"memory: {what} at batch {estimate_.batch * processes} of {crop} needs about {_gigabytes(need * processes)} "
+        f"but {_gigabytes(free * processes)} are free ({device.type}); {advice} (COVER_MEMORY_CHECK=0 skips this check)"
+    )
+
+
+def fit_or_stop(
+    what: str,
+    model: torch.nn.Module,
+    forward: Callable[[torch.nn.Module, tuple[int, ...], int], torch.Tensor],
+    size: Sequence[int],
+    divisor: int,
+    batch: int,
+    context: DistributedContext,
+) -> MemoryEstimate:
+    """Estimate a run's memory and stop every process with one line when it cannot fit.
+
+    Args:
+        what: ``pretraining`` or ``fine-tuning``.
+        model: The network (untouched).
+        forward: See :func:`estimate`.
+        size: Training crop.
+        divisor: The network's size divisor.
+        batch: Global batch size.
+        context: The run's processes.
+
+    Returns:
+        The estimate.
+    """
+    share = max(1, batch // context.world_size)
+    found = estimate(model, forward, size, divisor, share)
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if context.device.type == "cpu" else 1
+    problem: ConfigError | None = None
+    try:
+        check_fits(what, found, size, context.device, sharing)
+    except ConfigError as error:
+        problem = error
+    if any_rank(problem is not None, context):
+        raise problem or ConfigError(f"memory: another process of this {what} run cannot fit; lower --batch-size")
+    return found
