@@ -262,7 +262,7 @@ def validation_score(
             for case in cases:
                 logits = segment_logits(network, case.image.to(device), patch_size, divisor, overlap=overlap)
                 scores = segmentation_scores(logits.argmax(0), case.label, num_classes, hd95=False)
-                dices.append(float(np.nanmean(scores["dice"])))
+                dices.append(mean_std(scores["dice"])[0])  # NaN when no class is in label or prediction
             dice = mean_std(dices)[0]
             return {"score": dice, "val_dice": dice}
         probabilities = np.concatenate(
