@@ -90,12 +90,21 @@ def mean_foreground_dice(prediction: torch.Tensor, labels: torch.Tensor, classes
     return float(np.mean(scores))
 
 
-def linear_probe(backbone: torch.nn.Module, train: tuple, val: tuple, steps: int = 300) -> float:
-    """Per-pixel softmax classifier on frozen, standardised features; validation mean foreground Dice."""
+def linear_probe(
+    backbone: torch.nn.Module, train: tuple, val: tuple, steps: int = 300, standardise: bool = True
+) -> float:
+    """Per-pixel softmax classifier on frozen features; validation mean foreground Dice.
+
+    ``standardise`` divides each channel by its spread first, which undoes a collapse's scale
+    (any affine-separable code is found); without it the classifier sees the features as
+    fine-tuning's 1x1 head does.
+    """
     feats_train, feats_val = finest(backbone, train[0]), finest(backbone, val[0])
     channels = feats_train.shape[1]
     x = feats_train.movedim(1, -1).reshape(-1, channels)
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    if not standardise:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
     x = (x - mean) / std
     y = train[1].reshape(-1)
     classes = int(max(train[1].max(), val[1].max())) + 1
@@ -156,6 +165,13 @@ def finetune_dice(checkpoint: str | None, folders: dict[str, str], out: Path, se
     return float(summary["last_val_dice"])
 
 
+def saved_checkpoint(record: dict[str, Any], root: Path) -> str | None:
+    """The pretrained checkpoint of a variant's record (``None`` for scratch)."""
+    if record.get("checkpoint") or record["variant"] == "scratch":
+        return record.get("checkpoint")
+    return str(sorted((root / "pretrain" / record["label"] / "checkpoints").glob("*.pt"))[-1])
+
+
 def write_folders(root: Path) -> dict[str, str]:
     """Fine-tuning slab (z 70-77) and validation slab as PNG folders."""
     from PIL import Image
@@ -191,13 +207,26 @@ def main() -> None:
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     train, val = slab(FINETUNE_SLAB), slab(VAL_SLAB)
+    one_slice = (train[0][:1], train[1][:1])
     folders = write_folders(root / "data") if args.finetune_seeds else {}
     rows = []
     for text in args.variants:
         label, options, overrides = parse_variant(text)
         record_path = root / f"{label}.json"
         if record_path.is_file():
-            rows.append(json.loads(record_path.read_text()))
+            record = json.loads(record_path.read_text())
+            if "probe_raw_dice" not in record:  # added after the first runs: computed from the checkpoint
+                checkpoint = saved_checkpoint(record, root)
+                backbone, _ = load_backbone(checkpoint, None if checkpoint else {"channels": HALF_CHANNELS}, args.seed)
+                record["probe_raw_dice"] = linear_probe(backbone, train, val, standardise=False)
+                record["probe_raw_1slice_dice"] = linear_probe(backbone, one_slice, val, standardise=False)
+            for seed in args.finetune_seeds:  # seeds asked for later
+                key = f"finetune_dice_seed{seed}"
+                if key not in record:
+                    checkpoint = saved_checkpoint(record, root)
+                    record[key] = finetune_dice(checkpoint, folders, root / "finetune" / f"{label}-{seed}", seed)
+            record_path.write_text(json.dumps(record, indent=2))
+            rows.append(record)
             continue
         tic = time.process_time()
         record: dict[str, Any] = {"label": label, "variant": text, "steps": args.steps}
@@ -232,7 +261,10 @@ def main() -> None:
                 }
             )
         record.update(geometry(backbone, val))
+        record["checkpoint"] = checkpoint
         record["probe_dice"] = linear_probe(backbone, train, val)
+        record["probe_raw_dice"] = linear_probe(backbone, train, val, standardise=False)
+        record["probe_raw_1slice_dice"] = linear_probe(backbone, one_slice, val, standardise=False)
         for seed in args.finetune_seeds:
             record[f"finetune_dice_seed{seed}"] = finetune_dice(checkpoint, folders, root / "finetune" / label, seed)
         record["cpu_seconds"] = round(time.process_time() - tic, 1)
@@ -248,7 +280,9 @@ def main() -> None:
         ("val_eff_rank", "val eff. rank"),
         ("inter", "inter-class dist."),
         ("neighbour_over_inter_1px", "1 px nbr / inter"),
-        ("probe_dice", "probe Dice"),
+        ("probe_dice", "probe Dice (standardised)"),
+        ("probe_raw_dice", "probe Dice (raw)"),
+        ("probe_raw_1slice_dice", "probe Dice (raw, 1 slice)"),
     ] + [(f"finetune_dice_seed{s}", f"fine-tune Dice s{s}") for s in args.finetune_seeds]
     print("| variant | " + " | ".join(name for _, name in columns) + " |")
     print("|---|" + "---|" * len(columns))

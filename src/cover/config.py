@@ -96,7 +96,8 @@ class PretrainConfig:
         overwrite: Allow writing into a non-empty folder of another run.
         vec_weight: Weight of the vector loss.
         con_weight: Weight of the consistency loss.
-        method_options: Extra options of the method (baselines' temperature, ...).
+        method_options: Extra options of the method (baselines' temperature, COVER's ``recipe``, ...);
+            for ``cover`` the resolved config always names its ``recipe``.
         views: View generator settings.
         model: Backbone and head settings.
     """
@@ -508,6 +509,11 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         changes["checkpoint_every"] = max(1, min(1000, config.steps))
     if config.out is None:
         changes["out"] = default_pretrain_out(dim)
+    if config.method == "cover" and "recipe" not in config.method_options:
+        from cover.methods.cover import DEFAULT_RECIPE
+
+        # Named in config.yaml, so a run's recipe never depends on the installed version's default.
+        changes["method_options"] = {**config.method_options, "recipe": DEFAULT_RECIPE}
     config = dataclasses.replace(config, **changes)
     validate_pretrain_config(config)
     return config

@@ -139,3 +139,16 @@ def test_recipe_is_recorded_and_a_bad_one_is_a_one_line_error(tmp_path, monkeypa
     )
     assert code == 2 and len(lines) == 1 and "'recipe'" in lines[0] and "simclr" in lines[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_resolved_config_names_the_default_recipe_and_paper_stays_available(tmp_path):
+    from cover.config import resolve_pretrain_config
+    from cover.methods.cover import DEFAULT_RECIPE
+
+    assert DEFAULT_RECIPE == "vicreg"
+    assert resolve_pretrain_config({}).method_options == {"recipe": "vicreg"}
+    assert resolve_pretrain_config({"method_options": {"recipe": "paper"}}).method_options == {"recipe": "paper"}
+    assert resolve_pretrain_config({"method": "simclr"}).method_options == {}
+    summary = pretrain(**tiny(tmp_path / "run", steps=1))
+    assert summary["recipe"] == "vicreg" and "final_loss_var" in summary
+    assert "recipe: vicreg" in (tmp_path / "run" / "config.yaml").read_text()

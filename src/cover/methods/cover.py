@@ -54,8 +54,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "centred-vicreg": {"con_features": "centred", "var_weight": 1.0, "cov_weight": 0.04},
     "balanced": {"vec_norm": "relative"},
 }
-#: The recipe of ``cover pretrain --method cover`` when none is named.
-DEFAULT_RECIPE = "paper"
+#: The recipe of ``cover pretrain --method cover`` when none is named: chosen by measurement
+#: (``benchmarks/RESULTS.md``, *COVER loss recipes*); ``paper`` stays available by name.
+DEFAULT_RECIPE = "vicreg"
 CON_FEATURES = ("raw", "centred", "projected")
 VEC_NORMS = ("voxels", "relative")
 
