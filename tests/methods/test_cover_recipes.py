@@ -95,10 +95,14 @@ def test_predictor_recipe_stops_the_gradient_of_the_target_branch():
     assert abs(float(loss) - expected) < 1e-5
     # Only the predictor path carries gradient: the gradient w.r.t. view b's features equals
     # that of the first half alone (the second half's target is detached).
-    (grad_b,) = torch.autograd.grad(loss, finest_b)
+    grad_b, grad_a = torch.autograd.grad(loss, (finest_b, finest_a))
     half = 0.5 * consistency_loss(method.predictor(finest_b), aligned, views.mask)
     (grad_half,) = torch.autograd.grad(half, finest_b)
     torch.testing.assert_close(grad_b, grad_half)
+    # Likewise view a's features get gradient only through the predictor of the second half.
+    other = 0.5 * consistency_loss(method.predictor(warp(finest_a, views.phi_gt)), finest_b.detach(), views.mask)
+    (grad_other,) = torch.autograd.grad(other, finest_a)
+    torch.testing.assert_close(grad_a, grad_other)
 
 
 def test_vicreg_recipe_adds_the_variance_and_covariance_terms():
