@@ -445,3 +445,21 @@ def test_network_field_alone_beats_the_identity_on_known_deformations(tiny_cover
         ratios[kind] = epe / epe_zero
     # Measured (200-step model, CPU): elastic 0.83, rigid 0.68.
     assert ratios["elastic"] < 0.9 and ratios["rigid"] < 0.75, ratios
+
+
+def test_dice_per_label_leaves_labels_absent_from_both_maps_unscored():
+    import math
+
+    from cover.downstream.register import dice_per_label, mean_score
+
+    reference = np.zeros((6, 7), dtype=np.int64)
+    prediction = np.zeros((6, 7), dtype=np.int64)
+    reference[1:3, 1:4] = 1  # 6 voxels
+    prediction[1:3, 2:5] = 1  # 6 voxels, 4 shared -> Dice 8/12
+    prediction[5, 6] = 2  # label 2 only predicted -> Dice 0
+    scores = dice_per_label(prediction, reference, [1, 2, 3])  # label 3 in neither map
+    assert scores["1"] == pytest.approx(8 / 12)
+    assert scores["2"] == 0.0
+    assert math.isnan(scores["3"])
+    assert mean_score(scores) == pytest.approx((8 / 12 + 0.0) / 2)
+    assert mean_score({"3": float("nan")}) is None

@@ -48,6 +48,7 @@ import torch
 
 from cover.config import save_yaml, update_dataclass
 from cover.data.readers import ImageRecord, read_image, write_like
+from cover.downstream.metrics import json_safe
 from cover.downstream.register_fit import affine_then, fit_affine, refine_field
 from cover.downstream.register_grid import (
     GEOMETRY_FORMATS,
@@ -146,7 +147,8 @@ def dice_per_label(prediction: np.ndarray, reference: np.ndarray, labels: list[i
         labels: Labels to score (label 0, background, is not scored).
 
     Returns:
-        ``{"label": dice}`` (1.0 when a label is absent from both).
+        ``{"label": dice}``; a label absent from both maps is not scored (NaN, never 1.0), one
+        present in only one scores 0, as in ``cover evaluate`` (:mod:`cover.downstream.metrics`).
     """
     from monai.metrics import compute_dice
 
@@ -155,7 +157,15 @@ def dice_per_label(prediction: np.ndarray, reference: np.ndarray, labels: list[i
     pred = torch.from_numpy(np.stack([prediction == k for k in labels]))[None].float()
     ref = torch.from_numpy(np.stack([reference == k for k in labels]))[None].float()
     scores = compute_dice(pred, ref, include_background=True, ignore_empty=False)[0]
+    absent = (pred.sum(dim=tuple(range(2, pred.ndim))) + ref.sum(dim=tuple(range(2, ref.ndim))))[0] == 0
+    scores = torch.where(absent, torch.full_like(scores, float("nan")), scores)
     return {str(k): float(v) for k, v in zip(labels, scores, strict=True)}
+
+
+def mean_score(scores: dict[str, float]) -> float | None:
+    """Mean of the scored labels (NaN ones left out); None when no label was scored."""
+    values = [v for v in scores.values() if not math.isnan(v)]
+    return float(np.mean(values)) if values else None
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -532,8 +542,7 @@ def register(
             metrics["dice_before"] = dice_per_label(before, reference, present)
             metrics["dice_after"] = dice_per_label(warped_labels, reference, present)
             for key in ("before", "after"):
-                scores = list(metrics[f"dice_{key}"].values())
-                metrics[f"mean_dice_{key}"] = float(np.mean(scores)) if scores else None
+                metrics[f"mean_dice_{key}"] = mean_score(metrics[f"dice_{key}"])
     elif labels_fixed is not None:
         metrics["dice_note"] = "Dice needs --moving-labels as well as --fixed-labels"
     plot_registration(
@@ -551,7 +560,7 @@ def register(
     files += ["overlay.png", "metrics.json", "config.yaml"]
     metrics["files"] = files
     metrics["seconds"] = round(time.monotonic() - tic, 2)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     return metrics
 
 
