@@ -118,3 +118,16 @@ print(planned / (rss("VmHWM") - before))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     ratio = float(result.stdout.strip().splitlines()[-1])
     assert 0.9 < ratio < 1.5, ratio  # never far below the real peak; measured 0.95-0.98 at 64-128 px
+
+
+def test_memory_check_off_runs_no_probe(monkeypatch):
+    calls = []
+
+    def forward(twin, probe, batch):
+        calls.append(probe)
+        raise AssertionError("the probe ran")
+
+    monkeypatch.setenv("COVER_MEMORY_CHECK", "0")
+    context = type("Context", (), {"world_size": 1, "device": torch.device("cpu")})()
+    assert memory.fit_or_stop("pretraining", torch.nn.Linear(2, 2), forward, (32, 32), 16, 4, context) is None
+    assert calls == []

@@ -269,6 +269,9 @@ def test_checkpoint_every_minutes(tmp_path):
 def _inject_nonfinite(monkeypatch, bad: dict[int, str]) -> None:
     """Make training step ``s`` (1-based) give a NaN loss (``"loss"``) or a finite loss with
     infinite gradients (``"grad"``)."""
+    # The start-up memory probe calls CoverMethod.forward too; it is off here so that the
+    # counter counts training steps only.
+    monkeypatch.setenv("COVER_MEMORY_CHECK", "0")
     original = CoverMethod.forward
     calls = {"n": 0}
 
@@ -345,6 +348,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 def _interrupt_during_step(monkeypatch, step: int, times: int) -> None:
     """Send SIGINT (Ctrl-C) to this process ``times`` times in the middle of training step ``step``."""
+    # The start-up memory probe calls CoverMethod.forward too; it is off here so that the
+    # counter counts training steps only.
+    monkeypatch.setenv("COVER_MEMORY_CHECK", "0")
     original = CoverMethod.forward
     calls = {"n": 0}
 
