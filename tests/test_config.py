@@ -243,3 +243,17 @@ def test_lr_notes_name_the_rule_and_warn_about_far_too_small_rates():
         "warning: lr 1.56e-06 is 640x below 0.001 (1e-3 x sqrt(batch/4) at batch 4), "
         "the rate pretraining has been measured to learn with; it may learn nothing"
     )
+
+
+def test_resuming_a_run_saved_before_recipes_keeps_the_paper_objective(tmp_path):
+    from cover.config import run_values, save_yaml
+
+    out = tmp_path / "old_run"
+    out.mkdir()
+    save_yaml({"method": "cover", "method_options": {}, "steps": 10, "out": str(out)}, out / "config.yaml")
+    values = run_values(None, {"out": str(out), "resume": "auto"}, "unused")
+    assert values["method_options"] == {"recipe": "paper"}
+    # A run that names its recipe keeps it, and a fresh run is not touched.
+    save_yaml({"method": "cover", "method_options": {"recipe": "vicreg"}, "out": str(out)}, out / "config.yaml")
+    assert run_values(None, {"out": str(out), "resume": "auto"}, "unused")["method_options"] == {"recipe": "vicreg"}
+    assert "method_options" not in run_values(None, {"out": str(out)}, "unused")

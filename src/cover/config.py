@@ -371,6 +371,10 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
             merged = load_yaml(saved)
             for key in ("resume", "overwrite"):
                 merged.pop(key, None)
+            if merged.get("method") == "cover" and "recipe" not in (merged.get("method_options") or {}):
+                # Saved before loss recipes existed: such runs trained the paper's objective, so a
+                # resume keeps it instead of switching to today's default (docs/method.md §10).
+                merged["method_options"] = {**(merged.get("method_options") or {}), "recipe": "paper"}
             values = deep_merge(merged, values)
     return values
 
