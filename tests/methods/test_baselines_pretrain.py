@@ -40,7 +40,7 @@ def test_baseline_pretraining_learns(tmp_path, method, options):
     assert last < 0.85 * first, (first, last)
     assert "epe" not in summary and summary["final_acc_pos"] > 0
     # The method's own quantities are logged (not COVER's columns).
-    assert set(log) == {"step", "loss", "loss_nce", "acc_pos", "lr", "seconds"}
+    assert set(log) == {"step", "loss", "loss_nce", "acc_pos", "lr", "seconds", "feat_pair_cos", "feat_eff_rank"}
     assert np.mean(log["acc_pos"][-5:]) > np.mean(log["acc_pos"][:5])
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert state["metadata"]["method"] == method
