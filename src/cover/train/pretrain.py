@@ -317,7 +317,7 @@ def feature_collapse(
     training = model.training
     model.eval()
     try:
-        with autocast(amp, device):
+        with torch.no_grad(), autocast(amp, device):
             finest = model.backbone(images[:COLLAPSE_IMAGES])[-1]
     finally:
         model.train(training)
