@@ -4,27 +4,12 @@ and loss flags on ``cover pretrain``, and ``--dry-run`` printing the resolved co
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cover.cli import main
-
-
-def run(args: list, monkeypatch, capsys) -> tuple[int, str, list[str]]:
-    """``cover`` in this process: exit status, stdout, non-empty stderr lines."""
-    monkeypatch.setattr(sys, "argv", ["cover", *map(str, args)])
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+from _support.cli import run_cli_output as run
 
 
 def _without(args: list, flag: str) -> list:

@@ -8,8 +8,8 @@ import warnings
 from cover.cli import main
 
 
-def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
-    """``cover.cli.main`` in this process: exit status and the non-empty lines of stderr."""
+def run_cli_output(args: list, monkeypatch, capsys) -> tuple[int, str, list[str]]:
+    """``cover.cli.main`` in this process: exit status, stdout and the non-empty lines of stderr."""
     monkeypatch.setattr(sys, "argv", ["cover", *map(str, args)])
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     code = 0
@@ -17,4 +17,11 @@ def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
         main()
     except SystemExit as exit_:
         code = exit_.code
-    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
+    """``cover.cli.main`` in this process: exit status and the non-empty lines of stderr."""
+    code, _, lines = run_cli_output(args, monkeypatch, capsys)
+    return code, lines
