@@ -23,6 +23,7 @@ _API = {
     "load_pretrained": "cover.export",
     "analyze": "cover.analysis.analyze",
     "benchmark": "cover.benchmark.runner",
+    "configure_logging": "cover.runtime",
 }
 
 

@@ -6,6 +6,7 @@ line (``error: ...``) with a non-zero exit status and no traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ import typer
 from cover.config import deep_merge
 from cover.errors import CoverError, TrainingInterrupted
 
+log = logging.getLogger(__name__)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -24,6 +27,33 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Look at medical image data.")
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def global_options(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Warnings and errors only, no progress bar (before the command).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also debug lines, with seconds and module (before the command).")
+    ] = False,
+) -> None:
+    """Messages on stderr: progress notes by default, fewer with --quiet, debug lines with --verbose."""
+    from cover.runtime import configure_logging
+
+    if quiet and verbose:
+        raise CoverError("--quiet and --verbose exclude each other; give one")
+    configure_logging(-1 if quiet else 1 if verbose else 0)
+    if verbose:
+        import platform
+
+        import torch
+
+        from cover import __version__
+
+        log.debug(
+            "cover %s, torch %s, Python %s; %s", __version__, torch.__version__, platform.python_version(), sys.argv
+        )
 
 
 def config_values(config_file: Path | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +71,7 @@ def intensity_option(intensity: str | None, preset: str | None) -> str | None:
         return intensity
     if intensity is not None and intensity != preset:
         raise CoverError(f"intensity: --intensity {intensity} and --preset {preset} disagree; give --intensity only")
-    sys.stderr.write("warning: --preset is deprecated for the intensity preset; use --intensity\n")
+    log.warning("--preset is deprecated for the intensity preset; use --intensity")
     return preset
 
 
@@ -244,6 +274,8 @@ def main() -> None:
     Exit status: 0 success, 2 bad input or usage (one ``error: ...`` line, no traceback),
     130 interrupted (after a checkpoint, with the command that resumes).
     """
+    from cover.runtime import reset_logging
+
     install_warning_filters()
     try:
         code = app(standalone_mode=False)
@@ -270,6 +302,8 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         code = 130
+    finally:
+        reset_logging()  # a main() called in-process (tests, notebooks) leaves logging as it found it
     if code == 130:
         print("interrupted", file=sys.stderr)
     if isinstance(code, int) and not isinstance(code, bool) and code:

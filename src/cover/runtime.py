@@ -1,0 +1,121 @@
+"""Run-time services every other room may use: messages (logging) and progress bars.
+
+Every module logs through ``logging.getLogger(__name__)``, i.e. in the ``cover`` logger
+hierarchy, and configures nothing: a program that calls the Python API decides what it sees
+(Python's default shows warnings and hides progress notes). The ``cover`` script, or a program
+that wants the script's output, calls :func:`configure_logging` once:
+
+- ``verbosity=0``: progress notes (INFO) as plain lines, warnings as ``warning: ...``, errors as
+  ``error: ...``, all on stderr, and progress bars;
+- ``verbosity=-1`` (``cover --quiet``): warnings and errors only, no progress bar;
+- ``verbosity=1`` (``cover --verbose``): also DEBUG lines, each line led by the seconds since
+  start and the module that wrote it.
+
+Python warnings (``warnings.warn``) are routed into the same stream as one ``warning: ...`` line,
+so they never break a progress bar. Results a command is asked for (``--dry-run``'s YAML,
+``cover data inspect``'s table, the ``evaluate``/``predict``/``export`` result lines) are printed
+on stdout by the command itself, not logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from tqdm.auto import tqdm
+
+#: The logger above every ``cover`` module's logger.
+ROOT = "cover"
+
+#: Logger levels of ``--quiet`` (-1), the default (0) and ``--verbose`` (1).
+LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+class _Formatter(logging.Formatter):
+    """One message per line, prefixed like the script's other lines; ``verbose`` adds seconds and module."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "py.warnings":  # already one ``warning: ...`` line (cover.cli's formatwarning)
+            text = message.strip()
+        elif record.levelno >= logging.ERROR:
+            text = f"error: {message}"
+        elif record.levelno >= logging.WARNING:
+            text = f"warning: {message}"
+        else:
+            text = message
+        if self.verbose:
+            text = f"[{record.relativeCreated / 1000:7.2f}s {record.name}] {text}"
+            if record.exc_info:
+                text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (looked up per message), above any open progress bar.
+
+    Each message is one ``write`` call: the processes of a ``--devices`` launch share one stderr.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            stream = sys.stderr
+            with tqdm.external_write_mode(file=stream):
+                stream.write(text + "\n")
+                stream.flush()
+        except Exception:  # logging's own convention: report, never raise
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Show ``cover``'s messages on stderr the way the ``cover`` script does.
+
+    Calling it again replaces the earlier setting; :func:`reset_logging` undoes it. Only the
+    ``cover`` and ``py.warnings`` loggers are touched (other libraries' logging is left alone).
+
+    Args:
+        verbosity: -1 warnings and errors only, no progress bars (``--quiet``); 0 also progress
+            notes (the default); 1 also debug lines with the seconds since start and the module
+            (``--verbose``).
+
+    Raises:
+        ValueError: ``verbosity`` is not -1, 0 or 1.
+    """
+    if verbosity not in LEVELS:
+        raise ValueError(f"verbosity: {verbosity!r} is not one of -1, 0, 1")
+    reset_logging()
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter(verbose=verbosity > 0))
+    for name in (ROOT, "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False  # the script owns its stderr: no second copy through the root logger
+    logging.getLogger(ROOT).setLevel(LEVELS[verbosity])
+    logging.captureWarnings(True)
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: the ``cover`` loggers back to the library default (no handlers)."""
+    logging.captureWarnings(False)
+    for name in (ROOT, "py.warnings"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+    logging.getLogger(ROOT).setLevel(logging.NOTSET)
+
+
+def progress_shown() -> bool:
+    """Whether progress bars are shown: not when the ``cover`` logger is set above INFO (``--quiet``)."""
+    return logging.getLogger(ROOT).level <= logging.INFO
+
+
+def progress_bar(*args: Any, disable: bool = False, **kwargs: Any) -> tqdm:
+    """A ``tqdm`` progress bar (same arguments), hidden when :func:`progress_shown` says so."""
+    return tqdm(*args, disable=disable or not progress_shown(), **kwargs)

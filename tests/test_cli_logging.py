@@ -1,0 +1,48 @@
+"""``cover --quiet`` / ``--verbose``: what a real command writes on stderr, and what it leaves behind."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import yaml
+
+from _support.cli import run_cli_output as run
+
+DEBUG_LINE = re.compile(r"\[ *\d+\.\d\ds cover(\.[a-z_]+)*\] ")
+
+
+def test_quiet_and_verbose_exclude_each_other(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for flags in (["--quiet", "--verbose"], ["-v", "-q"]):
+        code, out, lines = run([*flags, "pretrain", "--dry-run"], monkeypatch, capsys)
+        assert code == 2 and out == "" and lines == ["error: --quiet and --verbose exclude each other; give one"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verbose_adds_debug_lines_and_keeps_the_result_on_stdout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, plain, lines = run(["pretrain", "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and lines == []
+    code, out, lines = run(["--verbose", "pretrain", "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and out == plain and yaml.safe_load(out)["dim"] == 2
+    assert lines and all(DEBUG_LINE.match(line) for line in lines), lines
+    assert re.search(r"\] cover \S+, torch \S+, Python \S+", lines[0]), lines
+
+
+def test_a_warning_keeps_its_one_line_form_under_quiet_and_verbose(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    warning = "warning: --preset is deprecated for the intensity preset; use --intensity"
+    code, out, lines = run(["-q", "pretrain", "--preset", "mri", "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and yaml.safe_load(out)["preset"] == "mri" and lines == [warning]
+    code, out, lines = run(["-v", "pretrain", "--preset", "mri", "--dry-run"], monkeypatch, capsys)
+    assert [DEBUG_LINE.sub("", line) for line in lines if "deprecated" in line] == [warning]
+    assert re.match(r"\[ *\d+\.\d\ds cover\.cli\] warning: --preset", [x for x in lines if "deprecated" in x][0])
+
+
+def test_main_leaves_logging_as_it_found_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run(["-v", "pretrain", "--dry-run"], monkeypatch, capsys)
+    cover_logger = logging.getLogger("cover")
+    assert cover_logger.handlers == [] and cover_logger.level == logging.NOTSET and cover_logger.propagate
+    assert logging.getLogger("py.warnings").handlers == []
