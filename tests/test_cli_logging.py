@@ -45,4 +45,3 @@ def test_main_leaves_logging_as_it_found_it(tmp_path, monkeypatch, capsys):
     run(["-v", "pretrain", "--dry-run"], monkeypatch, capsys)
     cover_logger = logging.getLogger("cover")
     assert cover_logger.handlers == [] and cover_logger.level == logging.NOTSET and cover_logger.propagate
-    assert logging.getLogger("py.warnings").handlers == []

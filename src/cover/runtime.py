@@ -11,8 +11,11 @@ that wants the script's output, calls :func:`configure_logging` once:
 - ``verbosity=1`` (``cover --verbose``): also DEBUG lines, each line led by the seconds since
   start and the module that wrote it.
 
-Python warnings (``warnings.warn``) are routed into the same stream as one ``warning: ...`` line,
-so they never break a progress bar. Results a command is asked for (``--dry-run``'s YAML,
+Python warnings (``warnings.warn``) are left to Python's ``warnings`` machinery (the script
+formats them as one ``warning: ...`` line, see ``cover.cli``): routing them into logging
+(``logging.captureWarnings``) would replace ``warnings.showwarning`` and so hide them from
+``warnings.catch_warnings(record=True)`` and ``pytest.warns`` in a program that runs the script's
+``main()`` in-process. Results a command is asked for (``--dry-run``'s YAML,
 ``cover data inspect``'s table, the ``evaluate``/``predict``/``export`` result lines) are printed
 on stdout by the command itself, not logged.
 """
@@ -41,9 +44,7 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.name == "py.warnings":  # already one ``warning: ...`` line (cover.cli's formatwarning)
-            text = message.strip()
-        elif record.levelno >= logging.ERROR:
+        if record.levelno >= logging.ERROR:
             text = f"error: {message}"
         elif record.levelno >= logging.WARNING:
             text = f"warning: {message}"
@@ -77,7 +78,7 @@ def configure_logging(verbosity: int = 0) -> None:
     """Show ``cover``'s messages on stderr the way the ``cover`` script does.
 
     Calling it again replaces the earlier setting; :func:`reset_logging` undoes it. Only the
-    ``cover`` and ``py.warnings`` loggers are touched (other libraries' logging is left alone).
+    ``cover`` logger is touched (other libraries' logging and Python warnings are left alone).
 
     Args:
         verbosity: -1 warnings and errors only, no progress bars (``--quiet``); 0 also progress
@@ -92,23 +93,19 @@ def configure_logging(verbosity: int = 0) -> None:
     reset_logging()
     handler = _StderrHandler()
     handler.setFormatter(_Formatter(verbose=verbosity > 0))
-    for name in (ROOT, "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.propagate = False  # the script owns its stderr: no second copy through the root logger
-    logging.getLogger(ROOT).setLevel(LEVELS[verbosity])
-    logging.captureWarnings(True)
+    logger = logging.getLogger(ROOT)
+    logger.addHandler(handler)
+    logger.propagate = False  # the script owns its stderr: no second copy through the root logger
+    logger.setLevel(LEVELS[verbosity])
 
 
 def reset_logging() -> None:
     """Undo :func:`configure_logging`: the ``cover`` loggers back to the library default (no handlers)."""
-    logging.captureWarnings(False)
-    for name in (ROOT, "py.warnings"):
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-            logger.removeHandler(handler)
-        logger.propagate = True
-    logging.getLogger(ROOT).setLevel(logging.NOTSET)
+    logger = logging.getLogger(ROOT)
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def progress_shown() -> bool:

@@ -190,7 +190,7 @@ class CachedVolumeStore:
                 return cached
         record = read_image(path, channels=self.channels)
         preset, why = self._preset_for(record)
-        logger.info("%s: intensity preset %s", path, preset.to_string())
+        logger.debug("%s: intensity preset %s", path, preset.to_string())
         array = record.array
         spacing = record.spacing
         if self.spacing is not None:
