@@ -34,7 +34,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from _support.cli import run_cli
-from cover.train.checkpoint import list_checkpoints, load_checkpoint
+from cover.engine.checkpoint import list_checkpoints, load_checkpoint
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 TINY = {"model": TINY_MODEL, "log_every": 1, "eval_pairs": 2, "warmup_steps": 1}

@@ -6,10 +6,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import cover
+from cover.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from cover.errors import ConfigError, CoverError
 from cover.export import backbone_state_dict, export, load_pretrained, plain_key
 from cover.nn.unet import UNet
-from cover.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from cover.train.pretrain import pretrain
 
 UNET_CHANNELS = [8, 16, 32, 16, 8]

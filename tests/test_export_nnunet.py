@@ -15,9 +15,9 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights  # noqa
 
 from _support.cli import run_cli  # noqa: E402
 from _support.nnunet import CONFIGURATIONS, PLANS, nnunet_network  # noqa: E402
+from cover.engine.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from cover.errors import ConfigError  # noqa: E402
 from cover.export import export, load_pretrained  # noqa: E402
-from cover.train.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from cover.train.pretrain import pretrain  # noqa: E402
 
 

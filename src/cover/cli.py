@@ -205,7 +205,7 @@ def pretrain(
         show_config(resolve_pretrain_config(values))
         return
     if devices and devices > 1:
-        from cover.train.launch import launch_local
+        from cover.engine.launch import launch_local
 
         raise typer.Exit(launch_local(devices, sys.argv[1:]))
     from cover.train.pretrain import pretrain as run_pretrain

@@ -4,7 +4,7 @@ import matplotlib.axes
 import numpy as np
 
 from cover.analysis.figures import plot_losses
-from cover.train.logger import read_series
+from cover.engine.logger import read_series
 
 
 def test_validation_scores_are_plotted_at_the_steps_they_ran(tmp_path, monkeypatch):

@@ -10,8 +10,8 @@ import cover
 from cover.downstream.evaluate import evaluate
 from cover.downstream.finetune import finetune
 from cover.downstream.predict import predict
+from cover.engine.checkpoint import load_checkpoint
 from cover.errors import ConfigError
-from cover.train.checkpoint import load_checkpoint
 
 RUN_FILES = ("config.yaml", "split.json", "log.csv", "curves.png", "best.pt", "last.pt", "summary.json", "tensorboard")
 
@@ -200,7 +200,7 @@ def test_pretrained_from_an_export_folder(pretrain_run, seg2d, tmp_path):
 
 
 def test_channels_last_fine_tuning_matches_the_default_layout(seg2d, tmp_path):
-    from cover.train.logger import read_log
+    from cover.engine.logger import read_log
 
     runs = {}
     for name, extra in (("plain", {}), ("channels_last", {"channels_last": True})):

@@ -34,10 +34,10 @@ from _support.processes import (
     terminate_group,
 )
 from cover.downstream.finetune import CHECKPOINT_FORMAT, finetune
+from cover.engine.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from cover.engine.distributed import state_digest
+from cover.engine.logger import read_log
 from cover.errors import ConfigError, CoverError
-from cover.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
-from cover.train.distributed import state_digest
-from cover.train.logger import read_log
 
 TINY = {"channels": [8, 16, 32, 16, 8]}
 STEPS = 12

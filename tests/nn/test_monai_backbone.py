@@ -77,8 +77,8 @@ def test_final_conv_is_frozen_and_encoder_view():
 
 @pytest.mark.slow
 def test_cover_pretraining_with_basic_unet_learns(tmp_path):
-    from cover.train.checkpoint import list_checkpoints, load_checkpoint
-    from cover.train.logger import read_log
+    from cover.engine.checkpoint import list_checkpoints, load_checkpoint
+    from cover.engine.logger import read_log
     from cover.train.pretrain import pretrain
 
     torch.manual_seed(0)

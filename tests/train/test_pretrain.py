@@ -6,9 +6,9 @@ import pytest
 
 import cover.train.pretrain as pretrain_module
 from _support.clock import SteppingTime
+from cover.engine.checkpoint import list_checkpoints, load_checkpoint
+from cover.engine.logger import read_log
 from cover.errors import ConfigError
-from cover.train.checkpoint import list_checkpoints, load_checkpoint
-from cover.train.logger import read_log
 from cover.train.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}

@@ -22,11 +22,9 @@ import pytest
 import torch
 import yaml
 
-import cover.train.checkpoint as checkpoint_module
+import cover.engine.checkpoint as checkpoint_module
 from _support.processes import act_when_written, finish, interruption_line, kill, resume_command, start, terminate_group
-from cover.errors import CoverError, TrainingInterrupted
-from cover.methods.cover import CoverMethod
-from cover.train.checkpoint import (
+from cover.engine.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     find_resume_checkpoint,
@@ -35,7 +33,9 @@ from cover.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cover.train.logger import read_log
+from cover.engine.logger import read_log
+from cover.errors import CoverError, TrainingInterrupted
+from cover.methods.cover import CoverMethod
 from cover.train.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}

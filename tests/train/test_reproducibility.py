@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from cover.train.logger import read_log
+from cover.engine.logger import read_log
 from cover.train.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}

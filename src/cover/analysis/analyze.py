@@ -377,7 +377,7 @@ def analyze(
         measure, the untrained reference and "collapsed" / "not collapsed".
     """
     from cover.downstream.outputs import prepare_output
-    from cover.train.distributed import resolve_device
+    from cover.engine.distributed import resolve_device
 
     if embedding not in EMBEDDINGS:
         raise ConfigError(f"embedding: {embedding!r} is not allowed (allowed: {', '.join(EMBEDDINGS)})")

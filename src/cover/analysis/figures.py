@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402
 
-from cover.train.logger import read_series  # noqa: E402
+from cover.engine.logger import read_series  # noqa: E402
 
 
 def plot_losses(log_csv: str | Path, out_png: str | Path, columns: tuple[str, ...] = ("loss_vec", "loss_con")) -> None:

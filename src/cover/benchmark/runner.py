@@ -42,9 +42,9 @@ from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
 from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 from cover.benchmark.tasks import TaskConfig, describe_task, task_data
 from cover.config import deep_merge, save_yaml, to_dict
+from cover.engine.guards import StopSignals
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.methods.scratch import is_pretrained
-from cover.train.guards import StopSignals
 
 _OWN = {"config.yaml", "cells", "pretrain", "finetune", "analysis", "data", "results.md", "results.csv"}
 
@@ -280,7 +280,7 @@ def _analyse(
 
 
 def _machine(config: BenchmarkConfig) -> str:
-    from cover.train.distributed import resolve_device
+    from cover.engine.distributed import resolve_device
 
     device = resolve_device(config.device)
     text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__} "

@@ -119,7 +119,7 @@ def finetune(
     if devices and devices > 1:
         import sys
 
-        from cover.train.launch import launch_local
+        from cover.engine.launch import launch_local
 
         raise typer.Exit(launch_local(devices, sys.argv[1:]))
     run(config_values(config, options))

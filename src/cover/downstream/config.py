@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
+from cover.engine.precision import AMP_CHOICES
 from cover.errors import ConfigError
-from cover.train.precision import AMP_CHOICES
 
 TASKS = ("seg", "cls")
 FREEZE = ("none", "encoder", "all")

@@ -38,9 +38,9 @@ from cover.downstream.metrics import (
     summarise,
 )
 from cover.downstream.outputs import prepare_output
+from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError
 from cover.models.loading import load_finetuned
-from cover.train.distributed import resolve_device
 
 
 def class_labels(metadata: dict[str, Any]) -> list[str]:

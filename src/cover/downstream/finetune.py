@@ -49,9 +49,7 @@ from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
 from cover.downstream.models import build_network, freeze_backbone, save_finetuned
 from cover.downstream.outputs import check_output
-from cover.errors import ConfigError, CoverError, TrainingInterrupted
-from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
-from cover.train.checkpoint import (
+from cover.engine.checkpoint import (
     CHECKPOINT_DIR,
     capture_rng_state,
     checkpoint_path,
@@ -62,7 +60,7 @@ from cover.train.checkpoint import (
     resume_state,
     save_checkpoint,
 )
-from cover.train.distributed import (
+from cover.engine.distributed import (
     DistributedContext,
     any_rank,
     barrier,
@@ -72,12 +70,14 @@ from cover.train.distributed import (
     mean_over_ranks,
     shutdown_distributed,
 )
-from cover.train.guards import NonFiniteGuard, StopSignals
-from cover.train.layout import use_channels_last
-from cover.train.logger import RunLogger
-from cover.train.memory import fit_or_stop
-from cover.train.precision import autocast, check_amp, grad_scaler
-from cover.train.schedule import warmup_cosine
+from cover.engine.guards import NonFiniteGuard, StopSignals
+from cover.engine.layout import use_channels_last
+from cover.engine.logger import RunLogger
+from cover.engine.memory import fit_or_stop
+from cover.engine.precision import autocast, check_amp, grad_scaler
+from cover.engine.schedule import warmup_cosine
+from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
 
 
 @dataclasses.dataclass

@@ -104,7 +104,7 @@ def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any
         metadata: Task, classes, preset, patch size, backbone description (plain JSON).
         config: The resolved fine-tuning config as a plain dict.
     """
-    from cover.train.checkpoint import save_checkpoint
+    from cover.engine.checkpoint import save_checkpoint
 
     state = {"format": FINETUNE_FORMAT, "model": network.state_dict(), "metadata": metadata, "config": config}
     save_checkpoint(state, path)

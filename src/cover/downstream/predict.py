@@ -37,9 +37,9 @@ from cover.downstream.evaluate import class_labels
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
 from cover.downstream.outputs import mask_paths, prepare_output
+from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError, DataError
 from cover.models.loading import load_finetuned
-from cover.train.distributed import resolve_device
 
 #: Values of ``on_bad_file``: skip a bad input with a warning, or stop at the first one.
 ON_BAD_FILE = ("skip", "error")

@@ -411,7 +411,7 @@ def register(
     from cover.downstream.figures import is_ras
     from cover.downstream.loading import read_label_map, resolve_preset
     from cover.downstream.outputs import prepare_output
-    from cover.train.distributed import resolve_device
+    from cover.engine.distributed import resolve_device
 
     values = {
         "checkpoint": str(checkpoint),

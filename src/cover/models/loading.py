@@ -148,7 +148,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     Returns:
         ``(state, checkpoint_file)``.
     """
-    from cover.train.checkpoint import find_resume_checkpoint, list_checkpoints, load_checkpoint
+    from cover.engine.checkpoint import find_resume_checkpoint, list_checkpoints, load_checkpoint
 
     path = Path(path)
     if path.is_dir():

@@ -27,13 +27,7 @@ from cover.config import (
     save_yaml,
     to_dict,
 )
-from cover.errors import ConfigError, TrainingInterrupted
-from cover.geometry import warp
-from cover.methods import build_method
-from cover.methods.collapse import collapse_stats, describe, is_collapsed
-from cover.methods.losses import endpoint_error
-from cover.nn.backbones import build_backbone
-from cover.train.checkpoint import (
+from cover.engine.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     list_checkpoints,
@@ -44,7 +38,7 @@ from cover.train.checkpoint import (
     resume_state,
     save_checkpoint,
 )
-from cover.train.distributed import (
+from cover.engine.distributed import (
     DistributedContext,
     any_rank,
     gather_digests,
@@ -52,13 +46,19 @@ from cover.train.distributed import (
     mean_over_ranks,
     shutdown_distributed,
 )
-from cover.train.guards import NonFiniteGuard, StopSignals
-from cover.train.layout import use_channels_last
-from cover.train.logger import RunLogger
-from cover.train.memory import fit_or_stop
-from cover.train.precision import autocast, check_amp, grad_scaler
-from cover.train.sampler import StepBatchSampler
-from cover.train.schedule import warmup_cosine
+from cover.engine.guards import NonFiniteGuard, StopSignals
+from cover.engine.layout import use_channels_last
+from cover.engine.logger import RunLogger
+from cover.engine.memory import fit_or_stop
+from cover.engine.precision import autocast, check_amp, grad_scaler
+from cover.engine.sampler import StepBatchSampler
+from cover.engine.schedule import warmup_cosine
+from cover.errors import ConfigError, TrainingInterrupted
+from cover.geometry import warp
+from cover.methods import build_method
+from cover.methods.collapse import collapse_stats, describe, is_collapsed
+from cover.methods.losses import endpoint_error
+from cover.nn.backbones import build_backbone
 from cover.views import ViewGenerator
 
 CHECKPOINT_FORMAT = "cover-checkpoint/1"
@@ -138,7 +138,7 @@ def build_model(config: PretrainConfig) -> torch.nn.Module:
 def check_memory(config: PretrainConfig, model: torch.nn.Module, context: DistributedContext) -> None:
     """Stop before training, with one line naming what to lower, when the run cannot fit.
 
-    See :mod:`cover.train.memory`: one small-batch forward pass of a copy of ``model`` on views
+    See :mod:`cover.engine.memory`: one small-batch forward pass of a copy of ``model`` on views
     of a small crop, scaled to ``batch_size`` x ``size``.
     """
     device = context.device

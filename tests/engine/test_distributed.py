@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from cover.train.checkpoint import list_checkpoints, load_checkpoint
-from cover.train.distributed import DistributedContext, gather_digests, mean_over_ranks, state_digest
-from cover.train.launch import strip_devices, torchrun_args
-from cover.train.logger import read_log
+from cover.engine.checkpoint import list_checkpoints, load_checkpoint
+from cover.engine.distributed import DistributedContext, gather_digests, mean_over_ranks, state_digest
+from cover.engine.launch import strip_devices, torchrun_args
+from cover.engine.logger import read_log
+from cover.engine.sampler import StepBatchSampler, step_batch
 from cover.train.pretrain import pretrain
-from cover.train.sampler import StepBatchSampler, step_batch
 
 TINY = {
     "model": {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4},

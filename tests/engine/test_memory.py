@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-import cover.train.memory as memory
+import cover.engine.memory as memory
+from cover.engine.memory import MemoryEstimate, check_fits, probe_size, saved_activation_bytes
 from cover.errors import ConfigError
-from cover.train.memory import MemoryEstimate, check_fits, probe_size, saved_activation_bytes
 from cover.train.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
@@ -66,7 +66,7 @@ def test_pretrain_stops_before_writing_anything_when_it_cannot_fit(tmp_path, mon
 def test_the_probe_leaves_the_model_and_the_random_stream_alone(tmp_path, monkeypatch):
     """Weights, normalisation statistics and the global RNG are as if no estimate had run."""
     from cover.config import resolve_pretrain_config
-    from cover.train.distributed import init_distributed
+    from cover.engine.distributed import init_distributed
     from cover.train.pretrain import build_model, check_memory
 
     config = resolve_pretrain_config({"dim": 2, "size": 32, "batch_size": 4, "steps": 2, "model": TINY_MODEL})
@@ -87,7 +87,7 @@ def test_estimate_is_close_to_the_measured_peak_of_real_steps():
 import torch
 from pathlib import Path
 from cover.config import resolve_pretrain_config
-from cover.train.memory import estimate
+from cover.engine.memory import estimate
 from cover.train.pretrain import build_model
 from cover.views import ViewGenerator
 def rss(field):

@@ -4,7 +4,7 @@ A checkpoint is a plain dict loadable with ``torch.load(..., weights_only=True)`
 numbers, strings, lists and dicts only (no pickled objects). Besides model, optimizer,
 scheduler and grad-scaler states it holds the random states of torch (CPU and CUDA), NumPy
 and Python (:func:`capture_rng_state`). The data order needs no state: batches are a pure
-function of ``(seed, step)`` (:mod:`cover.train.sampler`) and every item is drawn from its own
+function of ``(seed, step)`` (:mod:`cover.engine.sampler`) and every item is drawn from its own
 ``(index, item_seed)`` key, so DataLoader workers give the same batches after a resume.
 """
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cover.config import resolve_pretrain_config
-from cover.train.layout import channels_last_format, use_channels_last
+from cover.engine.layout import channels_last_format, use_channels_last
 from cover.train.pretrain import build_model, source_size
 from cover.views import ViewGenerator
 

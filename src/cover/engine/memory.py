@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from cover.engine.distributed import DistributedContext, any_rank
 from cover.errors import ConfigError
-from cover.train.distributed import DistributedContext, any_rank
 
 #: Samples in the probe forward pass.
 PROBE_BATCH = 2
