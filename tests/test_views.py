@@ -149,3 +149,43 @@ def test_max_displacement_shrinks_each_transform_towards_the_identity_2d_and_3d(
         inside = limited.mask.bool()
         rebuilt = warp(limited.view_a, limited.phi_gt)
         torch.testing.assert_close(rebuilt[inside], limited.view_b[inside], atol=1e-4, rtol=0)
+
+
+def test_gamma_change_raises_each_image_to_one_power_in_range():
+    """With only gamma on, view a's source is ``x ** g`` with one ``g`` per image inside gamma_range."""
+    cfg = no_appearance(ViewConfig.reference(2))
+    cfg.gamma_range = (0.5, 2.0)
+    x = 0.1 + 0.8 * torch.rand(3, 1, 20, 24, generator=torch.Generator().manual_seed(0))
+    y = ViewGenerator(cfg, (16, 16)).appearance(x, torch.Generator().manual_seed(1))
+    powers = torch.log(y) / torch.log(x)  # per pixel; one value per image if a single gamma was used
+    per_image = powers.flatten(1)
+    assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image), atol=1e-4)
+    gammas = per_image[:, 0]
+    assert bool(((gammas > 0.5) & (gammas < 2.0)).all())
+    assert float(gammas.max() - gammas.min()) > 0.05  # drawn per image, not once per batch
+
+
+def test_bias_field_is_a_smooth_positive_factor_and_off_by_default():
+    """bias_std > 0 multiplies each image by exp(b), b smooth (small neighbour steps) with std near bias_std."""
+    x = 0.2 + torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    plain = no_appearance(ViewConfig.reference(2))
+    assert torch.allclose(ViewGenerator(plain, (32, 32)).appearance(x, torch.Generator().manual_seed(2)), x, atol=1e-6)
+    plain.bias_std = 0.3
+    y = ViewGenerator(plain, (32, 32)).appearance(x, torch.Generator().manual_seed(2))
+    log_factor = torch.log(y / x)[:, 0]
+    assert 0.1 < float(log_factor.std()) < 0.6
+    # Smooth: neighbouring pixels' factors differ far less than the field varies overall.
+    step = (log_factor[:, 1:] - log_factor[:, :-1]).abs().max()
+    assert float(step) < 0.2 * float(log_factor.max() - log_factor.min())
+    assert not torch.allclose(log_factor[0], log_factor[1])
+
+
+def test_gamma_and_bias_change_view_a_only():
+    """Same seed with and without gamma and bias field: identical view b, phi_gt and mask, changed view a."""
+    source = smooth_images(2, (48, 40)).abs()
+    changed = ViewConfig.reference(2)
+    changed.gamma_range, changed.bias_std = (0.6, 1.6), 0.3
+    a = ViewGenerator(ViewConfig.reference(2), (32, 32))(source, torch.Generator().manual_seed(4))
+    b = ViewGenerator(changed, (32, 32))(source, torch.Generator().manual_seed(4))
+    assert torch.equal(a.view_b, b.view_b) and torch.equal(a.phi_gt, b.phi_gt) and torch.equal(a.mask, b.mask)
+    assert float((a.view_a - b.view_a).abs().mean()) > 0.01

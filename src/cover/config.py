@@ -608,6 +608,13 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
             "needs 0 < low <= high <= 1 (fractions of the image)",
         ),
         (
+            0 < config.views.gamma_range[0] <= config.views.gamma_range[1],
+            "views.gamma_range",
+            "needs 0 < low <= high",
+        ),
+        (config.views.bias_std >= 0, "views.bias_std", "must be >= 0"),
+        (0 < config.views.bias_spacing <= 1, "views.bias_spacing", "must be in (0, 1] (a fraction of the size)"),
+        (
             0 <= config.views.contrast_range[0] <= config.views.contrast_range[1],
             "views.contrast_range",
             "needs 0 <= low <= high",

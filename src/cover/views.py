@@ -53,6 +53,12 @@ class ViewConfig:
         block_prob: Probability that each next block is drawn.
         block_size_range: Block side uniform in this range, fraction of the size.
         source_scale: Source images are this factor larger than the crop (1.5 in the paper).
+        gamma_range: Contrast change ``x.clamp(min=0) ** gamma`` of view a, gamma uniform in
+            this range (first of the appearance changes); ``(1, 1)``: off.
+        bias_std: Smooth multiplicative bias field ``exp(b)`` on view a, ``b`` a random smooth
+            field (:func:`cover.geometry.random_elastic_field`) with control values of this
+            standard deviation (after the gamma change); 0: off.
+        bias_spacing: Control point spacing of the bias field, as a fraction of the size.
         max_displacement: Shrink each sample's spatial transform (its displacement field
             scaled towards zero) so that no displacement inside the crop exceeds this many
             voxels along any axis; ``None``: no limit. The vector pyramid can only find
@@ -76,6 +82,9 @@ class ViewConfig:
     block_prob: float = 0.95
     block_size_range: tuple[float, float] = (0.1, 0.133)
     source_scale: float = 1.5
+    gamma_range: tuple[float, float] = (1.0, 1.0)
+    bias_std: float = 0.0
+    bias_spacing: float = 0.5
     max_displacement: float | None = None
 
     @classmethod
@@ -197,7 +206,10 @@ class ViewGenerator:
         return ViewPair(view_a, view_b, phi_gt, inside.to(source.dtype))
 
     def appearance(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Appearance-only changes: blur, contrast, brightness, noise, in-painted noise blocks.
+        """Appearance-only changes: gamma, bias field, blur, contrast, brightness, noise, noise blocks.
+
+        Gamma and the bias field (off by default) draw random numbers only when on, so views
+        without them are the same as before they existed.
 
         Args:
             x: ``(B, C, *spatial)`` images.
@@ -214,6 +226,16 @@ class ViewGenerator:
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(shape, generator=generator, device=dev)
 
+        if tuple(cfg.gamma_range) != (1.0, 1.0):
+            low, high = cfg.gamma_range
+            x = x.clamp(min=0) ** (low + (high - low) * rand(batch)).view(per_sample)
+        if cfg.bias_std > 0:
+            spatial = x.shape[2:]
+            spacing = max(2, int(round(cfg.bias_spacing * min(spatial))))
+            bias = random_elastic_field(
+                batch, spatial, magnitude=cfg.bias_std, control_spacing=spacing, generator=generator, device=dev
+            )
+            x = x * torch.exp(bias[:, :1])
         if cfg.blur_sigma_max > 0:
             x = gaussian_blur(x, rand(batch) * cfg.blur_sigma_max)
         mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
