@@ -18,7 +18,7 @@ _API = {
     "finetune": "cover.downstream.finetune",
     "evaluate": "cover.downstream.evaluate",
     "predict": "cover.downstream.predict",
-    "register": "cover.downstream.register",
+    "register": "cover.registration.pipeline",
     "export": "cover.export",
     "load_pretrained": "cover.export",
     "analyze": "cover.analysis.analyze",

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cover.data.readers import read_image
 from cover.downstream.figures import is_ras, plot_cases, screen_view
-from cover.downstream.register import _display, _display_field
+from cover.registration.pipeline import _display, _display_field
 
 SHAPE = (12, 10, 6)  # x (towards patient Right), y (Anterior), z (Superior)
 

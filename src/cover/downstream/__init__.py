@@ -1,11 +1,10 @@
-"""Downstream use of pretrained backbones: fine-tune, linear probe, evaluate, predict, register.
+"""Downstream use of pretrained backbones: fine-tune, linear probe, evaluate, predict.
 
 - :mod:`cover.downstream.finetune`: ``finetune`` (``cover finetune``), config in
   :mod:`cover.downstream.config`.
 - :mod:`cover.downstream.evaluate`: ``evaluate`` (``cover evaluate``): Dice/HD95 or AUC.
 - :mod:`cover.downstream.predict`: ``predict`` (``cover predict``): masks in the input's format.
 - :mod:`cover.downstream.demo`: the built-in MNI152 tissue task written as PNG files.
-- :mod:`cover.downstream.register`: correspondence and registration (``cover register``).
 
 Building blocks: ``cases`` (labeled cases, the seeded split), ``loading`` (reading through the
 data layer), ``models`` (heads, pretrained weights, checkpoints), ``batches``, ``augment``,

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         overlay.png, metrics.json (Dice before/after, folding) and config.yaml.
         """
         from cover.config import load_yaml
-        from cover.downstream.register import register as register_images
+        from cover.registration.pipeline import register as register_images
 
         values = load_yaml(config) if config else {}
         given = {

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
-from cover.downstream.register_grid import resize_linear
 from cover.geometry import affine_field, identity_grid, resize_field, warp
+from cover.registration.grid import resize_linear
 
 
 def _lncc(spatial_dims: int, kernel: int) -> torch.nn.Module:

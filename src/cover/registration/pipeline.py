@@ -23,8 +23,8 @@ Pipeline (one implementation for 2D and 3D):
 6. Map the field back to the fixed image's grid, warp the moving image (linear) and labels
    (nearest), write everything next to a PNG overlay, ``metrics.json`` and ``config.yaml``.
 
-Grids (steps 1, 3, 4) live in :mod:`cover.downstream.register_grid`, the optimisation (step 5)
-in :mod:`cover.downstream.register_fit`.
+Grids (steps 1, 3, 4) live in :mod:`cover.registration.grid`, the optimisation (step 5)
+in :mod:`cover.registration.fit`.
 
 The written field ``phi`` has shape ``(ndim, *spatial)`` on the fixed image file's own voxel
 grid, in its array axis order as stored (not the reader's RAS order; ``(rows, cols)`` for plain
@@ -49,8 +49,11 @@ import torch
 from cover.config import save_yaml, update_dataclass
 from cover.data.readers import ImageRecord, read_image, write_like
 from cover.downstream.metrics import json_safe
-from cover.downstream.register_fit import affine_then, fit_affine, refine_field
-from cover.downstream.register_grid import (
+from cover.errors import ConfigError, DataError
+from cover.geometry import affine_field, field_jacobian_determinant, resize_field, warp
+from cover.models.loading import load_vector_model
+from cover.registration.fit import affine_then, fit_affine, refine_field
+from cover.registration.grid import (
     GEOMETRY_FORMATS,
     crop_padding,
     pad_to_multiple,
@@ -61,9 +64,6 @@ from cover.downstream.register_grid import (
     to_fixed_grid,
     working_size,
 )
-from cover.errors import ConfigError, DataError
-from cover.geometry import affine_field, field_jacobian_determinant, resize_field, warp
-from cover.models.loading import load_vector_model
 
 
 @dataclass

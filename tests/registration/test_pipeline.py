@@ -23,10 +23,9 @@ import cover
 from _support.cli import run_cli
 from cover.config import resolve_pretrain_config, to_dict
 from cover.data.demo import TEST_SLAB, axial_slices, load_mni, mni_tissue_labels
-from cover.downstream import register as register_module
-from cover.downstream import register_fit, register_grid
 from cover.errors import ConfigError
 from cover.geometry import affine_field, compose, random_elastic_field, warp
+from cover.registration import fit, grid, pipeline
 from cover.train.pretrain import build_model, pretrain, run_metadata
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
@@ -65,7 +64,7 @@ def use_stub(monkeypatch, shift: tuple[float, ...], spacing: list[float] | None 
     metadata = {"spatial_dims": len(shift), "in_channels": 1, "divisor": 16, "data": {"preset": "none"}}
     if spacing is not None:
         metadata["data"]["spacing"] = spacing
-    monkeypatch.setattr(register_module, "load_vector_model", lambda path, device: (stub, metadata, Path(path)))
+    monkeypatch.setattr(pipeline, "load_vector_model", lambda path, device: (stub, metadata, Path(path)))
     return stub
 
 
@@ -130,7 +129,7 @@ def test_resampled_to_checkpoint_spacing_and_back(tmp_path, monkeypatch):
     for name in ("fixed", "moving"):
         nib.save(nib.Nifti1Image(image[:, :, None], affine), str(tmp_path / f"{name}.nii.gz"))
     stub = use_stub(monkeypatch, (2.0, -1.0), spacing=[2.0, 2.0])
-    metrics = register_module.register(
+    metrics = pipeline.register(
         "ckpt.pt", tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "out", device="cpu"
     )
     assert stub.seen == [(32, 32)]  # 24 x 20 working grid padded to 32 x 32
@@ -161,7 +160,7 @@ def test_moving_on_another_grid_is_placed_by_world_coordinates(tmp_path):
     from cover.data.readers import read_image
 
     fixed, moving = read_image(tmp_path / "f.nii.gz"), read_image(tmp_path / "m.nii.gz")
-    placed = register_grid.to_fixed_grid(moving.array, moving, fixed)
+    placed = grid.to_fixed_grid(moving.array, moving, fixed)
     np.testing.assert_allclose(placed[0, 2:], image[:-2], atol=1e-5)
     np.testing.assert_allclose(placed[0, :2], 0.0)
 
@@ -171,7 +170,7 @@ def test_affine_then_network_field_is_the_exact_composition():
     matrix = torch.tensor([[1.05, 0.1], [-0.08, 0.95]])
     translation = torch.tensor([1.5, -2.0])
     phi = torch.randn(1, 2, 24, 24) * 0.5
-    total = register_fit.affine_then(matrix, translation, phi)
+    total = fit.affine_then(matrix, translation, phi)
     reference = compose(phi, affine_field(matrix[None], translation[None], (24, 24)))
     inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # where p + phi stays inside the grid
     torch.testing.assert_close(total[inner], reference[inner], atol=1e-4, rtol=0)
@@ -188,7 +187,7 @@ def test_refinement_starts_from_the_network_field_on_its_coarse_grid():
     matrix = torch.tensor([[1.3, -0.4], [0.25, 0.8]])
     phi = affine_field(matrix[None], torch.tensor([[3.0, -2.0]]), (64, 48))
     image = torch.rand(1, 1, 64, 48)
-    refined, losses = register_fit.refine_field(image, image, phi, steps=0, grid=4)
+    refined, losses = fit.refine_field(image, image, phi, steps=0, grid=4)
     assert losses == []
     inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # (p + 0.5) / 4 - 0.5 within [0, n - 1]
     torch.testing.assert_close(refined[inner], phi[inner], atol=1e-4, rtol=0)
@@ -201,7 +200,7 @@ def test_fit_affine_recovers_a_known_affine():
     translation = torch.tensor([2.5, -1.5])
     truth = affine_field(matrix[None], translation[None], (64, 64))
     fixed = warp(moving, truth)
-    found_matrix, found_translation = register_fit.fit_affine(fixed, moving, steps=150)
+    found_matrix, found_translation = fit.fit_affine(fixed, moving, steps=150)
     found = affine_field(found_matrix[None], found_translation[None], (64, 64))
     error = (found - truth).norm(dim=1).mean()
     assert error < 0.3 * truth.norm(dim=1).mean(), (float(error), float(truth.norm(dim=1).mean()))
@@ -453,7 +452,7 @@ def test_network_field_alone_beats_the_identity_on_known_deformations(tiny_cover
 def test_dice_per_label_leaves_labels_absent_from_both_maps_unscored():
     import math
 
-    from cover.downstream.register import dice_per_label, mean_score
+    from cover.registration.pipeline import dice_per_label, mean_score
 
     reference = np.zeros((6, 7), dtype=np.int64)
     prediction = np.zeros((6, 7), dtype=np.int64)
