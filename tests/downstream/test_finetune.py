@@ -183,6 +183,23 @@ def test_pretrained_backbone_is_loaded_exactly(pretrain_run, seg2d, tmp_path):
     assert not all(torch.equal(tuned[k], v) for k, v in pretrained.items() if k.startswith("backbone.decoder."))
 
 
+def test_freeze_steps_hold_the_pretrained_backbone_then_release_it(pretrain_run, seg2d, tmp_path):
+    source = load_checkpoint(pretrain_run)
+    pretrained = {k: v for k, v in source["model"].items() if k.startswith("backbone.")}
+    options = seg_options(*seg2d, tmp_path / "lpft", dim=2, steps=4, val_every=4, warmup_steps=1)
+    options.pop("model")
+    finetune(
+        pretrained=str(pretrain_run), freeze_steps=2, backbone_lr_scale=0.5, checkpoint_every=1,
+        keep_checkpoints=4, **options,
+    )  # fmt: skip
+    for step, frozen in ((1, True), (2, True), (3, False)):
+        state = load_checkpoint(tmp_path / "lpft" / "checkpoints" / f"step_{step:08d}.pt")
+        same = [torch.equal(state["model"][k], v) for k, v in pretrained.items()]
+        assert all(same) if frozen else not all(same), step
+        head, backbone = state["optimizer"]["param_groups"]
+        assert backbone["lr"] == (0.0 if step < 2 else pytest.approx(0.5 * head["lr"])), step
+
+
 def test_pretrained_from_an_export_folder(pretrain_run, seg2d, tmp_path):
     from cover.export import export
 

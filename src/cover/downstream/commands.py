@@ -41,6 +41,10 @@ def finetune(
     epochs: Annotated[int | None, Opt(help="Passes over the labeled cases.")] = None,
     steps: Annotated[int | None, Opt(help="Optimiser steps (wins over --epochs).")] = None,
     freeze: Annotated[str | None, Opt(help="none, encoder, or all (linear probe).")] = None,
+    freeze_steps: Annotated[
+        int | None, Opt(help="First steps training only the new head on a fixed pretrained backbone (LP-FT).")
+    ] = None,
+    backbone_lr_scale: Annotated[float | None, Opt(help="Pretrained backbone's lr relative to --lr.")] = None,
     batch_size: Annotated[int | None, Opt(help="Batch size.")] = None,
     lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
     amp: Annotated[str | None, Opt(help="Mixed precision of training: none, bf16 or fp16 (CUDA).")] = None,
@@ -91,6 +95,8 @@ def finetune(
         "epochs": epochs,
         "steps": steps,
         "freeze": freeze,
+        "freeze_steps": freeze_steps,
+        "backbone_lr_scale": backbone_lr_scale,
         "batch_size": batch_size,
         "lr": lr,
         "amp": amp,

@@ -97,6 +97,11 @@ class FinetuneConfig:
         steps: Optimiser steps.
         freeze: ``none``, ``encoder`` (train decoder and head) or ``all`` (linear probe: only
             the new head trains on frozen features).
+        freeze_steps: Steps at the start during which a pretrained backbone stays fixed and
+            only the new head trains (linear probe, then fine-tuning: LP-FT); the backbone then
+            warms up again over ``warmup_steps``. Ignored without ``pretrained``.
+        backbone_lr_scale: Learning rate of a pretrained backbone relative to ``lr`` (the
+            new head's). Ignored without ``pretrained``.
         batch_size: Batch size.
         size: Training crop (seg) or input size (cls) per axis; a multiple of the backbone's
             divisor.
@@ -152,6 +157,8 @@ class FinetuneConfig:
     epochs: int | None = None
     steps: int | None = None
     freeze: str = "none"
+    freeze_steps: int = 0
+    backbone_lr_scale: float = 1.0
     batch_size: int | None = None
     size: tuple[int, ...] | None = None
     lr: float = 1e-3
@@ -284,6 +291,8 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
         (config.steps is None or config.steps >= 1, "steps", "must be at least 1"),
         (config.epochs is None or config.epochs >= 1, "epochs", "must be at least 1"),
         (config.lr > 0, "lr", f"{config.lr} must be positive"),
+        (config.freeze_steps >= 0, "freeze_steps", "must be at least 0"),
+        (config.backbone_lr_scale > 0, "backbone_lr_scale", f"{config.backbone_lr_scale} must be positive"),
         (
             config.label_fraction is None or 0 < config.label_fraction <= 1,
             "label_fraction",

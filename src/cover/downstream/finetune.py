@@ -48,6 +48,7 @@ from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
 from cover.downstream.models import build_network, freeze_backbone, save_finetuned
+from cover.downstream.optim import build_optimizer, hold_frozen
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import (
     CHECKPOINT_DIR,
@@ -75,7 +76,6 @@ from cover.engine.layout import use_channels_last
 from cover.engine.logger import RunLogger
 from cover.engine.memory import fit_or_stop
 from cover.engine.precision import autocast, check_amp, grad_scaler
-from cover.engine.schedule import warmup_cosine
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
 from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
 
@@ -439,11 +439,11 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     )
     if config.channels_last:
         use_channels_last(network, backbone.spatial_dims)
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
-    )
+    optimizer, scheduler, trainable = build_optimizer(
+        network, config.lr, config.weight_decay, config.steps, config.warmup_steps, pretrained is not None,
+        config.backbone_lr_scale, config.freeze_steps,
+    )  # fmt: skip
+    freeze_steps = config.freeze_steps if pretrained is not None else 0
     scaler = grad_scaler(config.amp, device)
     progress = _Progress()
     start = 0
@@ -561,6 +561,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
                     loss = criterion(logits.float(), targets[:, None] if config.task == "seg" else targets)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                hold_frozen(optimizer, step, freeze_steps)
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     trainable, config.grad_clip if config.grad_clip > 0 else float("inf")

@@ -1,0 +1,113 @@
+"""Optimiser of a fine-tuning run: the pretrained backbone and the new head as two parameter groups.
+
+With a pretrained checkpoint the backbone's parameters form their own Adam group, whose
+learning rate is ``backbone_lr_scale`` times the head's and stays zero for the first
+``freeze_steps`` steps (linear probe, then fine-tuning of everything: LP-FT). After the
+frozen phase the backbone warms up again over ``warmup_steps`` and then follows the head's
+cosine decay. During the frozen phase :func:`hold_frozen` drops the backbone's gradients, so
+Adam leaves its weights and its moment estimates untouched (bit-identical weights). Without
+a pretrained checkpoint all parameters form one group with the plain schedule (there are no
+pretrained features to protect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from cover.engine.schedule import warmup_cosine
+
+#: Name of the parameter group holding the pretrained backbone.
+PRETRAINED_GROUP = "pretrained"
+
+
+def backbone_factor(step: int, total_steps: int, warmup_steps: int, scale: float, freeze_steps: int) -> float:
+    """Learning-rate multiplier of the pretrained backbone at ``step`` (0-based).
+
+    Args:
+        step: Optimiser step.
+        total_steps: Steps of the run.
+        warmup_steps: Warm-up steps of the head; the backbone warms up as long after its
+            frozen phase.
+        scale: Backbone learning rate relative to the head's.
+        freeze_steps: Steps during which the backbone does not train.
+
+    Returns:
+        ``0`` during the frozen phase, else ``scale`` times the head's multiplier, ramped
+        linearly over ``warmup_steps`` after the frozen phase.
+    """
+    head = warmup_cosine(step, total_steps, warmup_steps)
+    if freeze_steps <= 0:
+        return scale * head
+    if step < freeze_steps:
+        return 0.0
+    ramp = min(1.0, (step - freeze_steps + 1) / max(1, warmup_steps))
+    return scale * ramp * head
+
+
+def build_optimizer(
+    network: nn.Module,
+    lr: float,
+    weight_decay: float,
+    total_steps: int,
+    warmup_steps: int,
+    pretrained: bool,
+    backbone_lr_scale: float = 1.0,
+    freeze_steps: int = 0,
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR, list[nn.Parameter]]:
+    """Adam with a warm-up/cosine schedule over the trainable parameters of ``network``.
+
+    Args:
+        network: A downstream network with ``backbone`` and ``head``; parameters with
+            ``requires_grad=False`` (``freeze``) are left out.
+        lr: The head's peak learning rate.
+        weight_decay: Adam weight decay.
+        total_steps: Steps of the run.
+        warmup_steps: Linear warm-up steps.
+        pretrained: Whether ``network.backbone`` holds pretrained weights; only then do
+            ``backbone_lr_scale`` and ``freeze_steps`` apply.
+        backbone_lr_scale: Backbone learning rate relative to ``lr``.
+        freeze_steps: Steps during which the backbone stays fixed.
+
+    Returns:
+        The optimiser (group ``head`` first, then ``pretrained`` when it has parameters),
+        its scheduler and the list of all trainable parameters.
+    """
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    schedule: Callable[[int], float] = lambda s: warmup_cosine(s, total_steps, warmup_steps)  # noqa: E731
+    if not pretrained:
+        groups = [{"params": trainable, "name": "all"}]
+        lambdas = [schedule]
+    else:
+        backbone_ids = {id(p) for p in network.backbone.parameters()}
+        groups = [{"params": [p for p in trainable if id(p) not in backbone_ids], "name": "head"}]
+        lambdas = [schedule]
+        backbone = [p for p in trainable if id(p) in backbone_ids]
+        if backbone:
+            groups.append({"params": backbone, "name": PRETRAINED_GROUP})
+            lambdas.append(lambda s: backbone_factor(s, total_steps, warmup_steps, backbone_lr_scale, freeze_steps))
+    optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    return optimizer, scheduler, trainable
+
+
+def hold_frozen(optimizer: torch.optim.Optimizer, step: int, freeze_steps: int) -> None:
+    """Drop the pretrained group's gradients while ``step < freeze_steps``.
+
+    Adam skips parameters without a gradient, so neither the weights nor the moment
+    estimates change (weight decay included) during the frozen phase. Call after the
+    backward pass and before gradient clipping and the optimiser step.
+
+    Args:
+        optimizer: An optimiser of :func:`build_optimizer`.
+        step: The current 0-based step.
+        freeze_steps: Length of the frozen phase.
+    """
+    if step >= freeze_steps:
+        return
+    for group in optimizer.param_groups:
+        if group.get("name") == PRETRAINED_GROUP:
+            for parameter in group["params"]:
+                parameter.grad = None
