@@ -75,6 +75,7 @@ def describe(state: dict[str, Any], source: Path, backbone: nn.Module) -> dict[s
         "backbone_args": meta.get("backbone_args") or {},
         "spatial_dims": meta.get("spatial_dims"),
         "in_channels": meta.get("in_channels"),
+        "channel_names": meta.get("channel_names") or data.get("channel_names"),
         "pyramid_channels": list(backbone.pyramid_channels),
         "divisor": int(backbone.divisor),
         "preset": data.get("preset"),

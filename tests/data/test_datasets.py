@@ -142,7 +142,7 @@ def test_store_disk_cache_is_reused(tmp_path, make_nifti, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("file decoded again")
 
-    monkeypatch.setattr(store_module, "read_image", fail)
+    monkeypatch.setattr(store_module, "read_source", fail)
     second = CachedVolumeStore([path], "mri", cache_dir=cache)
     np.testing.assert_array_equal(first[0], second[0])
     assert second.meta[0]["preset"] == "mri:0.5,99.5"

@@ -89,15 +89,73 @@ def test_fine_tuning_cases_from_a_raw_folder_and_from_its_images_labels_pair(tmp
     ]
 
 
-def test_multi_channel_cases_are_grouped_and_refused_where_one_file_is_read(tmp_path):
-    folder = write_nnunet(tmp_path / "Dataset002_Y", cases=("a",), unlabeled=(), channels=2)
+def test_multi_channel_cases_become_input_channels_in_channel_order(tmp_path):
+    folder = write_nnunet(tmp_path / "Dataset002_Y", cases=("a", "b"), unlabeled=("t",), channels=2)
     dataset = read_dataset_folder(folder)
-    assert dataset.channels == 2 and [p.name for p in dataset.training[0].images] == ["a_0000.nii.gz", "a_0001.nii.gz"]
-    with pytest.raises(DataError, match="2 input channels per case") as error:
-        pretraining_images(folder)
+    assert dataset.channels == 2 and dataset.channel_names == ["M0", "M1"]
+    assert [p.name for p in dataset.training[0].images] == ["a_0000.nii.gz", "a_0001.nii.gz"]
+    sources = pretraining_images(folder)
+    assert [[p.name for p in s] for s in sources] == [
+        ["a_0000.nii.gz", "a_0001.nii.gz"],
+        ["b_0000.nii.gz", "b_0001.nii.gz"],
+        ["t_0000.nii.gz", "t_0001.nii.gz"],
+    ]
+    pretraining, meta = build_pretrain_dataset(
+        str(folder), dim=3, source_size=(8, 8, 8), preset="none", spacing=None, cache_dir=None, on_bad_file="error"
+    )
+    assert meta["channels"] == 2 and meta["channel_names"] == ["M0", "M1"] and meta["num_files"] == 3
+    # write_nnunet numbers the volumes 1, 2 (a), 3, 4 (b), 5, 6 (t): each channel keeps its own file's values
+    for index, (first, second) in enumerate([(1, 2), (3, 4), (5, 6)]):
+        array = pretraining.store[index]
+        assert array.shape == (2, 8, 8, 8) and array[0].max() == first and array[1].max() == second
+    for cases in (
+        find_cases("seg", images=str(folder))[0],
+        find_cases("seg", images=str(folder / "imagesTr"), labels=str(folder / "labelsTr"))[0],
+    ):
+        assert [(c.name, [p.name for p in c.image], c.label.name) for c in cases] == [
+            ("a", ["a_0000.nii.gz", "a_0001.nii.gz"], "a.nii.gz"),
+            ("b", ["b_0000.nii.gz", "b_0001.nii.gz"], "b.nii.gz"),
+        ]
+
+
+def test_an_images_labels_pair_with_a_missing_channel_names_the_file(tmp_path):
+    folder = write_nnunet(tmp_path / "Dataset002_Y", cases=("a", "b"), unlabeled=(), channels=3)
+    (folder / "imagesTr" / "b_0001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"imagesTr/b_0001.nii.gz: channel 1 of case b not found") as error:
+        find_cases("seg", images=str(folder / "imagesTr"), labels=str(folder / "labelsTr"))
     assert "\n" not in str(error.value)
-    with pytest.raises(DataError, match="2 input channels per case"):
-        find_cases("seg", images=str(folder))
+
+
+def test_msd_image_lists_and_4d_files(tmp_path):
+    write_nnunet(tmp_path / "raw", cases=("a", "b"), unlabeled=(), channels=2)
+    four_d = np.stack([np.full((8, 8, 8), 7.0, np.float32), np.full((8, 8, 8), 9.0, np.float32)], axis=-1)
+    nib.save(nib.Nifti1Image(four_d, np.eye(4)), tmp_path / "brats.nii.gz")
+    msd = {
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "training": [
+            {
+                "image": ["./raw/imagesTr/a_0000.nii.gz", "./raw/imagesTr/a_0001.nii.gz"],
+                "label": "./raw/labelsTr/a.nii.gz",
+            }
+        ],
+        "test": ["./brats.nii.gz"],
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(msd))
+    dataset = read_dataset_folder(tmp_path)
+    assert dataset.channel_names == ["FLAIR", "T1w"] and len(dataset.training[0].images) == 2
+    pretraining, meta = build_pretrain_dataset(
+        str(tmp_path), dim=3, source_size=(8, 8, 8), preset="none", spacing=None, cache_dir=None,
+        on_bad_file="error", channels=True,
+    )  # fmt: skip
+    assert meta["channels"] == 2 and meta["channel_names"] == ["FLAIR", "T1w"]
+    assert [float(pretraining.store[i][c].max()) for i in range(2) for c in range(2)] == [1.0, 2.0, 7.0, 9.0]
+    msd["test"] = ["./raw/imagesTr/b_0000.nii.gz"]  # one channel where the others have two
+    (tmp_path / "dataset.json").write_text(json.dumps(msd))
+    with pytest.raises(DataError, match=r"different channel counts \[1, 2\] \(1 in b_0000.nii.gz, 2 in a_0000"):
+        build_pretrain_dataset(
+            str(tmp_path), dim=3, source_size=(8, 8, 8), preset="none", spacing=None, cache_dir=None,
+            on_bad_file="error", channels=True,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cover.data.channels import ImageSource, source_text
 from cover.data.discovery import find_images, find_unlabeled_images, load_datalist
 from cover.data.presets import PER_FILE
 from cover.data.record import PLAIN_FORMATS, data_error
@@ -84,8 +85,8 @@ class _StoreDataset(Dataset):
         bad = [(i, why) for i in range(len(store)) if (why := self._problem(i)) is not None]
         if bad:
             if store.on_bad_file == "error":
-                raise data_error(store.paths[bad[0][0]], bad[0][1])
-            store.drop([i for i, _ in bad], [f"{store.paths[i]}: {why}" for i, why in bad])
+                raise data_error(source_text(store.paths[bad[0][0]]), bad[0][1])
+            store.drop([i for i, _ in bad], [f"{source_text(store.paths[i])}: {why}" for i, why in bad])
             if warn:
                 warnings.warn(skipped_message(store.skipped[-len(bad) :]), stacklevel=3)
         if len(store) == 0:
@@ -298,19 +299,22 @@ class Patches3DDataset(_StoreDataset):
         return torch.from_numpy(out)
 
 
-def _image_paths(data: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Images named by ``data`` and the files of a folder left out as non-images (with why)."""
+def _image_paths(data: str | Path) -> tuple[list[ImageSource], list[tuple[Path, str]], list[str] | None]:
+    """Images named by ``data``, the files of a folder left out as non-images (with why), and channel names.
+
+    An image may be a tuple of channel files (a dataset folder's case, a datalist's ``"image": [...]``).
+    """
     path = Path(data)
     if not path.exists():
         raise data_error(path, "no such file or folder")
-    from cover.data.folders import pretraining_images
+    from cover.data.folders import read_dataset_folder
 
-    folder_images = pretraining_images(path)  # nnU-Net raw dataset / MSD dataset.json: images only
-    if folder_images is not None:
-        return folder_images, []
+    folder = read_dataset_folder(path)  # nnU-Net raw dataset / MSD dataset.json: images only
+    if folder is not None:
+        return [case.source for case in folder.training + folder.test], [], folder.channel_names
     if path.is_file() and path.suffix.lower() in (".json", ".csv"):
-        return [Path(entry["image"]) for entry in load_datalist(path)], []
-    return find_unlabeled_images(path)
+        return [entry["image"] for entry in load_datalist(path)], [], None
+    return (*find_unlabeled_images(path), None)
 
 
 def left_out_message(left_out: Sequence[tuple[Path, str]]) -> str:
@@ -397,7 +401,8 @@ def build_pretrain_dataset(
         cache_dir: Folder for the decoded ``.npy`` cache, or ``None``.
         on_bad_file: ``"skip"`` or ``"error"``.
         slice_axis: Axis normal to 2D slices taken from volumes (``dim=2``).
-        channels: Keep colour / 4th-axis channels; all images must then agree on ``C``.
+        channels: Keep colour / 4th-axis channels of single files; all images must agree on ``C``
+            (an image given as one file per channel has one channel per file).
 
     Returns:
         ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
@@ -407,7 +412,8 @@ def build_pretrain_dataset(
         and why), ``spacing`` (one value per axis: the target, or the files' common spacing;
         ``None`` when files differ), ``spacing_note`` (which of these), ``spacings`` (distinct
         final spacings), ``orientation`` (distinct orientations), ``axis_order``,
-        ``channels``, ``num_files``, ``formats``, ``modalities``, ``slice_axis``, ``skipped``
+        ``channels``, ``channel_names`` (a dataset folder's, else ``None``), ``num_files``, ``formats``,
+        ``modalities``, ``slice_axis``, ``skipped``
         (unusable files) and ``not_images`` (files of a folder left out as non-images by
         :func:`cover.data.discovery.not_an_image`), both as ``[path, reason]`` pairs.
 
@@ -419,7 +425,7 @@ def build_pretrain_dataset(
     if dim not in (2, 3):
         raise ConfigError(f"dim: must be 2 or 3, got {dim!r}")
     size = _size_tuple(source_size, dim)
-    paths, left_out = _image_paths(data)
+    paths, left_out, channel_names = _image_paths(data)
     if not paths:
         why = f"; {left_out_message(left_out)}" if left_out else ""
         raise data_error(data, f"no readable images found (no image files or DICOM series){why}")
@@ -434,7 +440,13 @@ def build_pretrain_dataset(
     store.report_skipped()
     counts = sorted({int(m["shape"][0]) for m in store.meta})
     if len(counts) > 1:
-        raise data_error(data, f"images have different channel counts {counts}")
+        first = {count: next(m for m in store.meta if int(m["shape"][0]) == count) for count in counts}
+        examples = ", ".join(f"{count} in {Path(first[count]['path']).name}" for count in counts)
+        raise data_error(data, f"images have different channel counts {counts} ({examples})")
+    if channel_names is not None and len(channel_names) != counts[0]:
+        raise data_error(
+            data, f"dataset.json names {len(channel_names)} channel(s) {channel_names} but the images have {counts[0]}"
+        )
     if dim == 2:
         axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
     else:
@@ -454,11 +466,12 @@ def build_pretrain_dataset(
         "orientation": sorted({m["orientation"] or "unknown" for m in store.meta}),
         "axis_order": axis_order,
         "channels": counts[0],
+        "channel_names": channel_names,
         "num_files": len(dataset),
         "formats": dict(Counter(m["format"] for m in store.meta)),
         "modalities": dict(Counter(m["modality"] or "unknown" for m in store.meta)),
         "slice_axis": slice_axis,
-        "skipped": [[str(p), reason] for p, reason in store.skipped],
+        "skipped": [[source_text(p), reason] for p, reason in store.skipped],
         "not_images": [[str(p), reason] for p, reason in left_out],
     }
     meta["spacings"] = [list(s) for s in meta["spacings"]]

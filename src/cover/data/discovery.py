@@ -200,19 +200,29 @@ def _resolve(entry: Any, base: Path, source: Path, where: str) -> dict[str, Any]
         value = out.get(key)
         if value is None:
             continue
+        if key == "image" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            files = tuple(_absolute(v, base) for v in value)  # one file per input channel
+            out[key] = files[0] if len(files) == 1 else files
+            continue
         if not isinstance(value, str):
-            raise data_error(source, f"{where}: '{key}' must be one path string, got {value!r}")
-        path = Path(value).expanduser()
-        out[key] = path if path.is_absolute() else (base / path)
+            wanted = "one path string or a list of channel files" if key == "image" else "one path string"
+            raise data_error(source, f"{where}: '{key}' must be {wanted}, got {value!r}")
+        out[key] = _absolute(value, base)
     return out
 
 
+def _absolute(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
 def load_datalist(path: str | Path, *, split: str | None = None) -> list[dict[str, Any]]:
-    """Read a datalist of images (and optional labels).
+    r"""Read a datalist of images (and optional labels).
 
     Accepted layouts:
 
-    - JSON list: ``[{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, "b.nii.gz", ...]``
+    - JSON list: ``[{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, "b.nii.gz", ...]``; an
+      ``image`` may list one file per input channel (``["a_t1.nii.gz", "a_t2.nii.gz"]``).
     - JSON dict, MONAI decathlon style: ``{"training": [...], "validation": [...],
       "test": [...]}`` (other keys ignored).
     - CSV with a header row containing ``image`` and optionally ``label``.
@@ -225,8 +235,8 @@ def load_datalist(path: str | Path, *, split: str | None = None) -> list[dict[st
             :data:`DATALIST_SPLITS` and tags each entry with ``"split"``.
 
     Returns:
-        Entries as dicts with ``image`` (a ``Path``), ``label`` (a ``Path``, if given) and any
-        other columns/keys unchanged.
+        Entries as dicts with ``image`` (a ``Path``, or a tuple of one ``Path`` per channel), ``label``
+        (a ``Path``, if given) and any other columns/keys unchanged.
 
     Raises:
         DataError: Missing or malformed file, missing ``image`` column/key, empty list.

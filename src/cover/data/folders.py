@@ -5,11 +5,13 @@
   ``labelsTr/CASE<file_ending>`` and optionally ``imagesTs/CASE_XXXX<file_ending>`` (unlabeled).
 * **MSD**: a ``dataset.json`` with ``training`` (``{"image", "label"}`` entries) and ``test``
   (image paths, unlabeled); relative paths are relative to the file's folder. Multi-modal MSD
-  tasks store the channels as the 4th axis of one file.
+  tasks store the channels as the 4th axis of one file (an ``image`` may also list one file per
+  channel).
 
 :func:`read_dataset_folder` turns either into labeled ``training`` and unlabeled ``test``
 cases. Pretraining uses the images of both (``imagesTr`` + ``imagesTs``); fine-tuning uses the
-labeled ones.
+labeled ones. A case's channel files become the input channels of one image
+(:mod:`cover.data.channels`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cover.data.channels import ImageSource, as_source, names_of_channels
 from cover.data.record import data_error
 
 DATASET_JSON = "dataset.json"
@@ -31,12 +34,19 @@ class FolderCase:
     Attributes:
         name: Case identifier (nnU-Net: the file name without channel suffix and ending).
         images: One file per input channel (nnU-Net), or one (possibly 4D) file (MSD).
+
+    ``source`` is what the readers take (:func:`cover.data.channels.read_source`).
         label: Label map, or ``None`` for unlabeled cases.
     """
 
     name: str
     images: tuple[Path, ...]
     label: Path | None = None
+
+    @property
+    def source(self) -> ImageSource:
+        """The image as one source: the file, or the tuple of channel files."""
+        return as_source(self.images)
 
 
 @dataclass
@@ -50,6 +60,8 @@ class DatasetFolder:
         test: Unlabeled cases.
         channels: Input channels per case (nnU-Net: ``channel_names``; MSD: ``modality``).
         labels: Label name -> value (``None`` where the file has none).
+        channel_names: Channel names in channel order (nnU-Net ``channel_names``, MSD
+            ``modality``), ``None`` where the file has none.
     """
 
     kind: str
@@ -58,6 +70,7 @@ class DatasetFolder:
     test: list[FolderCase] = field(default_factory=list)
     channels: int = 1
     labels: dict[str, Any] | None = None
+    channel_names: list[str] | None = None
 
 
 def dataset_json_of(path: str | Path) -> Path | None:
@@ -135,12 +148,20 @@ def _read_nnunet(source: Path, content: dict[str, Any]) -> DatasetFolder:
     if not cases:
         raise data_error(folder / "imagesTr", f"no images named CASE_XXXX{ending}")
     unlabeled = [FolderCase(case, tuple(images)) for case, images in sorted(test.items())]
-    return DatasetFolder("nnunet", source, cases, unlabeled, channels, content.get("labels"))
+    names_list = names_of_channels(content)
+    return DatasetFolder("nnunet", source, cases, unlabeled, channels, content.get("labels"), names_list)
+
+
+def _msd_images(value: Any, base: Path, source: Path, where: str) -> tuple[Path, ...]:
+    """An MSD ``image``: one (possibly 4D) file, or a list of one file per channel."""
+    if isinstance(value, list) and value:
+        return tuple(_msd_path(v, base, source, f"{where}[{i}]") for i, v in enumerate(value))
+    return (_msd_path(value, base, source, where),)
 
 
 def _msd_path(value: Any, base: Path, source: Path, where: str) -> Path:
     if not isinstance(value, str) or not value:
-        raise data_error(source, f"{where}: expected a file path, got {value!r}")
+        raise data_error(source, f"{where}: expected a file path (or a list of channel files), got {value!r}")
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
     if not path.exists():
@@ -155,19 +176,19 @@ def _read_msd(source: Path, content: dict[str, Any]) -> DatasetFolder:
         where = f"training[{index}]"
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise data_error(source, f"{where}: each MSD training entry needs 'image' and 'label'")
-        image = _msd_path(entry["image"], base, source, where + ".image")
+        images = _msd_images(entry["image"], base, source, where + ".image")
         label = _msd_path(entry["label"], base, source, where + ".label")
-        cases.append(FolderCase(_stem(image), (image,), label))
+        cases.append(FolderCase(_stem(images[0]), images, label))
     unlabeled = []
     for index, entry in enumerate(content.get("test") or []):
         value = entry.get("image") if isinstance(entry, dict) else entry
-        image = _msd_path(value, base, source, f"test[{index}]")
-        unlabeled.append(FolderCase(_stem(image), (image,)))
+        images = _msd_images(value, base, source, f"test[{index}]")
+        unlabeled.append(FolderCase(_stem(images[0]), images))
     if not cases and not unlabeled:
         raise data_error(source, "MSD dataset.json lists no training or test images")
     modality = content.get("modality")
     channels = len(modality) if isinstance(modality, dict) and modality else 1
-    return DatasetFolder("msd", source, cases, unlabeled, channels, content.get("labels"))
+    return DatasetFolder("msd", source, cases, unlabeled, channels, content.get("labels"), names_of_channels(content))
 
 
 def _stem(path: Path) -> str:
@@ -199,27 +220,20 @@ def read_dataset_folder(path: str | Path) -> DatasetFolder | None:
     return _read_msd(source, content)
 
 
-def pretraining_images(path: str | Path) -> list[Path] | None:
+def pretraining_images(path: str | Path) -> list[ImageSource] | None:
     """Images a dataset folder offers for pretraining (labeled and unlabeled), or ``None``.
 
-    Labels are never returned. Cases with several channel files are refused (one-line error)
-    until the pretraining data path reads several files as one image.
+    Labels are never returned. A case with several channel files is one source (the tuple of
+    its files), read as one multi-channel image.
 
     Args:
         path: A dataset folder or its ``dataset.json``.
 
     Returns:
-        One file per case (``imagesTr`` then ``imagesTs``; MSD ``training`` then ``test``), or
+        One source per case (``imagesTr`` then ``imagesTs``; MSD ``training`` then ``test``), or
         ``None`` when ``path`` is not a dataset folder.
     """
     dataset = read_dataset_folder(path)
     if dataset is None:
         return None
-    cases = dataset.training + dataset.test
-    if any(len(case.images) > 1 for case in cases):
-        raise data_error(
-            dataset.source,
-            f"{dataset.channels} input channels per case (one file each): cover pretrain reads one file per "
-            "image; stack the channels into one 4D file per case",
-        )
-    return [case.images[0] for case in cases]
+    return [case.source for case in dataset.training + dataset.test]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from nibabel import orientations
 
+from cover.data.channels import source_files
 from cover.data.discovery import find_images_and_ignored, load_datalist
 from cover.data.readers import detect_format, read_image
 from cover.data.record import ImageRecord, axis_codes, spacing_from_affine
@@ -192,7 +193,8 @@ def inspect_data(path: str | Path, *, channels: bool = False) -> InspectReport:
     """
     root = Path(path)
     if root.is_file() and root.suffix.lower() in (".json", ".csv"):
-        paths, ignored = [Path(e["image"]) for e in load_datalist(root)], []
+        entries = load_datalist(root)  # an entry may list one file per channel: each file is inspected
+        paths, ignored = [f for e in entries for f in source_files(e["image"])], []
     else:
         paths, ignored = find_images_and_ignored(root)
     arrays = []

@@ -55,25 +55,38 @@ def _size(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _geometry_problem(label: ImageRecord, affine: np.ndarray, shape: Sequence[int]) -> str | None:
-    """What differs between a label's grid and its image's ``affine``/``shape``, or ``None``."""
-    if label.spatial_shape != tuple(shape):
-        return f"has shape {_size(label.spatial_shape)} but its image is {_size(shape)}"
-    if label.affine is None or label.format in PLAIN_FORMATS:
+def grid_problem(
+    record: ImageRecord, affine: np.ndarray | None, shape: Sequence[int], other: str = "its image"
+) -> str | None:
+    """What differs between ``record``'s grid and a reference grid, or ``None`` when they agree.
+
+    Args:
+        record: The file checked (a label map, or a further channel file of a case).
+        affine: The reference's ``(4, 4)`` voxel -> RAS matrix, or ``None`` (a plain image: only
+            the shapes are compared).
+        shape: The reference's spatial shape.
+        other: How the message names the reference (``"its image"``, ``"channel 0 (a.nii.gz)"``).
+
+    Returns:
+        A short phrase such as ``"has shape 4x5 but its image is 4x6"``, or ``None``.
+    """
+    if record.spatial_shape != tuple(shape):
+        return f"has shape {_size(record.spatial_shape)} but {other} is {_size(shape)}"
+    if affine is None or record.affine is None or record.format in PLAIN_FORMATS:
         return None
     image_spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     tolerance = GEOMETRY_TOLERANCE * float(image_spacing.min())
-    label_spacing = np.sqrt((label.affine[:3, :3] ** 2).sum(axis=0))
+    label_spacing = np.sqrt((record.affine[:3, :3] ** 2).sum(axis=0))
     if np.abs(label_spacing - image_spacing).max() > tolerance:
         return (
-            f"has voxel size {np.round(label_spacing, 4).tolist()} mm but its image has "
+            f"has voxel size {np.round(label_spacing, 4).tolist()} mm but {other} has "
             f"{np.round(image_spacing, 4).tolist()} mm"
         )
-    if np.abs(label.affine[:3, :3] - affine[:3, :3]).max() > tolerance:
-        return "has other axis directions than its image (same shape, rotated grid)"
-    offset = float(np.linalg.norm(label.affine[:3, 3] - affine[:3, 3]))
+    if np.abs(record.affine[:3, :3] - affine[:3, :3]).max() > tolerance:
+        return f"has other axis directions than {other} (same shape, rotated grid)"
+    offset = float(np.linalg.norm(record.affine[:3, 3] - affine[:3, 3]))
     if offset > tolerance:
-        return f"has its origin {offset:.3g} mm away from its image's (same shape, shifted grid)"
+        return f"has its origin {offset:.3g} mm away from {other}'s (same shape, shifted grid)"
     return None
 
 
@@ -139,15 +152,7 @@ def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) 
             affine = np.asarray(affine, dtype=np.float64)
         else:
             affine = None
-        problem = (
-            _geometry_problem(record, affine, shape)
-            if affine is not None
-            else (
-                f"has shape {_size(record.spatial_shape)} but its image is {_size(shape)}"
-                if record.spatial_shape != tuple(shape)
-                else None
-            )
-        )
+        problem = grid_problem(record, affine, shape)
         if problem is not None:
             raise data_error(record.path, f"{problem}{owner}; a label map must lie on its image's grid")
         if on_volume:

@@ -2,6 +2,7 @@
 
 Every file is read with :func:`~cover.data.readers.read_image`, optionally resampled to a
 target spacing, normalised with an intensity preset and kept as float32 ``(C, *spatial)``.
+An image may be several files, one per channel (:mod:`cover.data.channels`).
 With ``cache_dir`` the arrays are also saved as ``.npy`` (keyed by a hash of path, mtime,
 size, preset, spacing and channel mode) and memory-mapped on the next run, so a dataset of
 DICOM series is decoded once across runs and DataLoader workers share pages.
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cover.data.channels import ImageSource, as_source, read_source, source_files, source_text
 from cover.data.presets import IntensityPreset, choose_preset, normalize, parse_preset
-from cover.data.readers import read_image
 from cover.data.record import ImageRecord, data_error
 from cover.errors import ConfigError, DataError
 
@@ -44,9 +45,14 @@ def _fingerprint(path: Path) -> str:
     return "|".join(parts)
 
 
-def cache_key(path: Path, preset: str, spacing: tuple[float, ...] | None, channels: bool) -> str:
-    """Hash naming the cache entry of one decoded, resampled, normalised file."""
-    text = json.dumps([CACHE_VERSION, str(path.resolve()), _fingerprint(path), preset, spacing, channels])
+def cache_key(path: ImageSource, preset: str, spacing: tuple[float, ...] | None, channels: bool) -> str:
+    """Hash naming the cache entry of one decoded, resampled, normalised image (all its channel files)."""
+    files = source_files(path)
+    names = [str(f.resolve()) for f in files]
+    prints = [_fingerprint(f) for f in files]
+    text = json.dumps(
+        [CACHE_VERSION, names[0] if len(names) == 1 else names, "|".join(prints), preset, spacing, channels]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -75,7 +81,8 @@ class CachedVolumeStore:
     """Reads, resamples and normalises a list of images once, then serves arrays.
 
     Args:
-        paths: Image files or DICOM series folders.
+        paths: Image files or DICOM series folders; a tuple of files is one image with one file per
+            channel (:func:`cover.data.channels.read_source`).
         preset: Intensity preset for all files (text or object), or ``None`` to choose one
             per file from its header's modality or its values (:func:`~cover.data.presets.choose_preset`).
         spacing: Target voxel size in mm per spatial axis, or ``None`` to keep the native
@@ -89,8 +96,9 @@ class CachedVolumeStore:
             drop more files later may pass False and call :meth:`report_skipped` once).
 
     Attributes:
-        paths: Paths of the usable images, aligned with :attr:`meta`.
-        meta: Per-image metadata dicts: ``path``, ``format``, ``modality``, ``orientation``,
+        paths: Sources of the usable images (a path, or a tuple of channel files), aligned with :attr:`meta`.
+        meta: Per-image metadata dicts: ``path`` (channel 0's file), ``channel_files`` (all of them),
+            ``format``, ``modality``, ``orientation``,
             ``spacing`` (after resampling), ``source_spacing``, ``shape`` ``(C, *spatial)``,
             ``preset``, ``preset_reason`` (why it was chosen), ``spatial_dims``.
         skipped: ``(path, reason)`` of every file that could not be used.
@@ -102,7 +110,7 @@ class CachedVolumeStore:
 
     def __init__(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[str | Path | tuple[Path, ...]],
         preset: str | IntensityPreset | None = None,
         spacing: Sequence[float] | None = None,
         cache_dir: str | Path | None = None,
@@ -123,13 +131,13 @@ class CachedVolumeStore:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.on_bad_file = on_bad_file
         self.channels = channels
-        self.paths: list[Path] = []
+        self.paths: list[ImageSource] = []
         self.meta: list[dict[str, Any]] = []
-        self.skipped: list[tuple[Path, str]] = []
+        self.skipped: list[tuple[ImageSource, str]] = []
         self._arrays: list[np.ndarray] = []
-        paths = [Path(p) for p in paths]
+        paths = [as_source(p) for p in paths]
         if root is None:
-            root = _common_root(paths)
+            root = _common_root([source_files(p)[0] for p in paths])
         self.root = Path(root) if root is not None else Path(".")
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +188,7 @@ class CachedVolumeStore:
         text, why = choose_preset(record)
         return parse_preset(text), why
 
-    def _load(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    def _load(self, path: ImageSource) -> tuple[np.ndarray, dict[str, Any]]:
         key = None
         if self.cache_dir is not None:
             name = self.preset.to_string() if self.preset is not None else "auto"
@@ -188,7 +196,7 @@ class CachedVolumeStore:
             cached = self._from_cache(key)
             if cached is not None:
                 return cached
-        record = read_image(path, channels=self.channels)
+        record = read_source(path, channels=self.channels)
         preset, why = self._preset_for(record)
         logger.debug("%s: intensity preset %s", path, preset.to_string())
         array = record.array
@@ -196,14 +204,15 @@ class CachedVolumeStore:
         if self.spacing is not None:
             if len(self.spacing) != record.spatial_dims:
                 raise data_error(
-                    path,
+                    source_text(path),
                     f"is {record.spatial_dims}D but the target spacing {self.spacing} has {len(self.spacing)} values",
                 )
             array = resample(array, record.spacing, self.spacing)
             spacing = self.spacing
         array = normalize(array, preset)
         meta = {
-            "path": str(path),
+            "path": str(record.path),
+            "channel_files": [str(f) for f in source_files(path)],
             "format": record.format,
             "modality": record.modality,
             "orientation": record.orientation,

@@ -4,11 +4,13 @@ A *case* is one image with its label: a label-map file (segmentation) or a class
 (classification). Cases come from
 
 - a folder pair (``images`` + ``labels``): label maps matched by file-name stem, where the
-  label may also carry one of :data:`LABEL_SUFFIXES` (``a.nii.gz`` <-> ``a_seg.nii.gz``);
+  label may also carry one of :data:`LABEL_SUFFIXES` (``a.nii.gz`` <-> ``a_seg.nii.gz``); nnU-Net
+  channel files ``a_0000.nii.gz``, ``a_0001.nii.gz`` <-> ``a.nii.gz`` are one case of two channels;
 - for classification, ``images`` + a CSV (``image``, ``label`` columns; the image by file
   name or stem), or one sub-folder of ``images`` per class;
-- a datalist (JSON/CSV, :func:`cover.data.discovery.load_datalist`) with ``image`` and
-  ``label`` (a path for segmentation, a class value for classification);
+- a datalist (JSON/CSV, :func:`cover.data.discovery.load_datalist`) with ``image`` (a path, or a
+  list of one file per channel) and ``label`` (a path for segmentation, a class value for
+  classification);
 - a dataset folder (:mod:`cover.data.folders`): an nnU-Net raw dataset (``imagesTr``/``labelsTr``;
   ``case_0000.ext`` <-> ``case.ext`` also when given as ``images``/``labels``) or an MSD
   ``dataset.json`` (its labeled ``training`` list).
@@ -24,13 +26,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cover.data.channels import NNUNET_IMAGE, ImageSource, source_files
 from cover.data.discovery import find_images, load_datalist
 from cover.data.readers import SUFFIX_FORMATS
 from cover.data.record import data_error
-from cover.errors import ConfigError
+from cover.errors import ConfigError, DataError
 
 #: nnU-Net's suffix of a (single-channel) image name (``CASE_0000``), absent from its label's name.
 NNUNET_CHANNEL = "_0000"
@@ -45,13 +49,13 @@ class Case:
 
     Attributes:
         name: Case name (the image's file-name stem, or its path relative to the folder).
-        image: Image file (or DICOM series folder).
+        image: Image file (or DICOM series folder), or one file per channel (a tuple, channel order).
         label: Label-map file (segmentation), else ``None``.
         target: Class index (classification), else ``None``.
     """
 
     name: str
-    image: Path
+    image: ImageSource
     label: Path | None = None
     target: int | None = None
 
@@ -89,14 +93,19 @@ def _pair_label_maps(images: list[Path], image_root: Path, label_root: Path) -> 
     by_stem: dict[str, Path] = {}
     for path in labels:
         by_stem.setdefault(_relative_name(path, label_root), path)
-    cases, missing = [], []
+    cases: list[Case | str] = []
+    missing: list[Path] = []
+    channels: dict[str, dict[int, Path]] = {}  # nnU-Net: CASE -> {channel: CASE_XXXX file}
     for image in images:
         name = _relative_name(image, image_root)
         match = next((by_stem[name + s] for s in LABEL_SUFFIXES if name + s in by_stem), None)
-        if match is None and name.endswith(NNUNET_CHANNEL) and name[:-5] in by_stem:
-            name = name[:-5]  # nnU-Net: imagesTr/CASE_0000.ext <-> labelsTr/CASE.ext (other channels: no label)
-            match = by_stem[name]
-        if match is None:
+        nnunet = NNUNET_IMAGE.match(name) if match is None else None
+        if nnunet is not None and nnunet["case"] in by_stem:
+            # nnU-Net: imagesTr/CASE_XXXX.ext (channel XXXX) <-> labelsTr/CASE.ext
+            if not channels.get(nnunet["case"]):
+                cases.append(nnunet["case"])  # its place in the order; filled in below
+            channels.setdefault(nnunet["case"], {})[int(nnunet["channel"])] = image
+        elif match is None:
             missing.append(image)
         else:
             cases.append(Case(name=name, image=image, label=match))
@@ -106,7 +115,23 @@ def _pair_label_maps(images: list[Path], image_root: Path, label_root: Path) -> 
             f"no label map in {label_root} for this image (looked for the same stem, optionally with "
             f"{', '.join(s for s in LABEL_SUFFIXES if s)}); {len(missing)} of {len(images)} images lack labels",
         )
-    return cases
+    out = []
+    for case in cases:
+        if isinstance(case, Case):
+            out.append(case)
+            continue
+        files = channels[case]
+        gap = next((c for c in range(len(files)) if c not in files), None)
+        if gap is not None:
+            present = files[min(files)]
+            raise data_error(
+                present.parent / f"{case}_{gap:04d}{present.name[len(file_stem(present)) :]}",
+                f"channel {gap} of case {case} not found (nnU-Net channel files CASE_0000 ... "
+                f"CASE_{len(files) - 1:04d} are needed without gaps)",
+            )
+        ordered = tuple(files[c] for c in range(len(files)))
+        out.append(Case(name=case, image=ordered[0] if len(ordered) == 1 else ordered, label=by_stem[case]))
+    return out
 
 
 def _class_csv(path: Path) -> dict[str, str]:
@@ -181,7 +206,7 @@ def _datalist_cases(datalist: str, task: str) -> tuple[list[Case], list[str] | N
     entries = _datalist_entries(source)
     if any("label" not in e and "class" not in e for e in entries):
         raise data_error(source, "every entry needs a 'label' (label map for seg, class for cls)")
-    names = [file_stem(e["image"]) for e in entries]
+    names = [file_stem(source_files(e["image"])[0]) for e in entries]
     if task == "seg":
         return [Case(n, e["image"], label=e["label"]) for n, e in zip(names, entries, strict=True)], None
     # load_datalist resolves 'label' as a path relative to the datalist; recover the value.
@@ -202,15 +227,76 @@ def _dataset_folder_cases(path: str, task: str) -> list[Case] | None:
         return None
     if task != "seg":
         raise data_error(dataset.source, "a segmentation dataset folder; use --task seg")
-    if any(len(c.images) > 1 for c in dataset.training):
-        raise data_error(
-            dataset.source,
-            f"{dataset.channels} input channels per case (one file each): cover reads one file per image; "
-            "stack the channels into one 4D file per case",
-        )
     if not dataset.training:
         raise data_error(dataset.source, "no labeled training cases")
-    return [Case(c.name, c.images[0], label=c.label) for c in dataset.training]
+    return [Case(c.name, c.source, label=c.label) for c in dataset.training]
+
+
+def channel_names_of(path: str | None) -> list[str] | None:
+    """Channel names of a dataset folder (nnU-Net ``channel_names``, MSD ``modality``), else ``None``.
+
+    Args:
+        path: What was given as ``images`` or ``datalist`` (a folder, a file, or ``None``).
+    """
+    if path is None:
+        return None
+    from cover.data.folders import dataset_json_of, read_dataset_folder
+
+    if dataset_json_of(path) is None:
+        return None
+    dataset = read_dataset_folder(path)
+    return None if dataset is None else dataset.channel_names
+
+
+def check_channels(
+    cases: list[Case],
+    in_channels: int,
+    folder: str | None,
+    theirs: list[str] | None,
+    what: Any,
+    *,
+    option: bool = True,
+) -> list[str] | None:
+    """Check the cases' channels against ``in_channels`` and a checkpoint's channel names.
+
+    Args:
+        cases: The cases to be read.
+        in_channels: The network's input channels.
+        folder: What was given as ``datalist`` or ``images`` (a dataset folder has channel names).
+        theirs: The checkpoint's channel names (``None``: unknown or no checkpoint).
+        what: The checkpoint, for the message.
+        option: ``in_channels`` is an option the user may change (fine-tuning); else the
+            checkpoint's (evaluate, predict).
+
+    Returns:
+        The channel names to record: the data's, else ``theirs``, else ``None``.
+
+    Raises:
+        ConfigError: A case with another number of channel files, or a dataset naming another
+            number of channels, than ``in_channels`` (the message names the option to pass).
+        DataError: The data's channel names are the checkpoint's in another order (a swap would
+            run and give wrong results).
+    """
+    expects = f"in_channels: {in_channels}" if option else f"{what} expects {in_channels} channel(s)"
+    for case in cases:
+        files = source_files(case.image)
+        if len(files) > 1 and len(files) != in_channels:
+            advice = f"; pass --in-channels {len(files)}" if option else ""
+            count = f"{len(files)} channel files ({files[0]}, ...)"
+            raise ConfigError(f"{expects} but case {case.name} has {count}{advice}")
+    ours = channel_names_of(folder)
+    if ours is not None and len(ours) != in_channels:
+        advice = f"; pass --in-channels {len(ours)}" if option else ""
+        raise ConfigError(f"{expects} but the dataset names {len(ours)} channel(s) {ours}{advice}")
+    if not ours or not theirs or len(ours) != len(theirs):
+        return ours or theirs
+    mine, other = [n.lower() for n in ours], [n.lower() for n in theirs]
+    if mine != other and sorted(mine) == sorted(other):
+        raise DataError(
+            f"channel order: the data's channels are {ours} but {what} was trained on {theirs}; "
+            "reorder the channel files (CASE_XXXX) to the checkpoint's order"
+        )
+    return ours
 
 
 def find_cases(

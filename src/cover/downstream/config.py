@@ -327,6 +327,9 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
     if config.images is not None and config.datalist is not None:
         raise ConfigError("images: give either images (+ labels) or a datalist, not both")
     if config.task == "seg" and config.images is not None and config.labels is None:
-        raise ConfigError("labels: segmentation needs a labels folder matching images (or a datalist)")
+        from cover.data.folders import dataset_json_of
+
+        if dataset_json_of(config.images) is None:  # an nnU-Net raw / MSD dataset folder has its labels
+            raise ConfigError("labels: segmentation needs a labels folder matching images (or a datalist)")
     if config.val_images is not None and config.val_labels is None and config.task == "seg":
         raise ConfigError("val_labels: segmentation validation images need a labels folder")

@@ -24,8 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cover.config import save_yaml
+from cover.data.channels import source_text
 from cover.data.record import data_error
-from cover.downstream.cases import Case, find_cases
+from cover.downstream.cases import Case, check_channels, find_cases
 from cover.downstream.figures import is_ras, plot_cases
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
@@ -108,6 +109,9 @@ def evaluate(
     task = metadata["task"]
     names = class_labels(metadata)
     cases, found_names = find_cases(task, images, labels, datalist)
+    names_from = datalist or (images if labels is None else None)
+    theirs = metadata.get("channel_names")
+    check_channels(cases, int(metadata["in_channels"]), names_from, theirs, checkpoint, option=False)
     if task == "cls":
         lookup = {n: i for i, n in enumerate(names)}
         missing = sorted(set(found_names or []) - set(lookup))
@@ -165,7 +169,7 @@ def _evaluate_segmentation(
             network, loaded.image.to(device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
         )
         scores = segmentation_scores(prediction, loaded.label, num_classes, spacing=loaded.record.spacing)
-        row: dict[str, Any] = {"case": case.name, "image": str(case.image), "label": str(case.label)}
+        row: dict[str, Any] = {"case": case.name, "image": source_text(case.image), "label": str(case.label)}
         for k in range(1, num_classes):
             row[f"dice_{names[k]}"] = scores["dice"][k - 1]
         for k in range(1, num_classes):
@@ -217,7 +221,7 @@ def _evaluate_classification(
         loaded = load_case(case, **options)
         probs = classify(network, loaded.image[None].to(device))[0].cpu().numpy()
         probabilities.append(probs)
-        row = {"case": case.name, "image": str(case.image), "label": names[case.target]}
+        row = {"case": case.name, "image": source_text(case.image), "label": names[case.target]}
         row["prediction"] = names[int(probs.argmax())]
         row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
         rows.append(row)

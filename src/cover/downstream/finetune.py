@@ -36,13 +36,14 @@ from tqdm.auto import tqdm
 
 import cover
 from cover.config import run_values, save_yaml, to_dict
+from cover.data.channels import source_files, source_value
 from cover.data.datasets import preset_note
 from cover.data.labels import read_label_map
 from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
-from cover.downstream.cases import Case, datalist_validation, find_cases, split_cases
+from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
 from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
 from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
@@ -167,7 +168,7 @@ def _remap_classes(cases: list[Case], names: list[str], known: list[str], source
 def _write_split(out: Path, config: FinetuneConfig, train: list[Case], val: list[Case], unused: list[Case]) -> None:
     def listing(cases: list[Case]) -> list[dict[str, Any]]:
         return [
-            {"name": c.name, "image": str(c.image)}
+            {"name": c.name, "image": source_value(c.image)}
             | ({"label": str(c.label)} if c.label is not None else {})
             | ({"target": c.target} if c.target is not None else {})
             for c in cases
@@ -399,6 +400,9 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         data = _data_sources(config)
     preset = config.preset or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
+    theirs = None if pretrained is None else pretrained.metadata.get("channel_names")
+    names_from = data.datalist or (data.images if data.labels is None else None)
+    channel_names = check_channels(train_cases + val_cases, config.in_channels, names_from, theirs, config.pretrained)
     if not train_cases:
         raise CoverError("no labeled training cases left after the split; lower val_fraction or add data")
     train = _load(train_cases, config, preset, "loading training cases")
@@ -414,7 +418,10 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     if context.is_main:
         _write_split(out, config, train_cases, val_cases, unused)
         save_yaml(config, out / "config.yaml")
-        files = [{"path": str(c.case.image), "preset": c.preset, "preset_reason": c.preset_reason} for c in train + val]
+        files = [
+            {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
+            for c in train + val
+        ]
         print(f"data: {preset_note(files, given=bool(preset))}", file=sys.stderr)
 
     torch.manual_seed(config.seed)
@@ -471,6 +478,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         "class_names": names,
         "spatial_dims": spec["spatial_dims"],
         "in_channels": spec["in_channels"],
+        "channel_names": channel_names,
         "preset": used_presets[0] if len(used_presets) == 1 else PER_FILE,
         "patch_size": list(config.size),
         "overlap": config.overlap,

@@ -1,6 +1,7 @@
 """Reading labeled cases through the data layer: normalised images, integer label maps.
 
-Images are read with :func:`cover.data.readers.read_image` and normalised with an intensity
+Images are read with :func:`cover.data.channels.read_source` (one file, or one file per
+channel on channel 0's grid) and normalised with an intensity
 preset (:mod:`cover.data.presets`): the one given, or each file's own (from its header's
 modality or its values) when the preset is ``None``/``"auto"``. Label maps are read by
 :func:`cover.data.labels.read_label_map`: integer class indices on exactly the image's grid.
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from cover.data.channels import ImageSource, read_source, source_text
 from cover.data.labels import read_label_map as read_labels
 from cover.data.presets import PER_FILE, choose_preset, normalize
-from cover.data.readers import ImageRecord, read_image
+from cover.data.readers import ImageRecord
 from cover.data.record import as_planar, data_error
 from cover.downstream.cases import Case
 from cover.geometry import linear_mode
@@ -57,7 +59,7 @@ def resolve_preset(preset: str | None, record: ImageRecord) -> str:
 
 
 def read_normalised(
-    path: str, preset: str | None, dim: int, in_channels: int = 1
+    path: str | ImageSource, preset: str | None, dim: int, in_channels: int = 1
 ) -> tuple[np.ndarray, ImageRecord, str]:
     """Read and normalise one image.
 
@@ -65,15 +67,16 @@ def read_normalised(
     the 2D image it holds (:func:`cover.data.record.as_planar`).
 
     Args:
-        path: Image file or DICOM series folder.
-        preset: Preset text, or ``None``/``"auto"`` for the file's default.
+        path: Image file or DICOM series folder, or one file per channel (a tuple).
+        preset: Preset text, or ``None``/``"auto"`` for the file's default. It applies to every
+            channel; ``mri``/``xray``/``zscore``/``minmax`` take their statistics per channel.
         dim: Expected number of spatial axes (2 or 3).
         in_channels: Expected channels (more than 1 keeps colour / 4th-axis channels).
 
     Returns:
         ``(array, record, preset)``; ``array`` float32 ``(C, *spatial)``.
     """
-    record = read_image(path, channels=in_channels > 1)
+    record = read_source(path, channels=in_channels > 1)
     if dim == 2:
         planar = as_planar(record)
         if planar is None:
@@ -87,7 +90,7 @@ def read_normalised(
         size = "x".join(str(s) for s in record.spatial_shape)
         raise data_error(record.path, f"is a 2D image ({size}) but dim is 3; use --dim 2")
     if record.channels != in_channels:
-        raise data_error(record.path, f"has {record.channels} channels, the network expects {in_channels}")
+        raise data_error(source_text(path), f"has {record.channels} channels, the network expects {in_channels}")
     chosen = resolve_preset(preset, record)
     array = normalize(record.array, chosen)
     return array, record, chosen
@@ -140,7 +143,7 @@ def load_case(
     Returns:
         The loaded case.
     """
-    array, record, chosen = read_normalised(str(case.image), preset, dim, in_channels)
+    array, record, chosen = read_normalised(case.image, preset, dim, in_channels)
     label = None
     if task == "seg" and case.label is not None:
         label = torch.from_numpy(read_label_map(str(case.label), record))

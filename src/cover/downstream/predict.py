@@ -10,6 +10,11 @@ series folder ``ct/`` -> ``ct.nii.gz`` (a NIfTI in the series' own voxel order a
 (:func:`cover.downstream.outputs.mask_paths`). Classification writes ``predictions.csv``
 (predicted class and the probability of every class).
 
+A checkpoint of several input channels reads each input as one image: a 4D file whose 4th axis
+holds the channels, a datalist entry listing one file per channel, or, in a folder, nnU-Net's
+channel files ``CASE_0000.ext`` ... ``CASE_000N.ext`` grouped by case
+(:func:`cover.data.channels.group_channel_files`), whose mask is ``CASE.ext`` on channel 0's grid.
+
 A file that cannot be used (unreadable, wrong dimension or channels for the checkpoint) is
 skipped with a one-line warning and listed under ``skipped`` in ``summary.json`` when
 ``on_bad_file="skip"`` (the default, as for ``cover pretrain``); with ``on_bad_file="error"``
@@ -29,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cover.config import save_yaml
+from cover.data.channels import ImageSource, group_channel_files, output_path, source_text, source_value
 from cover.data.discovery import find_images, load_datalist
 from cover.data.readers import write_like
 from cover.data.record import data_error
@@ -45,14 +51,15 @@ from cover.models.loading import load_finetuned
 ON_BAD_FILE = ("skip", "error")
 
 
-def _inputs(images: str | Path) -> tuple[list[Path], Path]:
+def _inputs(images: str | Path, channels: int) -> tuple[list[ImageSource], Path]:
+    """The images to predict (a path, or one file per channel) and the folder they are named relative to."""
     source = Path(images)
     if source.is_file() and source.suffix.lower() in (".json", ".csv"):
-        return [Path(e["image"]) for e in load_datalist(source)], source.parent
+        return [e["image"] for e in load_datalist(source)], source.parent
     found = find_images(source)
     if not found:
         raise data_error(source, "no images found")
-    return found, source
+    return group_channel_files(found, channels), source
 
 
 def _for_checkpoint(error: DataError, metadata: dict[str, Any]) -> DataError:
@@ -109,7 +116,7 @@ def predict(
         raise ConfigError(f"on_bad_file: must be 'skip' or 'error', got {on_bad_file!r}")
     torch_device = resolve_device(device)
     network, metadata = load_finetuned(checkpoint, torch_device)
-    paths, root = _inputs(images)
+    paths, root = _inputs(images, int(metadata["in_channels"]))
     folder = prepare_output(out, overwrite, "predict")
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
     save_yaml(
@@ -125,21 +132,21 @@ def predict(
     )
     task, num_classes, names = metadata["task"], int(metadata["num_classes"]), class_labels(metadata)
     options = checkpoint_load_options(metadata, keep_record=task == "seg")
-    targets = mask_paths(paths, root, folder)
+    targets = mask_paths([output_path(p) for p in paths], root, folder)
     cases, rows, skipped = [], [], []
     dtype = np.uint8 if num_classes <= 256 else np.uint16
     for path, target in tqdm(list(zip(paths, targets, strict=True)), desc="predict", dynamic_ncols=True):
         try:
-            loaded = load_case(Case(file_stem(path), path), **options)
+            loaded = load_case(Case(file_stem(output_path(path)), path), **options)
             if task == "seg":
                 prediction = segment_case(
                     network, loaded.image.to(torch_device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
                 )
                 written = write_like(prediction.numpy().astype(dtype), loaded.record, target)
-                cases.append({"image": str(path), "output": str(written)})
+                cases.append({"image": source_value(path), "output": str(written)})
             else:
                 probs = classify(network, loaded.image[None].to(torch_device))[0].cpu().numpy()
-                row = {"image": str(path), "prediction": names[int(probs.argmax())]}
+                row = {"image": source_text(path), "prediction": names[int(probs.argmax())]}
                 row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
                 rows.append(row)
         except DataError as exc:
@@ -147,7 +154,7 @@ def predict(
             if on_bad_file == "error":
                 raise error from None
             warnings.warn(f"skipped {error}", stacklevel=2)
-            skipped.append({"image": str(path), "error": str(error)})
+            skipped.append({"image": source_value(path), "error": str(error)})
     outputs = [case["output"] for case in cases]
     if task == "cls" and rows:
         table = folder / "predictions.csv"

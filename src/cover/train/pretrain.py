@@ -109,7 +109,8 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
     )
     if metadata["channels"] != config.in_channels:
         raise ConfigError(
-            f"in_channels: {config.in_channels} but the images in {config.data} have {metadata['channels']} channel(s)"
+            f"in_channels: {config.in_channels} but the images in {config.data} have {metadata['channels']} "
+            f"channel(s); pass --in-channels {metadata['channels']}"
         )
     # Held-out pairs use fresh transforms and item seeds never drawn in training.
     return dataset, dataset, metadata
@@ -233,6 +234,7 @@ def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: t
         | config.model.backbone_args,
         "spatial_dims": config.dim,
         "in_channels": config.in_channels,
+        "channel_names": data_metadata.get("channel_names"),
         "patch_size": list(config.size),
         "divisor": int(backbone.divisor),
         "pyramid_channels": list(backbone.pyramid_channels),

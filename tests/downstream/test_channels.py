@@ -1,0 +1,160 @@
+"""Multi-channel cases (one file per channel) through fine-tuning, evaluation and prediction.
+
+The task is only solvable from channel 1: channel 0 holds the shapes of *another* label map (a
+decoy), channel 1 the shapes of the real one. A model fed the channels in the wrong order, or only
+channel 0, segments the decoy.
+"""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cover.downstream.evaluate import evaluate
+from cover.downstream.finetune import finetune
+from cover.downstream.predict import predict
+from cover.errors import ConfigError, DataError
+from cover.train.checkpoint import load_checkpoint
+
+from .conftest import AFFINE, TINY, shapes_case
+
+NAMES = {"0": "decoy", "1": "signal"}
+
+
+def write_two_channel_dataset(folder, train=16, test=6, seed=0):
+    """nnU-Net raw layout, 2D cases as NIfTI volumes one slice thick on an oblique grid."""
+    rng = np.random.default_rng(seed)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    for index in range(train + test):
+        decoy, _ = shapes_case(rng, 2, 32)
+        signal, label = shapes_case(rng, 2, 32)
+        images, labels = ("imagesTr", "labelsTr") if index < train else ("imagesTs", "labelsTs")
+        name = f"case{index:02d}"
+        for channel, data in enumerate((decoy, signal)):
+            nib.save(nib.Nifti1Image(data[..., None], AFFINE), folder / images / f"{name}_{channel:04d}.nii.gz")
+        nib.save(nib.Nifti1Image(label[..., None], AFFINE), folder / labels / f"{name}.nii.gz")
+    dataset = {"channel_names": NAMES, "labels": {"background": 0, "ball": 1, "box": 2}, "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    return folder
+
+
+def options(out, **extra):
+    values = {
+        "dim": 2,
+        "size": 32,
+        "batch_size": 8,
+        "steps": 120,
+        "lr": 1e-2,
+        "val_every": 40,
+        "model": TINY,
+        "in_channels": 2,
+        "out": str(out),
+    }
+    return values | extra
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_two_channel_dataset(tmp_path_factory.mktemp("two_channels") / "Dataset003_Two")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_channel_run") / "run"
+    return finetune(images=str(dataset), **options(out))
+
+
+def test_two_channel_fine_tuning_learns_from_channel_1_and_keeps_the_order(dataset, trained, tmp_path):
+    metadata = load_checkpoint(trained["checkpoint"])["metadata"]
+    assert metadata["in_channels"] == 2 and metadata["channel_names"] == ["decoy", "signal"]
+    right = evaluate(
+        trained["checkpoint"], str(dataset / "imagesTs"), str(dataset / "labelsTs"), out=tmp_path / "right"
+    )
+    assert right["num_cases"] == 6 and right["mean_dice"] >= 0.75, right
+    rows = (tmp_path / "right" / "metrics.csv").read_text().splitlines()
+    assert "case16_0000.nii.gz + " in rows[1] and "case16_0001.nii.gz" in rows[1]
+    # The same test cases with the channels swapped (a datalist has no channel names to catch it).
+    swapped = [
+        {
+            "image": [f"imagesTs/case{i:02d}_0001.nii.gz", f"imagesTs/case{i:02d}_0000.nii.gz"],
+            "label": f"labelsTs/case{i:02d}.nii.gz",
+        }
+        for i in range(16, 22)
+    ]
+    (dataset / "swapped.json").write_text(json.dumps(swapped))
+    wrong = evaluate(trained["checkpoint"], datalist=str(dataset / "swapped.json"), out=tmp_path / "wrong")
+    assert wrong["mean_dice"] <= right["mean_dice"] - 0.3, (wrong["mean_dice"], right["mean_dice"])
+
+
+def test_predict_groups_a_cases_channel_files_and_writes_case_ext_on_channel_0s_grid(dataset, trained, tmp_path):
+    summary = predict(trained["checkpoint"], str(dataset / "imagesTs"), out=tmp_path / "pred")
+    assert sorted(p.rsplit("/", 1)[1] for p in summary["outputs"]) == [f"case{i:02d}.nii.gz" for i in range(16, 22)]
+    assert summary["cases"][0]["image"] == [
+        str(dataset / "imagesTs" / "case16_0000.nii.gz"),
+        str(dataset / "imagesTs" / "case16_0001.nii.gz"),
+    ]
+    agreement = []
+    for path in summary["outputs"]:
+        mask = nib.load(path)
+        name = path.rsplit("/", 1)[1]
+        channel0 = nib.load(dataset / "imagesTs" / name.replace(".nii.gz", "_0000.nii.gz"))
+        np.testing.assert_allclose(mask.affine, channel0.affine, atol=1e-6)
+        assert mask.shape == channel0.shape == (32, 32, 1)
+        truth = np.asarray(nib.load(dataset / "labelsTs" / name).dataobj)
+        agreement.append((np.asarray(mask.dataobj) == truth).mean())
+    assert np.mean(agreement) > 0.9, agreement
+
+
+def test_channel_counts_and_order_are_checked_with_one_line_errors(dataset, trained, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"in_channels: 1 but case case00 has 2 channel files .*; pass --in-channels 2"
+    ):
+        finetune(images=str(dataset), **options(tmp_path / "one", in_channels=1, steps=1))
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for sub in ("imagesTs", "labelsTs"):
+        (renamed / sub).symlink_to(dataset / sub)
+    content = json.loads((dataset / "dataset.json").read_text())
+    content["channel_names"] = {"0": "signal", "1": "decoy"}
+    (renamed / "dataset.json").write_text(json.dumps(content))
+    (renamed / "imagesTr").symlink_to(dataset / "imagesTs")
+    (renamed / "labelsTr").symlink_to(dataset / "labelsTs")
+    with pytest.raises(
+        DataError, match=r"channel order: .*\['signal', 'decoy'\] but .* trained on \['decoy', 'signal'\]"
+    ):
+        evaluate(trained["checkpoint"], str(renamed), out=tmp_path / "eval")
+    three = tmp_path / "three"
+    three.mkdir()
+    for i in range(3):
+        (three / f"x_{i:04d}.nii.gz").symlink_to(dataset / "imagesTs" / "case16_0000.nii.gz")
+    with pytest.raises(DataError, match="case x has x_0002.nii.gz beyond the checkpoint's 2 channels") as error:
+        predict(trained["checkpoint"], str(three), out=tmp_path / "p3")
+    assert "\n" not in str(error.value)
+
+
+def test_two_channel_pretraining_records_the_channels_and_fine_tunes(dataset, tmp_path):
+    from cover.export import export
+    from cover.train.pretrain import pretrain
+
+    model = {"channels": TINY["channels"], "heads": [2, 2, 1], "head_dim": 4}
+    common = {"data": str(dataset), "dim": 2, "size": 32, "batch_size": 2, "steps": 2, "eval_pairs": 2, "model": model}
+    with pytest.raises(
+        ConfigError, match=r"in_channels: 1 but the images in .* have 2 channel\(s\); pass --in-channels 2"
+    ):
+        pretrain(out=str(tmp_path / "one"), **common)
+    pretrain(out=str(tmp_path / "pre"), in_channels=2, checkpoint_every=2, **common)
+    state = load_checkpoint(tmp_path / "pre" / "checkpoints" / "step_00000002.pt")
+    metadata = state["metadata"]
+    assert metadata["in_channels"] == 2 and metadata["channel_names"] == ["decoy", "signal"]
+    assert metadata["data"]["num_files"] == 22 and metadata["data"]["channels"] == 2  # imagesTr + imagesTs
+    assert state["model"]["backbone.encoder.0.0.weight"].shape[1] == 2
+    export(tmp_path / "pre", tmp_path / "export")
+    described = json.loads((tmp_path / "export" / "cover.json").read_text())
+    assert described["in_channels"] == 2 and described["channel_names"] == ["decoy", "signal"]
+    tuned = finetune(images=str(dataset), pretrained=str(tmp_path / "export"), **options(tmp_path / "ft", steps=2))
+    tuned_metadata = load_checkpoint(tuned["checkpoint"])["metadata"]
+    assert tuned_metadata["in_channels"] == 2 and tuned_metadata["channel_names"] == ["decoy", "signal"]
+    with pytest.raises(ConfigError, match="in_channels: 1 but the pretrained checkpoint .* expects 2"):
+        finetune(images=str(dataset), pretrained=str(tmp_path / "export"), **options(tmp_path / "x", in_channels=1))
