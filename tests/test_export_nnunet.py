@@ -16,7 +16,7 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights  # noqa
 from _support.cli import run_cli  # noqa: E402
 from _support.nnunet import CONFIGURATIONS, PLANS, nnunet_network  # noqa: E402
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
-from cover.errors import ConfigError  # noqa: E402
+from cover.errors import ConfigError, CoverError  # noqa: E402
 from cover.export import export, load_pretrained  # noqa: E402
 from cover.train.pretrain import pretrain  # noqa: E402
 
@@ -71,6 +71,23 @@ def test_nnunets_load_pretrained_weights_transfers_every_trained_weight(nnunet_r
     # cover's own loader rebuilds the same network from a run without the plans file
     backbone, _ = load_pretrained(run)
     assert all(torch.equal(backbone.state_dict()[k], trained[k]) for k in trained)
+
+
+def test_load_pretrained_reads_the_nnunet_export_file(nnunet_run, tmp_path):
+    dim, run = nnunet_run
+    path = export(run, tmp_path / "cover.pth", format="nnunet")
+    from_file, meta = load_pretrained(path)
+    from_run, _ = load_pretrained(run)
+    assert meta["backbone"] == "nnunet" and meta["in_channels"] == 1 and meta["spatial_dims"] == dim
+    assert from_file.state_dict().keys() == from_run.state_dict().keys()
+    assert all(torch.equal(v, from_run.state_dict()[k]) for k, v in from_file.state_dict().items())
+    x = torch.randn(1, 1, *(32 if dim == 2 else 16,) * dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(from_file.eval()(x), from_run.eval()(x), strict=True))
+    torch.save({"network_weights": torch.load(path, weights_only=True)["network_weights"]}, tmp_path / "bare.pth")
+    with pytest.raises(CoverError, match=r"bare.pth: not a cover checkpoint") as error:
+        load_pretrained(tmp_path / "bare.pth")  # nnU-Net weights without the cover description
+    assert "\n" not in str(error.value)
 
 
 def test_trained_decoder_encoder_alias_equals_the_encoder(nnunet_run):

@@ -14,8 +14,8 @@ import pytest
 from cover.downstream.evaluate import evaluate
 from cover.downstream.finetune import finetune
 from cover.downstream.predict import predict
+from cover.engine.checkpoint import load_checkpoint
 from cover.errors import ConfigError, DataError
-from cover.train.checkpoint import load_checkpoint
 
 from .conftest import AFFINE, TINY, shapes_case
 

@@ -9,7 +9,9 @@ or the same one-line :class:`cover.errors.CoverError` in every command. A checkp
 * a ``cover finetune`` output folder (its ``best.pt``);
 * a training checkpoint file (``step_*.pt``, ``best.pt``, ``last.pt``);
 * a ``cover export`` folder, its ``cover.json`` or its weights file (``weights.safetensors``
-  or ``weights.pt`` beside the ``cover.json``).
+  or ``weights.pt`` beside the ``cover.json``);
+* a ``cover export --format nnunet`` file (``{"network_weights", "cover"}``: nnU-Net's weights
+  with the export's description), read as an export.
 
 :func:`read_checkpoint` finds and reads it into a :class:`Checkpoint` (its kind, metadata and
 backbone weights); :func:`load_backbone` builds the pretrained backbone (finetune, analyze,
@@ -234,6 +236,26 @@ def _read_export(sidecar: Path) -> Checkpoint:
     return Checkpoint("export", sidecar.parent, metadata, weights)
 
 
+def _read_nnunet_export(path: Path) -> Checkpoint | None:
+    """A ``cover export --format nnunet`` file as an export, or ``None`` when ``path`` is not one."""
+    import torch
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not loadable: the caller's error stands
+        return None
+    if not isinstance(content, dict) or not {"network_weights", "cover"} <= set(content):
+        return None
+    try:
+        metadata = json.loads(content["cover"])
+    except (TypeError, json.JSONDecodeError):
+        return None
+    weights = content["network_weights"]
+    if not isinstance(metadata, dict) or not isinstance(weights, dict):
+        return None
+    return Checkpoint("export", path, metadata, {plain_key(k): v for k, v in weights.items()})
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Find and read a checkpoint of any kind (see the module docstring).
 
@@ -253,7 +275,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     sidecar = _sidecar_of(path)
     if sidecar is not None:
         return _read_export(sidecar)
-    state, source = resolve_checkpoint(path)
+    try:
+        state, source = resolve_checkpoint(path)
+    except CoverError:
+        nnunet = _read_nnunet_export(path) if path.is_file() else None
+        if nnunet is None:
+            raise
+        return nnunet
     metadata = state.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(state.get("model"), dict):
         raise CoverError(f"{source}: not a cover checkpoint (no model metadata); {GIVE}")
