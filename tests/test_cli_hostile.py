@@ -574,7 +574,7 @@ def test_vector_image_is_refused_not_mixed_to_grey(tmp_path, monkeypatch, capsys
 def test_nrrd_ct_gets_the_ct_window_and_it_is_recorded(tmp_path, monkeypatch, capsys):
     import SimpleITK as sitk  # noqa: N813
 
-    from cover.export import export
+    from cover.models.export import export
 
     rng = np.random.default_rng(1)
     folder = tmp_path / "ct"
@@ -630,7 +630,7 @@ def test_window_radius_at_the_top_of_a_yaml_file(tmp_path, monkeypatch, capsys):
 
 
 def test_analyze_on_an_encoder_only_export_is_one_line_not_a_traceback(earlier, tmp_path, monkeypatch, capsys):
-    from cover.export import export
+    from cover.models.export import export
 
     before = folder_hash(earlier)
     folder = export(earlier, tmp_path / "encoder", encoder_only=True)

@@ -225,7 +225,7 @@ def data_inspect(path: Annotated[str, typer.Argument(help="A file, folder or dat
 COMMAND_MODULES = (
     "cover.downstream.commands",
     "cover.downstream.register_commands",
-    "cover.export",
+    "cover.models.export",
     "cover.analysis.commands",
     "cover.benchmark.commands",
 )

@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
     """A 2-step pretraining run, its exports (full, encoder-only), a 1-step fine-tuning run, a small task."""
     import cover.analysis.figures as figures
     from cover.downstream.finetune import finetune
-    from cover.export import export
+    from cover.models.export import export
     from cover.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("loading")

@@ -1,1 +1,5 @@
-"""Models from checkpoints: :mod:`cover.models.loading` is the one checkpoint -> model loader."""
+"""Checkpoint <-> model.
+
+- :mod:`cover.models.loading`: the one checkpoint -> model loader.
+- :mod:`cover.models.export`: the export formats (``cover export``, :func:`cover.load_pretrained`).
+"""

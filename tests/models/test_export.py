@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 import cover
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from cover.errors import ConfigError, CoverError
-from cover.export import backbone_state_dict, export, load_pretrained, plain_key
+from cover.models.export import backbone_state_dict, export, load_pretrained, plain_key
 from cover.nn.unet import UNet
 from cover.train.pretrain import pretrain
 
@@ -84,7 +84,7 @@ def test_export_loads_strictly_into_a_fresh_unet_with_equal_outputs(unet_checkpo
 
 
 def test_torch_format_and_encoder_only(unet_checkpoint, tmp_path):
-    assert cover.load_pretrained is load_pretrained  # the public API, after cover.export was imported
+    assert cover.load_pretrained is load_pretrained  # the public API, after cover.models.export was imported
     folder = cover.export(unet_checkpoint, tmp_path / "encoder", format="torch", encoder_only=True)
     weights = torch.load(folder / "weights.pt", weights_only=True)
     expected = trained_backbone_weights(unet_checkpoint)

@@ -1,4 +1,4 @@
-"""Weight export and loading: ``cover export`` and :func:`cover.load_pretrained`.
+"""Weight export and loading: ``cover export``, :func:`cover.export` and :func:`cover.load_pretrained`.
 
 An export folder holds
 
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -360,17 +358,3 @@ def register(app: typer.Typer) -> None:
             f"exported {meta['tensors']} tensors ({meta['parameters']:,} parameters) of the {meta['backbone']} "
             f"backbone to {path / meta['weights']} with {path / SIDECAR}"
         )
-
-
-class _CallableModule(types.ModuleType):
-    """The module ``cover.export``, callable as the function :func:`export`.
-
-    Importing the module binds it to the name ``cover.export``, which would shadow the lazily
-    resolved public function of the same name; calling the module calls :func:`export`.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
