@@ -69,8 +69,8 @@ UNET = "src/cover/nn/unet.py"
 VIEWS = "src/cover/views.py"
 COVER = "src/cover/methods/cover.py"
 DENSE = "src/cover/methods/dense_infonce.py"
-INFONCE = "src/cover/methods/infonce.py"
-LOSSES = "src/cover/methods/losses.py"
+INFONCE = "src/cover/losses/infonce.py"
+LOSSES = "src/cover/losses/masked.py"
 METRICS = "src/cover/downstream/metrics.py"
 INFERENCE = "src/cover/downstream/inference.py"
 REGISTER = "src/cover/registration/pipeline.py"
@@ -83,7 +83,8 @@ T_UNET = "tests/nn/test_unet.py"
 T_VIEWS = "tests/test_views.py"
 T_COVER = "tests/methods/test_cover.py"
 T_RECIPES = "tests/methods/test_cover_recipes.py"
-T_LOSSES = "tests/methods/test_losses.py"
+T_LOSSES = "tests/losses/test_masked.py"
+T_INFONCE = "tests/losses/test_infonce.py"
 T_BASELINES = "tests/methods/test_baselines.py"
 T_REGISTER = "tests/registration/test_pipeline.py"
 T_EVALUATE = "tests/downstream/test_evaluate.py"
@@ -324,8 +325,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "con-features-of-view-a-twice",
         COVER,
-        "loss_con = consistency_loss(pyramid_b[-1], aligned, views.mask)",
-        "loss_con = consistency_loss(pyramid_a[-1], aligned, views.mask)",
+        "loss_con = self.consistency_loss(pyramid_b[-1], aligned, views.mask)",
+        "loss_con = self.consistency_loss(pyramid_a[-1], aligned, views.mask)",
         (T_COVER,),
         "consistency compares view a with itself",
     ),
@@ -348,8 +349,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "recipe-predictor-target-not-stopped",
         COVER,
-        "forward = consistency_loss(self.predictor(finest_b), aligned.detach(), views.mask)",
-        "forward = consistency_loss(self.predictor(finest_b), aligned, views.mask)",
+        "forward = self.consistency_loss(self.predictor(finest_b), aligned.detach(), views.mask)",
+        "forward = self.consistency_loss(self.predictor(finest_b), aligned, views.mask)",
         (T_RECIPES + "::test_predictor_recipe_stops_the_gradient_of_the_target_branch",),
         "gradient flows through the predictor recipe's target branch",
     ),
@@ -407,7 +408,7 @@ MUTANTS: list[Mutant] = [
         INFONCE,
         "logits = local @ z.T / temperature",
         "logits = local @ z.T * temperature",
-        (T_BASELINES,),
+        (T_INFONCE, T_BASELINES),
         "similarities multiplied by the temperature",
     ),
     # ------------------------------------------------------- downstream metrics (Dice, HD95, AUC)

@@ -8,14 +8,17 @@ Nothing here calls :mod:`cover`: these are the oracles the tests compare the pac
   max-pooled pyramids (fine voxel ``p`` sits at coarse coordinate ``p / 2 - 1/4``, clamped to the
   grid), values doubled.
 * ``vpa_reference``: the coarse-to-fine aggregation written out level by level.
+* ``loop_nt_xent``: NT-Xent anchor by anchor with Python floats.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from torch.nn import functional as F  # noqa: N812
 
 
 def sample_linear(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -117,3 +120,22 @@ def vpa_reference(
         else:
             phi = w if phi is None else w + warp(phi, w)
     return phi
+
+
+def loop_nt_xent(z_a, z_b, t: float, weights=None) -> tuple[float, float]:
+    """Plain loop: every valid embedding is an anchor, its partner the positive, other valid ones negatives."""
+    m = z_a.shape[0]
+    w = [1.0] * m if weights is None else [float(v) for v in weights]
+    z = [F.normalize(v, dim=0) for v in list(z_a) + list(z_b)]
+    valid = w + w
+    total, hits, count = 0.0, 0, 0
+    for i in range(2 * m):
+        if not valid[i]:
+            continue
+        partner = (i + m) % (2 * m)
+        sims = {j: float(z[i] @ z[j]) / t for j in range(2 * m) if j != i and valid[j]}
+        denominator = sum(math.exp(s) for s in sims.values())
+        total += -(sims[partner] - math.log(denominator))
+        hits += max(sims, key=sims.get) == partner
+        count += 1
+    return total / count, hits / count

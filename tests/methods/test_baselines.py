@@ -1,13 +1,11 @@
 """Numeric oracles for the binary contrastive baselines (NT-Xent, dense InfoNCE, SimCLR)."""
 
-import math
-
 import pytest
 import torch
-from monai.losses import ContrastiveLoss
 from torch import nn
 from torch.nn import functional as F
 
+from _support.oracles import loop_nt_xent
 from cover.geometry import warp
 from cover.methods.dense_infonce import (
     SAMPLING_SEED,
@@ -16,59 +14,8 @@ from cover.methods.dense_infonce import (
     flat_to_coords,
     sample_valid_pixels,
 )
-from cover.methods.infonce import nt_xent
 from cover.methods.simclr import SimCLRMethod
 from cover.views import ViewPair
-
-
-def loop_nt_xent(z_a, z_b, t, weights=None):
-    """Plain loop: every valid embedding is an anchor, its partner the positive, other valid ones negatives."""
-    m = z_a.shape[0]
-    w = [1.0] * m if weights is None else [float(v) for v in weights]
-    z = [F.normalize(v, dim=0) for v in list(z_a) + list(z_b)]
-    valid = w + w
-    total, hits, count = 0.0, 0, 0
-    for i in range(2 * m):
-        if not valid[i]:
-            continue
-        partner = (i + m) % (2 * m)
-        sims = {j: float(z[i] @ z[j]) / t for j in range(2 * m) if j != i and valid[j]}
-        denominator = sum(math.exp(s) for s in sims.values())
-        total += -(sims[partner] - math.log(denominator))
-        hits += max(sims, key=sims.get) == partner
-        count += 1
-    return total / count, hits / count
-
-
-@pytest.mark.parametrize("t", [0.1, 0.5])
-def test_nt_xent_matches_the_loop(t):
-    g = torch.Generator().manual_seed(0)
-    z_a, z_b = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
-    loss, acc = nt_xent(z_a, z_b, t)
-    expected, expected_acc = loop_nt_xent(z_a, z_b, t)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert acc.item() == pytest.approx(expected_acc)
-
-
-def test_nt_xent_agrees_with_monai_contrastive_loss():
-    g = torch.Generator().manual_seed(1)
-    z_a, z_b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    loss, _ = nt_xent(z_a, z_b, 0.5)
-    assert loss.item() == pytest.approx(ContrastiveLoss(temperature=0.5)(z_a, z_b).item(), rel=1e-5)
-
-
-def test_nt_xent_drops_invalid_pairs_as_anchors_and_negatives():
-    g = torch.Generator().manual_seed(2)
-    z_a, z_b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    weights = torch.tensor([1, 0, 1, 1, 0, 1])
-    loss, acc = nt_xent(z_a, z_b, 0.2, weights)
-    expected, expected_acc = loop_nt_xent(z_a, z_b, 0.2, weights)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    keep = weights.bool()
-    assert loss.item() == pytest.approx(nt_xent(z_a[keep], z_b[keep], 0.2)[0].item(), rel=1e-6)
-    assert acc.item() == pytest.approx(expected_acc)
-    empty, _ = nt_xent(z_a, z_b, 0.2, torch.zeros(6))
-    assert empty.item() == 0.0
 
 
 def test_sampled_pixels_are_distinct_and_valid():

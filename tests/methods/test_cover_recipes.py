@@ -7,9 +7,9 @@ from tests.methods.test_contract import TINY, tiny_views
 
 from cover.errors import ConfigError
 from cover.geometry import warp
+from cover.losses.masked import consistency_loss
 from cover.methods import build_method
 from cover.methods.cover import DEFAULT_RECIPE, RECIPES
-from cover.methods.losses import consistency_loss
 from cover.nn.backbones import build_backbone
 
 

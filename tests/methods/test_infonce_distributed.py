@@ -6,7 +6,7 @@ import torch.multiprocessing as mp
 
 from _support.ddp_contrast import build, run_rank
 from cover.geometry import warp
-from cover.methods.infonce import nt_xent
+from cover.losses.infonce import nt_xent
 from cover.views import ViewPair
 
 WORLD = 2

@@ -14,7 +14,7 @@ The other recipes change how the terms are formed (``docs/method.md`` §10):
 * ``predictor``: SimSiam-style, ``L_con = 1 - (cos(h(F_b), sg(F_a')) + cos(h(F_a'), sg(F_b))) / 2``
   with a pointwise predictor ``h`` and stop-gradient ``sg`` (``F_a' = warp(F_a, phi_gt)``);
 * ``vicreg``: the paper's ``L_con`` plus VICReg-style variance and covariance terms on the raw
-  finest features of both views (:func:`cover.methods.losses.variance_covariance_loss`);
+  finest features of both views (:class:`cover.losses.masked.VarianceCovarianceLoss`);
 * ``centred-vicreg``: ``centred`` plus the variance and covariance terms;
 * ``balanced``: the paper's terms with ``L_vec`` divided by the zero field's ``L_vec`` (unitless,
   about 0-1 like ``L_con``) instead of in voxels.
@@ -32,14 +32,8 @@ from torch import nn
 
 from cover.errors import ConfigError
 from cover.geometry import warp
+from cover.losses.masked import ConsistencyLoss, VarianceCovarianceLoss, VectorLoss, centre_features
 from cover.methods.base import PretrainMethod
-from cover.methods.losses import (
-    centre_features,
-    consistency_loss,
-    relative_vector_loss,
-    variance_covariance_loss,
-    vector_loss,
-)
 from cover.methods.registry import register_method
 from cover.nn.vpa import VectorPyramidAggregation
 from cover.views import ViewPair
@@ -126,6 +120,10 @@ class CoverMethod(PretrainMethod):
         self.var_weight = var_weight
         self.cov_weight = cov_weight
         self.vec_norm = vec_norm
+        self.vector_loss = VectorLoss()
+        self.relative_vector_loss = VectorLoss(relative=True)
+        self.consistency_loss = ConsistencyLoss()
+        self.variance_covariance_loss = VarianceCovarianceLoss()
         finest = backbone.pyramid_channels[-1]
         if con_features == "projected":
             finest = heads[-1] * head_dim
@@ -158,18 +156,18 @@ class CoverMethod(PretrainMethod):
         """
         pyramid_a, pyramid_b = self.encode_pair(views)
         phi = self.head(pyramid_a, pyramid_b).float()
-        loss_vec = vector_loss(phi, views.phi_gt, views.mask)
+        loss_vec = self.vector_loss(phi, views.phi_gt, views.mask)
         if self.con_features == "raw" and self.predictor is None:  # the paper's L_con
             aligned = warp(pyramid_a[-1].float(), views.phi_gt)
-            loss_con = consistency_loss(pyramid_b[-1], aligned, views.mask)
+            loss_con = self.consistency_loss(pyramid_b[-1], aligned, views.mask)
         else:
             loss_con = self._recipe_consistency(pyramid_a[-1], pyramid_b[-1], views)
-        vec_term = loss_vec if self.vec_norm == "voxels" else relative_vector_loss(phi, views.phi_gt, views.mask)
+        vec_term = loss_vec if self.vec_norm == "voxels" else self.relative_vector_loss(phi, views.phi_gt, views.mask)
         loss = self.vec_weight * vec_term + self.con_weight * loss_con
         losses = {"loss": loss, "loss_vec": loss_vec, "loss_con": loss_con}
         if self.var_weight or self.cov_weight:
             both = torch.cat([pyramid_a[-1], pyramid_b[-1]])
-            loss_var, loss_cov = variance_covariance_loss(both, torch.ones_like(both[:, :1]))
+            loss_var, loss_cov = self.variance_covariance_loss(both, torch.ones_like(both[:, :1]))
             losses.update(loss_var=loss_var, loss_cov=loss_cov)
             losses["loss"] = loss + self.var_weight * loss_var + self.cov_weight * loss_cov
         return losses
@@ -192,9 +190,9 @@ class CoverMethod(PretrainMethod):
             project = self.head.levels[-1].project
             finest_b, aligned = project(finest_b), project(aligned)
         if self.predictor is None:
-            return consistency_loss(finest_b, aligned, views.mask)
-        forward = consistency_loss(self.predictor(finest_b), aligned.detach(), views.mask)
-        backward = consistency_loss(self.predictor(aligned), finest_b.detach(), views.mask)
+            return self.consistency_loss(finest_b, aligned, views.mask)
+        forward = self.consistency_loss(self.predictor(finest_b), aligned.detach(), views.mask)
+        backward = self.consistency_loss(self.predictor(aligned), finest_b.detach(), views.mask)
         return 0.5 * (forward + backward)
 
 

@@ -6,7 +6,7 @@ of view b is 1. The feature of view b at ``p`` and the feature of view a at its 
 pair; every other sampled pixel of either view, in any image of the batch, is a negative (under
 DDP, in any image of the global batch: the embeddings are gathered across processes). Each
 sampled feature goes through a pointwise MLP projector (two 1x1 convolutions with a ReLU,
-applied to the sampled vectors) and the pairs are scored with :func:`cover.methods.infonce.nt_xent`.
+applied to the sampled vectors) and the pairs are scored with :class:`cover.losses.infonce.DenseInfoNCELoss`.
 
 Negatives include neighbouring pixels of the same tissue, which is exactly the "binary"
 behaviour COVER argues over-disperses pixel features.
@@ -26,8 +26,8 @@ from torch import nn
 
 from cover.errors import ConfigError
 from cover.geometry import sample_at
+from cover.losses.infonce import DenseInfoNCELoss, process_group_size
 from cover.methods.base import PretrainMethod
-from cover.methods.infonce import nt_xent, process_group_size
 from cover.methods.registry import register_method
 from cover.views import ViewPair
 
@@ -159,6 +159,7 @@ class DenseInfoNCEMethod(PretrainMethod):
             raise ConfigError(f"method_options.num_pixels: {num_pixels} must be at least 1")
         self.levels = levels
         self.temperature = temperature
+        self.infonce = DenseInfoNCELoss(temperature)
         self.num_pixels = num_pixels
         self.head = DenseContrastHead(pyramid[::-1][:levels], hidden_dim, proj_dim)
 
@@ -189,17 +190,14 @@ class DenseInfoNCEMethod(PretrainMethod):
         coords_b = flat_to_coords(indices, size)  # (B, ndim, N)
         phi = views.phi_gt.flatten(2).gather(2, indices.unsqueeze(1).expand(-1, coords_b.shape[1], -1))
         coords_a = coords_b + phi
-        losses, accuracies = [], []
+        z_b, z_a = [], []
         for level, proj in enumerate(self.head.projectors):
             feats_b = features_at(pyramid_b[-1 - level], coords_b, size).float()
             feats_a = features_at(pyramid_a[-1 - level], coords_a, size).float()
-            z_b = proj(feats_b.flatten(0, 1))
-            z_a = proj(feats_a.flatten(0, 1))
-            loss, accuracy = nt_xent(z_b, z_a, self.temperature, valid, gather=gather)
-            losses.append(loss)
-            accuracies.append(accuracy)
-        loss = torch.stack(losses).mean()
-        return {"loss": loss, "loss_nce": loss.detach(), "acc_pos": torch.stack(accuracies).mean()}
+            z_b.append(proj(feats_b.flatten(0, 1)))
+            z_a.append(proj(feats_a.flatten(0, 1)))
+        loss, accuracy = self.infonce(z_b, z_a, valid, gather=gather)
+        return {"loss": loss, "loss_nce": loss.detach(), "acc_pos": accuracy}
 
 
 @register_method("dense-infonce")

@@ -4,7 +4,7 @@ The two SeVR views of each image are a positive pair; the views of the other ima
 batch are negatives (under DDP, of the whole global batch: the embeddings are gathered across
 processes). Each view is summarised by global average pooling of the coarsest
 pyramid level (the U-Net bottleneck ``F^0``) and an MLP projector, and the pairs are scored
-with NT-Xent (:func:`cover.methods.infonce.nt_xent`). Only the encoder learns from this loss;
+with NT-Xent (:class:`cover.losses.infonce.NTXentLoss`). Only the encoder learns from this loss;
 the decoder keeps its initialisation, as in image-level pretraining of segmentation networks.
 """
 
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from cover.errors import ConfigError
+from cover.losses.infonce import NTXentLoss, process_group_size
 from cover.methods.base import PretrainMethod
-from cover.methods.infonce import nt_xent, process_group_size
 from cover.methods.registry import register_method
 from cover.views import ViewPair
 
@@ -40,6 +40,7 @@ class SimCLRMethod(PretrainMethod):
         if temperature <= 0:
             raise ConfigError(f"method_options.temperature: {temperature} must be positive")
         self.temperature = temperature
+        self.nt_xent = NTXentLoss(temperature)
         channels = backbone.pyramid_channels[0]
         self.head = nn.Sequential(
             nn.Linear(channels, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, proj_dim)
@@ -74,7 +75,7 @@ class SimCLRMethod(PretrainMethod):
             )
         bottleneck = self.backbone(torch.cat([views.view_a, views.view_b]))[0]
         z = self.embed(bottleneck)
-        loss, accuracy = nt_xent(z[:batch], z[batch:], self.temperature, gather=gather)
+        loss, accuracy = self.nt_xent(z[:batch], z[batch:], gather=gather)
         return {"loss": loss, "loss_nce": loss.detach(), "acc_pos": accuracy}
 
 

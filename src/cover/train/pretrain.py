@@ -55,9 +55,9 @@ from cover.engine.sampler import StepBatchSampler
 from cover.engine.schedule import warmup_cosine
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
+from cover.losses.masked import endpoint_error
 from cover.methods import build_method
 from cover.methods.collapse import collapse_stats, describe, is_collapsed
-from cover.methods.losses import endpoint_error
 from cover.nn.backbones import build_backbone
 from cover.views import ViewGenerator
 

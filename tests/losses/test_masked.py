@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cover.methods.losses import consistency_loss, endpoint_error, vector_loss
+from cover.losses.masked import consistency_loss, endpoint_error, vector_loss
 
 
 def test_vector_loss_is_masked_mean_l1_and_ignores_invalid():
@@ -64,7 +64,7 @@ def test_consistency_loss_matches_a_voxel_loop():
 
 
 def test_centre_features_removes_each_images_channel_mean():
-    from cover.methods.losses import centre_features
+    from cover.losses.masked import centre_features
 
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5) ** 1.5
     centred = centre_features(x + torch.tensor([1.0, -7.0, 30.0]).view(1, 3, 1, 1))
@@ -75,7 +75,7 @@ def test_centre_features_removes_each_images_channel_mean():
 def test_variance_covariance_terms_match_a_plain_loop():
     import numpy as np
 
-    from cover.methods.losses import variance_covariance_loss
+    from cover.losses.masked import variance_covariance_loss
 
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(2, 3, 4, 4, generator=generator) * torch.tensor([0.5, 2.0, 0.1]).view(1, 3, 1, 1)
@@ -90,10 +90,38 @@ def test_variance_covariance_terms_match_a_plain_loop():
 
 
 def test_relative_vector_loss_is_one_for_the_zero_field():
-    from cover.methods.losses import relative_vector_loss
+    from cover.losses.masked import relative_vector_loss
 
     gt = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(2))
     mask = torch.ones(1, 1, 5, 5)
     assert torch.isclose(relative_vector_loss(torch.zeros_like(gt), gt, mask), torch.tensor(1.0))
     assert torch.isclose(relative_vector_loss(gt, gt, mask), torch.tensor(0.0))
     assert torch.isclose(relative_vector_loss(0.5 * gt, gt, mask), torch.tensor(0.5))
+
+
+def test_loss_modules_give_the_hand_computed_values_and_hold_no_state():
+    from cover.losses import ConsistencyLoss, VarianceCovarianceLoss, VectorLoss
+
+    phi = torch.zeros(1, 2, 4, 4)
+    gt = torch.zeros(1, 2, 4, 4)
+    gt[:, 0] = 1.0
+    gt[:, 1] = -2.0
+    gt[..., 2:, :] = 1000.0  # outside the mask
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1
+    assert float(VectorLoss()(phi, gt, mask)) == pytest.approx(3.0)
+    # relative: the error of phi over the error of the zero field; phi = gt / 2 inside the mask
+    half = torch.where(mask.bool(), gt / 2, torch.zeros_like(gt))
+    assert float(VectorLoss(relative=True)(half, gt, mask)) == pytest.approx(0.5)
+    fb = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 2, 1)  # two pixels, 2 channels
+    fa = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).view(1, 2, 2, 1)  # cosines 1/sqrt(2) and 1
+    both = torch.ones(1, 1, 2, 1)
+    assert float(ConsistencyLoss()(fb, fa, both)) == pytest.approx(1 - (2**-0.5 + 1) / 2, rel=1e-6)
+    # two channels over 4 pixels: x = (0, 0, 2, 2) has std sqrt(4/3); y = -x: covariance -4/3
+    x = torch.tensor([0.0, 0.0, 2.0, 2.0])
+    features = torch.stack([x, -x]).view(1, 2, 4, 1)
+    variance, covariance = VarianceCovarianceLoss(target_std=2.0)(features, torch.ones(1, 1, 4, 1))
+    assert float(variance) == pytest.approx(2.0 - (4 / 3 + 1e-4) ** 0.5, rel=1e-5)
+    assert float(covariance) == pytest.approx(2 * (4 / 3) ** 2 / 2, rel=1e-5)
+    for module in (VectorLoss(), ConsistencyLoss(), VarianceCovarianceLoss()):
+        assert not module.state_dict()  # adds nothing to a method's checkpoint

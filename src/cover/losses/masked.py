@@ -1,8 +1,14 @@
-"""Masked losses shared by the pretraining methods (docs/method.md §7)."""
+"""Masked per-voxel losses of the pretraining methods (docs/method.md §7), as functions and modules.
+
+The functions hold the arithmetic; the modules (:class:`VectorLoss`, :class:`ConsistencyLoss`,
+:class:`VarianceCovarianceLoss`) are what the methods own and call. They have no parameters or
+buffers, so they add nothing to a checkpoint.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 
@@ -127,3 +133,74 @@ def relative_vector_loss(phi: torch.Tensor, phi_gt: torch.Tensor, mask: torch.Te
     """
     scale = vector_loss(torch.zeros_like(phi_gt), phi_gt, mask).detach().clamp(min=1e-3)
     return vector_loss(phi, phi_gt, mask) / scale
+
+
+class VectorLoss(nn.Module):
+    """``L_vec`` (:func:`vector_loss`), or its unitless form (:func:`relative_vector_loss`).
+
+    Args:
+        relative: Divide by the zero field's ``L_vec`` (1 = no better than predicting zero).
+    """
+
+    def __init__(self, relative: bool = False) -> None:
+        super().__init__()
+        self.relative = relative
+
+    def forward(self, phi: torch.Tensor, phi_gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked mean L1 displacement error.
+
+        Args:
+            phi: ``(B, ndim, *S)`` predicted field.
+            phi_gt: ``(B, ndim, *S)`` ground-truth field.
+            mask: ``(B, 1, *S)`` valid voxels.
+
+        Returns:
+            Scalar tensor (voxels, or unitless when ``relative``).
+        """
+        if self.relative:
+            return relative_vector_loss(phi, phi_gt, mask)
+        return vector_loss(phi, phi_gt, mask)
+
+    def extra_repr(self) -> str:  # noqa: D102 - shown in the module's repr
+        return f"relative={self.relative}"
+
+
+class ConsistencyLoss(nn.Module):
+    """``L_con`` (:func:`consistency_loss`): one minus the masked mean cosine similarity."""
+
+    def forward(self, feat_b: torch.Tensor, feat_a_aligned: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Consistency of corresponding features.
+
+        Args:
+            feat_b: ``(B, C, *S)`` view b's features.
+            feat_a_aligned: ``(B, C, *S)`` view a's features warped onto view b.
+            mask: ``(B, 1, *S)`` valid voxels.
+
+        Returns:
+            Scalar tensor.
+        """
+        return consistency_loss(feat_b, feat_a_aligned, mask)
+
+
+class VarianceCovarianceLoss(nn.Module):
+    """VICReg-style variance and covariance terms (:func:`variance_covariance_loss`).
+
+    Args:
+        target_std: Hinge target of each channel's standard deviation.
+    """
+
+    def __init__(self, target_std: float = 1.0) -> None:
+        super().__init__()
+        self.target_std = target_std
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two terms over the valid pixels of a batch.
+
+        Args:
+            features: ``(B, C, *S)``.
+            mask: ``(B, 1, *S)`` 0/1, pixels taking part.
+
+        Returns:
+            ``(variance term, covariance term)`` scalars.
+        """
+        return variance_covariance_loss(features, mask, self.target_std)

@@ -1,4 +1,4 @@
-"""The NT-Xent / InfoNCE loss shared by the binary contrastive baselines (docs/method.md §9).
+"""The NT-Xent / InfoNCE loss of the binary contrastive baselines (docs/method.md §9), as functions and modules.
 
 Given ``M`` positive pairs ``(z_a[i], z_b[i])``, every one of the ``2M`` embeddings is an anchor
 whose positive is its partner and whose negatives are the ``2M - 2`` other embeddings (of both
@@ -18,6 +18,9 @@ are gathered, so the negatives are those of the whole global batch: each process
 anchors against all ``2 M_global`` embeddings, and its loss is scaled so that the mean of the
 processes' losses, and DDP's average of their gradients, equal the one-process loss on the
 global batch and its gradient (``tests/methods/test_infonce_distributed.py``).
+
+The methods own :class:`NTXentLoss` (SimCLR: one embedding per image) and
+:class:`DenseInfoNCELoss` (dense InfoNCE: one embedding per sampled pixel and pyramid level).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 
@@ -128,3 +132,67 @@ def nt_xent(
     hits = (logits.argmax(dim=1) == partner).float()
     accuracy = (hits * anchors).sum() / denominator
     return loss, accuracy.detach()
+
+
+class NTXentLoss(nn.Module):
+    """:func:`nt_xent` with its temperature: ``M`` positive pairs, the other embeddings as negatives.
+
+    Args:
+        temperature: Softmax temperature ``t``.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(
+        self, z_a: torch.Tensor, z_b: torch.Tensor, weights: torch.Tensor | None = None, gather: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NT-Xent loss and partner accuracy.
+
+        Args:
+            z_a: ``(M, D)`` embeddings of the first member of each pair.
+            z_b: ``(M, D)`` embeddings of the second member.
+            weights: Optional ``(M,)`` 0/1 validity of each pair.
+            gather: Negatives of every process under DDP (see :func:`nt_xent`).
+
+        Returns:
+            ``(loss, accuracy)`` scalars.
+        """
+        return nt_xent(z_a, z_b, self.temperature, weights, gather=gather)
+
+    def extra_repr(self) -> str:  # noqa: D102 - shown in the module's repr
+        return f"temperature={self.temperature}"
+
+
+class DenseInfoNCELoss(NTXentLoss):
+    """Pixel-level InfoNCE: NT-Xent over corresponding pixels, averaged over pyramid levels.
+
+    Each level contributes the NT-Xent of its ``M`` sampled pixel pairs (the same pixels and
+    validity at every level); loss and accuracy are the means over levels.
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        z_b: list[torch.Tensor],
+        z_a: list[torch.Tensor],
+        valid: torch.Tensor,
+        gather: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean NT-Xent over levels.
+
+        Args:
+            z_b: Per level, ``(M, D)`` embeddings of the sampled pixels of view b.
+            z_a: Per level, ``(M, D)`` embeddings of their partners in view a.
+            valid: ``(M,)`` 0/1 validity of each pair.
+            gather: Negatives of every process under DDP (see :func:`nt_xent`).
+
+        Returns:
+            ``(loss, accuracy)`` scalars.
+        """
+        losses, accuracies = [], []
+        for level_b, level_a in zip(z_b, z_a, strict=True):
+            loss, accuracy = nt_xent(level_b, level_a, self.temperature, valid, gather=gather)
+            losses.append(loss)
+            accuracies.append(accuracy)
+        return torch.stack(losses).mean(), torch.stack(accuracies).mean()
