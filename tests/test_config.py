@@ -216,7 +216,7 @@ def test_network_options_at_the_top_of_a_yaml_file_go_under_model(tmp_path):
     config = resolve_pretrain_config(run_values(str(path), {}, "out"))
     assert config.model.window_radius == 1 and config.model.heads == (2, 2, 1)
     assert config.model.channels == (8, 16, 32, 16, 8) and config.model.head_dim == 4
-    # the command line (nested, as cli.py builds it) wins over the file's top level
+    # the command line (nested, as cover.cli.pretrain builds it) wins over the file's top level
     config = resolve_pretrain_config(run_values(str(path), {"model": {"window_radius": 3}}, "out"))
     assert config.model.window_radius == 3
     assert resolve_finetune_config({"channels": [8, 16, 32, 16, 8]}).model.channels == (8, 16, 32, 16, 8)

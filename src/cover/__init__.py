@@ -11,26 +11,15 @@ CITATION = (
     "Vision. ICCV 2025. arXiv:2506.20850"
 )
 
-# The public Python API, with the same argument names as the ``cover`` sub-commands. Imported
-# lazily so that ``import cover`` stays fast.
-_API = {
-    "pretrain": "cover.train.pretrain",
-    "finetune": "cover.downstream.finetune",
-    "evaluate": "cover.downstream.evaluate",
-    "predict": "cover.downstream.predict",
-    "register": "cover.registration.pipeline",
-    "export": "cover.models.export",
-    "load_pretrained": "cover.models.export",
-    "analyze": "cover.analysis.analyze",
-    "benchmark": "cover.benchmark.runner",
-    "configure_logging": "cover.runtime",
-}
+# The public Python API (:mod:`cover.api`): ``cover.pretrain``, ``cover.finetune``, ... resolve
+# there on first use, so that ``import cover`` stays fast.
 
 
 def __getattr__(name: str):
-    """Resolve ``cover.pretrain`` and the other API functions on first use."""
-    if name in _API:
-        import importlib
+    """Resolve ``cover.pretrain`` and the other API functions (:data:`cover.api.FUNCTIONS`) on first use."""
+    import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+    api = importlib.import_module("cover.api")
+    if name in api.FUNCTIONS:
+        return getattr(api, name)
     raise AttributeError(f"module 'cover' has no attribute {name!r}")

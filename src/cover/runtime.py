@@ -12,7 +12,7 @@ that wants the script's output, calls :func:`configure_logging` once:
   start and the module that wrote it.
 
 Python warnings (``warnings.warn``) are left to Python's ``warnings`` machinery (the script
-formats them as one ``warning: ...`` line, see ``cover.cli``): routing them into logging
+formats them as one ``warning: ...`` line, see ``cover.cli.console``): routing them into logging
 (``logging.captureWarnings``) would replace ``warnings.showwarning`` and so hide them from
 ``warnings.catch_warnings(record=True)`` and ``pytest.warns`` in a program that runs the script's
 ``main()`` in-process. Results a command is asked for (``--dry-run``'s YAML,

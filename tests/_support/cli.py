@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import warnings
 
-from cover.cli import main
+from cover.cli.console import main
 
 
 def run_cli_output(args: list, monkeypatch, capsys) -> tuple[int, str, list[str]]:
-    """``cover.cli.main`` in this process: exit status, stdout and the non-empty lines of stderr."""
+    """``cover.cli.console.main`` in this process: exit status, stdout and the non-empty lines of stderr."""
     monkeypatch.setattr(sys, "argv", ["cover", *map(str, args)])
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     code = 0
@@ -22,6 +22,6 @@ def run_cli_output(args: list, monkeypatch, capsys) -> tuple[int, str, list[str]
 
 
 def run_cli(args: list, monkeypatch, capsys) -> tuple[int, list[str]]:
-    """``cover.cli.main`` in this process: exit status and the non-empty lines of stderr."""
+    """``cover.cli.console.main`` in this process: exit status and the non-empty lines of stderr."""
     code, _, lines = run_cli_output(args, monkeypatch, capsys)
     return code, lines

@@ -167,7 +167,7 @@ def test_refusals_are_one_line_errors(unet_checkpoint, tmp_path):
 
 
 def test_cli_export(unet_checkpoint, tmp_path):
-    from cover.cli import app
+    from cover.cli.console import app
 
     result = CliRunner().invoke(
         app, ["export", str(unet_checkpoint), "--out", str(tmp_path / "cli"), "--format", "torch"]

@@ -8,5 +8,5 @@
 
 Building blocks: ``cases`` (labeled cases, the seeded split), ``loading`` (reading through the
 data layer), ``models`` (heads, pretrained weights, checkpoints), ``batches``, ``augment``,
-``inference`` (sliding windows), ``metrics``, ``figures``, ``outputs``, ``commands``.
+``inference`` (sliding windows), ``metrics``, ``figures``, ``outputs``. The commands are in :mod:`cover.cli`.
 """

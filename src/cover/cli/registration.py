@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add the ``register`` command to the ``cover`` console script.
 
     Args:

@@ -3,7 +3,7 @@
 Every case must exit with status 2 and exactly one ``error: ...`` line on stderr naming the
 problem, without a traceback, and must leave the output folder of an earlier run untouched
 (its files, sizes and modification times are hashed before and after). Most cases call
-``cover.cli.main`` in this process (same code path as the console script, a traceback would
+``cover.cli.console.main`` in this process (same code path as the console script, a traceback would
 fail the test); three run the real ``python -m cover`` in a subprocess, among them a folder
 of every bad file plus a colour, a grey-as-RGB and a 16-bit PNG, which must train with the bad
 files and the colour one skipped and listed in one warning line (``--on-bad-file skip``, the

@@ -76,7 +76,7 @@ def test_intensity_with_preset_as_a_deprecated_alias(command, tmp_path, monkeypa
 def test_benchmark_preset_keeps_its_configuration_meaning():
     import typer.main
 
-    from cover.cli import app
+    from cover.cli.console import app
 
     benchmark = next(c for c in typer.main.get_command(app).commands.values() if c.name == "benchmark")
     preset = next(p for p in benchmark.params if p.name == "preset")

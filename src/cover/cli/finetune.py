@@ -1,4 +1,4 @@
-"""``cover finetune``, ``cover evaluate`` and ``cover predict``: thin typer commands over the API."""
+"""``cover finetune``: a thin typer command over :func:`cover.finetune`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-Opt = typer.Option
+from cover.cli.options import Opt, config_values, intensity_option, show_config
 
 
-def register(app: typer.Typer) -> None:
-    """Add the downstream commands to the ``cover`` app."""
+def add_commands(app: typer.Typer) -> None:
+    """Add ``cover finetune`` to the ``cover`` app."""
     app.command()(finetune)
-    app.command()(evaluate)
-    app.command()(predict)
 
 
 def finetune(
@@ -75,7 +73,6 @@ def finetune(
     ] = False,
 ) -> None:
     """Fine-tune a pretrained backbone (or train from scratch) on labeled images."""
-    from cover.cli import config_values, intensity_option, show_config
     from cover.downstream.finetune import finetune as run
 
     options = {
@@ -129,70 +126,3 @@ def finetune(
 
         raise typer.Exit(launch_local(devices, sys.argv[1:]))
     run(config_values(config, options))
-
-
-CheckpointArg = Annotated[
-    str | None, typer.Argument(metavar="CHECKPOINT", help="Older form of --checkpoint.", show_default=False)
-]
-FinetunedOpt = Annotated[str | None, Opt("--checkpoint", help="A cover finetune output folder (or its best.pt).")]
-
-
-def evaluate(
-    checkpoint_arg: CheckpointArg = None,
-    checkpoint: FinetunedOpt = None,
-    images: Annotated[str | None, Opt(help="Image folder (omit for a demo checkpoint: the demo test slab).")] = None,
-    labels: Annotated[str | None, Opt(help="seg: label-map folder; cls: CSV with image,label.")] = None,
-    datalist: Annotated[str | None, Opt(help="JSON/CSV datalist with image and label.")] = None,
-    out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/evaluate",
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,
-    overwrite: Annotated[bool, Opt("--overwrite", help="Write into a non-empty --out.")] = False,
-) -> None:
-    """Score a fine-tuned checkpoint: per-case, per-class Dice and HD95 (seg) or AUC/accuracy (cls)."""
-    from cover.downstream.evaluate import evaluate as run
-    from cover.models.loading import given_checkpoint
-
-    summary = run(
-        given_checkpoint(checkpoint, checkpoint_arg),
-        images,
-        labels,
-        datalist,
-        out,
-        device=device,
-        overwrite=overwrite,
-        overlap=overlap,
-    )
-    if summary["task"] == "seg":
-        per_class = ", ".join(f"{name} {v['dice_mean']:.3f}" for name, v in summary["classes"].items())
-        print(f"{summary['num_cases']} cases: mean Dice {summary['mean_dice']:.3f} ({per_class}); results in {out}")
-    else:
-        auc = "n/a" if summary["auc"] is None else f"{summary['auc']:.3f}"
-        print(f"{summary['num_cases']} cases: AUC {auc}, accuracy {summary['accuracy']:.3f}; results in {out}")
-
-
-def predict(
-    checkpoint_arg: CheckpointArg = None,
-    checkpoint: FinetunedOpt = None,
-    images: Annotated[str | None, Opt(help="Image folder, file or datalist.")] = None,
-    out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/predict",
-    device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,
-    overwrite: Annotated[bool, Opt("--overwrite", help="Write into a non-empty --out.")] = False,
-    on_bad_file: Annotated[
-        str, Opt(help="skip (warn, list in summary.json, go on) or error (stop at the first bad file).")
-    ] = "skip",
-) -> None:
-    """Write masks (on each input's own grid and format) or class predictions for new images.
-
-    The checkpoint sets the dimension (2D/3D), channels and intensity preset.
-    """
-    from cover.downstream.predict import predict as run
-    from cover.errors import ConfigError
-    from cover.models.loading import given_checkpoint
-
-    checkpoint = given_checkpoint(checkpoint, checkpoint_arg)
-    if images is None:
-        raise ConfigError("images: required (--images FOLDER, file or datalist)")
-    summary = run(checkpoint, images, out, device=device, overwrite=overwrite, overlap=overlap, on_bad_file=on_bad_file)
-    skipped = f", {len(summary['skipped'])} skipped (listed in summary.json)" if summary["skipped"] else ""
-    print(f"{summary['num_predicted']} of {summary['num_images']} images predicted{skipped}; results in {out}")

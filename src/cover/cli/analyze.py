@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-Opt = typer.Option
+from cover.cli.options import Opt, intensity_option
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``cover analyze`` to the ``cover`` app."""
     app.command()(analyze)
 
@@ -37,7 +37,6 @@ def analyze(
 ) -> None:
     """Measure feature over-dispersion: class distances and neighbour similarity of pixel features."""
     from cover.analysis.analyze import analyze as run
-    from cover.cli import intensity_option
 
     run(
         checkpoint,

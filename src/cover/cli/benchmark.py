@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-Opt = typer.Option
+from cover.cli.options import Opt
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add ``cover benchmark`` to the ``cover`` app."""
     app.command()(benchmark)
 

@@ -2,7 +2,7 @@
 
 import warnings
 
-from cover.cli import _one_line_warning, install_warning_filters
+from cover.cli.console import _one_line_warning, install_warning_filters
 
 NOT_WRITABLE = (
     "The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This means "

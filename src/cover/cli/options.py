@@ -1,0 +1,65 @@
+"""What the sub-commands share: YAML + command-line values, ``--intensity``, ``--dry-run``, option types."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cover.config import deep_merge
+from cover.errors import CoverError
+
+log = logging.getLogger(__name__)
+
+Opt = typer.Option
+
+
+def config_values(config_file: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """YAML values overridden by the options given on the command line (``None`` = not given)."""
+    from cover.config import load_yaml
+
+    values = load_yaml(config_file) if config_file else {}
+    given = {k: v for k, v in options.items() if v is not None and v != {}}
+    return deep_merge(values, given)
+
+
+def intensity_option(intensity: str | None, preset: str | None) -> str | None:
+    """The intensity preset of ``--intensity``, or of its deprecated alias ``--preset`` (with a one-line notice)."""
+    if preset is None:
+        return intensity
+    if intensity is not None and intensity != preset:
+        raise CoverError(f"intensity: --intensity {intensity} and --preset {preset} disagree; give --intensity only")
+    log.warning("--preset is deprecated for the intensity preset; use --intensity")
+    return preset
+
+
+IntensityOpt = Annotated[
+    str | None,
+    typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, zscore, ... (default: per file)."),
+]
+PresetAliasOpt = Annotated[str | None, typer.Option(hidden=True, help="Deprecated alias of --intensity.")]
+
+
+def show_config(config: Any) -> None:
+    """Print a resolved config dataclass as YAML (``--dry-run``): nothing is trained, read or written."""
+    import yaml
+
+    from cover.config import to_dict
+
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+
+
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the resolved configuration as YAML; train and write nothing."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any of these options.")]
+OutOpt = Annotated[str | None, typer.Option(help="Output folder.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+CheckpointArg = Annotated[
+    str | None, typer.Argument(metavar="CHECKPOINT", help="Older form of --checkpoint.", show_default=False)
+]
+FinetunedOpt = Annotated[str | None, Opt("--checkpoint", help="A cover finetune output folder (or its best.pt).")]
