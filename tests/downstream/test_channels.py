@@ -135,7 +135,7 @@ def test_channel_counts_and_order_are_checked_with_one_line_errors(dataset, trai
 
 
 def test_two_channel_pretraining_records_the_channels_and_fine_tunes(dataset, tmp_path):
-    from cover.export import export
+    from cover.models.export import export
     from cover.train.pretrain import pretrain
 
     model = {"channels": TINY["channels"], "heads": [2, 2, 1], "head_dim": 4}
