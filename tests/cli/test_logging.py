@@ -45,3 +45,33 @@ def test_main_leaves_logging_as_it_found_it(tmp_path, monkeypatch, capsys):
     run(["-v", "pretrain", "--dry-run"], monkeypatch, capsys)
     cover_logger = logging.getLogger("cover")
     assert cover_logger.handlers == [] and cover_logger.level == logging.NOTSET and cover_logger.propagate
+
+
+def _tiny_pretrain(tmp_path, name: str, *flags: str) -> list:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"warmup_steps": 1, "eval_pairs": 2, "log_every": 1}))
+    args = ["pretrain", "--config", config, "--size", "32", "--batch-size", "2", "--steps", "1", "--device", "cpu"]
+    args += ["--channels", "8,16,32,16,8", "--heads", "2,2,1", "--head-dim", "4", "--lr", "1e-6"]
+    return [*flags, *args, "--out", tmp_path / name]
+
+
+def test_quiet_and_verbose_on_a_real_pretraining_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COVER_MEMORY_CHECK", "0")
+    warning = "warning: lr 1e-06 is "  # 10x or more below the default rate: a warning, kept by --quiet
+    code, out, lines = run(_tiny_pretrain(tmp_path, "default"), monkeypatch, capsys)
+    assert code == 0 and out == ""
+    assert any(line.startswith(warning) for line in lines)
+    assert any(line.startswith("cover pretrain: method=cover") for line in lines)
+    assert any(line.startswith("held-out endpoint error ") for line in lines)
+    assert any(line.startswith("pretrain: 100%") for line in lines), lines  # the progress bar
+    assert not any(DEBUG_LINE.match(line) for line in lines)
+
+    code, out, lines = run(_tiny_pretrain(tmp_path, "quiet", "--quiet"), monkeypatch, capsys)
+    assert code == 0 and out == "" and len(lines) == 1 and lines[0].startswith(warning), lines
+    assert (tmp_path / "quiet" / "summary.json").is_file()
+
+    code, out, lines = run(_tiny_pretrain(tmp_path, "verbose", "-v"), monkeypatch, capsys)
+    assert code == 0 and out == ""
+    saved = [line for line in lines if re.match(r"\[ *\d+\.\d\ds cover\.train\.checkpoint\] checkpoint saved: ", line)]
+    assert len(saved) == 1 and saved[0].endswith("step_00000001.pt"), lines
+    assert any(re.match(r"\[ *\d+\.\d\ds cover\.train\.pretrain\] cover pretrain: method=cover", x) for x in lines)

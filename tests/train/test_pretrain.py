@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_channels_last_run_matches_the_default_layout_and_resumes_exactly(tmp_pa
 
 
 @pytest.mark.parametrize("method,options", [("cover", {}), ("simclr", {"hidden_dim": 16})])
-def test_collapse_statistic_is_logged_summarised_and_warned(tmp_path, monkeypatch, capsys, method, options):
+def test_collapse_statistic_is_logged_summarised_and_warned(tmp_path, monkeypatch, caplog, method, options):
     import cover.methods.collapse as collapse
 
     run = tmp_path / method
@@ -114,12 +115,13 @@ def test_collapse_statistic_is_logged_summarised_and_warned(tmp_path, monkeypatc
     assert all(-1 <= v <= 1 for v in log["feat_pair_cos"]) and all(0 < v <= 8 for v in log["feat_eff_rank"])
     saved = json.loads((run / "summary.json").read_text())
     assert saved["final_feat_pair_cos"] == log["feat_pair_cos"][-1] == summary["final_feat_pair_cos"]
-    assert saved["features_collapsed"] is False and "collapsed" not in capsys.readouterr().err
+    assert saved["features_collapsed"] is False and "collapsed" not in caplog.text
     assert list((run / "tensorboard").iterdir())
     monkeypatch.setattr(collapse, "COLLAPSE_COSINE", -1.0)  # everything counts as collapsed now
     pretrain(**tiny(tmp_path / "again", steps=2, log_every=2, method=method, method_options=options))
-    lines = [line for line in capsys.readouterr().err.splitlines() if "collapsed" in line]
-    assert len(lines) == 1 and lines[0].startswith("warning: the finest features collapsed")
+    warned = [r for r in caplog.records if "collapsed" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert warned[0].getMessage().startswith("the finest features collapsed")
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["features_collapsed"] is True
 
 

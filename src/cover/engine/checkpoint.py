@@ -10,6 +10,7 @@ function of ``(seed, step)`` (:mod:`cover.engine.sampler`) and every item is dra
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from cover.errors import CoverError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -56,6 +59,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             Path(temporary).unlink(missing_ok=True)
             raise
         _fsync_folder(path.parent)
+        log.debug("checkpoint saved: %s", path)
     except OSError as error:
         reason = error.strerror or error
         raise CoverError(f"{path}: could not save checkpoint ({reason}); earlier checkpoints are intact") from None

@@ -8,15 +8,15 @@ not finite is skipped and counted, and too many in a row abort the run with a cl
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
-import sys
 from types import TracebackType
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from cover.errors import CoverError
+
+log = logging.getLogger(__name__)
 
 
 class StopSignals:
@@ -99,10 +99,11 @@ class NonFiniteGuard:
         self.consecutive += 1
         self.skipped += 1
         if self.verbose:
-            tqdm.write(
-                f"warning: step {step}: non-finite loss or gradient, step skipped "
-                f"({self.consecutive} in a row, abort at {self.limit})",
-                file=sys.stderr,
+            log.warning(
+                "step %d: non-finite loss or gradient, step skipped (%d in a row, abort at %d)",
+                step,
+                self.consecutive,
+                self.limit,
             )
         if self.consecutive >= self.limit:
             raise CoverError(

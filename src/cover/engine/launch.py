@@ -8,7 +8,9 @@ line it printed, 130 after an interruption), without torchrun's traceback.
 
 from __future__ import annotations
 
-import sys
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def strip_devices(argv: list[str]) -> list[str]:
@@ -50,8 +52,6 @@ def launch_local(processes: int, argv: list[str]) -> int:
     Returns:
         0 on success, else the exit status of the first process that failed.
     """
-    import logging
-
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -65,7 +65,7 @@ def launch_local(processes: int, argv: list[str]) -> int:
         rank, failure = error.get_first_failure()
         code = failure.exitcode
         if code < 0:  # killed by a signal
-            print(f"error: process {rank} was killed by signal {-code}", file=sys.stderr)
+            log.error("process %s was killed by signal %d", rank, -code)
             return 1
         return code or 1
     return 0

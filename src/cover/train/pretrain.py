@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shlex
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 import cover
 from cover.config import (
@@ -59,7 +58,10 @@ from cover.losses.masked import endpoint_error
 from cover.methods import build_method
 from cover.methods.collapse import collapse_stats, describe, is_collapsed
 from cover.nn.backbones import build_backbone
+from cover.runtime import progress_bar
 from cover.views import ViewGenerator
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cover-checkpoint/1"
 #: Images and random pixel pairs of the collapse statistic computed at every log step.
@@ -383,9 +385,9 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     if context.is_main:
         save_yaml(config, out / "config.yaml")
         if state is not None:
-            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
+            log.info("resuming from %s at step %d", state_path, start)
         elif config.resume:
-            print(f"no usable checkpoint in {out / 'checkpoints'}; starting at step 0", file=sys.stderr)
+            log.info("no usable checkpoint in %s; starting at step 0", out / "checkpoints")
     if state is not None and "rng" in state:
         restore_rng_state(state["rng"])
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
@@ -394,18 +396,17 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     if context.is_main:
         lr_origin, lr_warning = lr_notes(config.lr, config.batch_size)
         if lr_warning:
-            print(lr_warning, file=sys.stderr)
-        print(
+            log.warning(lr_warning.removeprefix("warning: "))
+        log.info(
             f"cover pretrain: method={config.method}{recipe} dim={config.dim} size={list(config.size)} "
             f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} ({lr_origin}) device={device} "
             f"processes={context.world_size}\n"
             f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
-            f"head {head_params:,} parameters",
-            file=sys.stderr,
+            f"head {head_params:,} parameters"
         )
         for key in ("preset_note", "spacing_note"):
             if data_metadata.get(key):
-                print(f"data: {data_metadata[key]}", file=sys.stderr)
+                log.info("data: %s", data_metadata[key])
     train_model: torch.nn.Module = model
     if config.compile:
         train_model = torch.compile(model)
@@ -429,7 +430,9 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     )
     logger = RunLogger(out, [*model.logged, *COLLAPSE_COLUMNS, "lr", "seconds"], start) if context.is_main else None
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
-    progress = tqdm(total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True)
+    progress = progress_bar(
+        total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True
+    )
     last_save, tic = time.monotonic(), time.monotonic()
     clock = tic - seconds_before  # log.csv's seconds continue from the resumed checkpoint's
     history: dict[str, list[float]] = {}
@@ -530,7 +533,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         "parameter_digests": gather_digests(model, context),
     }
     if context.is_main and len(set(summary["parameter_digests"])) > 1:
-        print("warning: the processes ended with different weights; rank 0's were saved", file=sys.stderr)
+        log.warning("the processes ended with different weights; rank 0's were saved")
     tail = max(1, min(20, len(history.get("loss", [])) // 5 or 1))
     for key, values in history.items():
         summary[f"final_{key}"] = float(np.mean(values[-tail:])) if values else math.nan
@@ -539,10 +542,9 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         summary.update({f"final_{k}": v for k, v in collapse.items()})
         summary["features_collapsed"] = is_collapsed(stats)
         if summary["features_collapsed"]:
-            print(
-                f"warning: the finest features collapsed onto one direction at step {step + 1} ({describe(stats)}); "
-                "fine-tuning from them may do worse than from scratch",
-                file=sys.stderr,
+            log.warning(
+                f"the finest features collapsed onto one direction at step {step + 1} ({describe(stats)}); "
+                "fine-tuning from them may do worse than from scratch"
             )
     if context.is_main:
         _finish(config, model, heldout, generator, device, out, summary)
@@ -581,10 +583,9 @@ def _finish(
     plot_losses(out / "log.csv", out / "loss.png", columns=columns + COLLAPSE_COLUMNS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if "epe" in summary:
-        print(
+        log.info(
             f"held-out endpoint error {summary['epe']:.3f} px (zero field {summary['epe_zero']:.3f} px, "
-            f"ratio {summary['epe_ratio']:.2f}); results in {out}",
-            file=sys.stderr,
+            f"ratio {summary['epe_ratio']:.2f}); results in {out}"
         )
     else:
-        print(f"done; results in {out}", file=sys.stderr)
+        log.info("done; results in %s", out)
