@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import logging
 import math
 
 import numpy as np
@@ -168,13 +169,14 @@ def test_collapse_verdict_and_report_line():
     assert "features not collapsed" in report_line({**spread, "collapsed": False})
 
 
-def test_analyze_of_a_checkpoint_reports_the_untrained_reference(tmp_path, capsys):
+def test_analyze_of_a_checkpoint_reports_the_untrained_reference(tmp_path, caplog):
     from cover.train.pretrain import pretrain
 
     write_pairs(tmp_path)
     tiny_model = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
     pretrain(out=str(tmp_path / "pre"), size=32, batch_size=2, steps=1, warmup_steps=1, eval_pairs=2, model=tiny_model)
-    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="cover")
     summary = analyze(
         str(tmp_path / "pre"),
         str(tmp_path / "images"),
@@ -193,7 +195,7 @@ def test_analyze_of_a_checkpoint_reports_the_untrained_reference(tmp_path, capsy
         "collapsed",
     }
     assert 0 < reference["inter"] <= 2 and reference["pair_cos"] != summary["pair_cos"]
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = [r.getMessage() for r in caplog.records if r.name == "cover.analysis.analyze"]
     assert "untrained: inter-class" in lines[-1] and "collapsed" in lines[-1]
     saved = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert saved["untrained"]["inter"] == pytest.approx(reference["inter"])

@@ -10,6 +10,7 @@ uninterrupted run of the same seed: batches and augmentations are functions of
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -201,15 +202,15 @@ def test_log_seconds_continue_after_a_resume(seg2d, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(seg2d, tmp_path, capsys, amp):
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(seg2d, tmp_path, caplog, amp):
     run = tmp_path / "run"
     finetune(**tiny(seg2d, run, amp=amp))
     reference = columns(run)
     newest = checkpoint_path(run, 6)
     newest.write_bytes(newest.read_bytes()[:1000])  # a save that was cut short
-    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"), caplog.at_level(logging.INFO, "cover"):
         summary = finetune(out=str(run), resume="auto")
-    assert f"resuming from {checkpoint_path(run, 4)} at step 4" in capsys.readouterr().err
+    assert f"resuming from {checkpoint_path(run, 4)} at step 4" in [r.getMessage() for r in caplog.records]
     assert summary["start_step"] == 4 and summary["steps"] == 6
     np.testing.assert_allclose(list(columns(run)["loss"].values()), list(reference["loss"].values()), rtol=0, atol=1e-6)
 
@@ -241,13 +242,13 @@ def _inject_nonfinite(monkeypatch, bad_steps: set[int]) -> None:
     monkeypatch.setattr(finetune_module, "DiceCELoss", Poisoned)
 
 
-def test_nonfinite_steps_are_skipped_and_counted(seg2d, tmp_path, monkeypatch, capsys):
+def test_nonfinite_steps_are_skipped_and_counted(seg2d, tmp_path, monkeypatch, caplog):
     _inject_nonfinite(monkeypatch, {2, 3})
     summary = finetune(**tiny(seg2d, tmp_path / "run"))
     assert summary["nonfinite_steps"] == 2 and summary["steps"] == 6
-    err = capsys.readouterr().err
-    assert "step 2: non-finite loss or gradient, step skipped (1 in a row" in err
-    assert "step 3: non-finite loss or gradient, step skipped (2 in a row" in err
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("step 2: non-finite loss or gradient, step skipped (1 in a row") for m in warned)
+    assert any(m.startswith("step 3: non-finite loss or gradient, step skipped (2 in a row") for m in warned)
     assert np.isfinite(summary["final_loss"])
     network = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in network.values())

@@ -20,8 +20,8 @@ labels, cut exactly like the downstream demo (:func:`cover.downstream.demo.demo_
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
-from tqdm.auto import tqdm
 
 from cover.analysis.dispersion import ClassSamples, NeighbourStats, class_distances, normalise_features
 from cover.config import DEFAULT_CHANNELS, save_yaml
 from cover.errors import ConfigError
 from cover.methods.collapse import COLLAPSE_COSINE, is_collapsed, pixel_stats, sample_pixels
+from cover.runtime import progress_bar
+
+log = logging.getLogger(__name__)
 
 #: Random pixel pairs of the collapse statistic (drawn over all analysed images).
 COLLAPSE_PAIRS = 2048
@@ -110,7 +112,7 @@ def load_labeled_images(
     cases, _ = find_cases("seg", images, labels, datalist)
     cases = sorted(cases, key=lambda c: c.name)[:max_images]
     loaded = []
-    for case in tqdm(cases, desc="reading", leave=False, disable=len(cases) < 20):
+    for case in progress_bar(cases, desc="reading", leave=False, disable=len(cases) < 20):
         item = load_case(case, task="seg", dim=dim, preset=preset, in_channels=in_channels, size=())
         loaded.append(LabeledImage(case.name, item.image, item.label))
     return loaded
@@ -232,7 +234,7 @@ def feature_geometry(
     draws = torch.Generator().manual_seed(seed)
     per_image = max(1, math.ceil(2 * COLLAPSE_PAIRS / len(data)))
     dims = int(backbone.spatial_dims)
-    for index, item in enumerate(tqdm(data, desc="features", leave=False, disable=len(data) < 5)):
+    for index, item in enumerate(progress_bar(data, desc="features", leave=False, disable=len(data) < 5)):
         features = pixel_features(backbone, item.image, device)
         drawn.append(sample_pixels(features[None], per_image, draws))
         unit = normalise_features(features)
@@ -444,7 +446,7 @@ def analyze(
 
     summary = json_safe(summary)
     (folder / "analysis.json").write_text(json.dumps(summary, indent=2))
-    print(report_line(summary) + f"; results in {folder}", file=sys.stderr)
+    log.info("%s; results in %s", report_line(summary), folder)
     return summary
 
 

@@ -28,15 +28,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
 from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
@@ -45,6 +44,9 @@ from cover.config import deep_merge, save_yaml, to_dict
 from cover.engine.guards import StopSignals
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.methods.scratch import is_pretrained
+from cover.runtime import progress_bar
+
+log = logging.getLogger(__name__)
 
 _OWN = {"config.yaml", "cells", "pretrain", "finetune", "analysis", "data", "results.md", "results.csv"}
 
@@ -132,7 +134,7 @@ def _pretrain(
     folder = out / "pretrain" / f"{method}-{dim}d"
     started = folder.is_dir() and any(folder.iterdir())
     records.put(name, {"fingerprint": print_, "status": "running", "settings": values})
-    tqdm.write(f"benchmark: pretraining {method} ({dim}D){' (resuming)' if started else ''} -> {folder}")
+    log.info("benchmark: pretraining %s (%dD)%s -> %s", method, dim, " (resuming)" if started else "", folder)
     summary = pretrain(values, out=str(folder), device=config.device, resume="auto" if started else None)
     record = {
         "fingerprint": print_,
@@ -467,7 +469,7 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
         for method in config.methods
     ]
     cells = []
-    progress = tqdm(plan, desc="benchmark cells", dynamic_ncols=True)
+    progress = progress_bar(plan, desc="benchmark cells", dynamic_ncols=True)
     for seed, task, budget, method in progress:
         progress.set_postfix_str(f"{task.name} {method} n={budget} seed={seed}")
         cell, reused = _finetune_cell(
@@ -498,8 +500,5 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
         time.monotonic() - tic,
     )
     summary.update(out=str(out), ran=ran, skipped=skipped, config=dataclasses.asdict(config))
-    print(
-        f"benchmark: {len(cells)} cells; {ran} units of work run now, {skipped} reused; results in {out}",
-        file=sys.stderr,
-    )
+    log.info(f"benchmark: {len(cells)} cells; {ran} units of work run now, {skipped} reused; results in {out}")
     return summary

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -82,4 +85,4 @@ def add_commands(app: typer.Typer) -> None:
             f"non-positive Jacobian {metrics['nonpositive_jacobian_percent']:.2f} % of voxels"
         )
         lines.append(f"results in {required['out']}")
-        typer.echo("\n".join(lines), err=True)
+        log.info("\n".join(lines))

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cover.config import save_yaml
 from cover.data.channels import source_text
@@ -42,6 +41,7 @@ from cover.downstream.outputs import prepare_output
 from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError
 from cover.models.loading import load_finetuned
+from cover.runtime import progress_bar
 
 
 def class_labels(metadata: dict[str, Any]) -> list[str]:
@@ -159,7 +159,7 @@ def _evaluate_segmentation(
 ) -> dict[str, Any]:
     num_classes = int(metadata["num_classes"])
     rows, shown, ras = [], [], []
-    for case in tqdm(cases, desc="evaluate", dynamic_ncols=True):
+    for case in progress_bar(cases, desc="evaluate", dynamic_ncols=True):
         loaded = load_case(case, **options)
         if int(loaded.label.max()) >= num_classes:
             raise data_error(
@@ -217,7 +217,7 @@ def _evaluate_classification(
     folder: Path,
 ) -> dict[str, Any]:
     rows, probabilities = [], []
-    for case in tqdm(cases, desc="evaluate", dynamic_ncols=True):
+    for case in progress_bar(cases, desc="evaluate", dynamic_ncols=True):
         loaded = load_case(case, **options)
         probs = classify(network, loaded.image[None].to(device))[0].cpu().numpy()
         probabilities.append(probs)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from torch import nn
-from tqdm.auto import tqdm
 
 import cover
 from cover.config import run_values, save_yaml, to_dict
@@ -79,6 +78,9 @@ from cover.engine.memory import fit_or_stop
 from cover.engine.precision import autocast, check_amp, grad_scaler
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
 from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
+from cover.runtime import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -188,7 +190,7 @@ def _write_split(out: Path, config: FinetuneConfig, train: list[Case], val: list
 def _load(cases: list[Case], config: FinetuneConfig, preset: str | None, desc: str) -> list[LoadedCase]:
     return [
         load_case(c, task=config.task, dim=config.dim, preset=preset, in_channels=config.in_channels, size=config.size)
-        for c in tqdm(cases, desc=desc, leave=False, disable=len(cases) < 20)
+        for c in progress_bar(cases, desc=desc, leave=False, disable=len(cases) < 20)
     ]
 
 
@@ -422,7 +424,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
             {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
             for c in train + val
         ]
-        print(f"data: {preset_note(files, given=bool(preset))}", file=sys.stderr)
+        log.info("data: %s", preset_note(files, given=bool(preset)))
 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
@@ -464,11 +466,11 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         restore_rng_state(state.get("rng", {}))
         start = int(state["step"])
         if context.is_main:
-            print(f"resuming from {state_path} at step {start}", file=sys.stderr)
+            log.info("resuming from %s at step %d", state_path, start)
     elif config.resume and config.resume != "auto":
         raise ConfigError(f"resume: {config.resume} could not be used")
     elif config.resume and context.is_main:
-        print(f"no usable checkpoint in {out / CHECKPOINT_DIR}; starting at step 0", file=sys.stderr)
+        log.info("no usable checkpoint in %s; starting at step 0", out / CHECKPOINT_DIR)
     criterion = DiceCELoss(to_onehot_y=True, softmax=True) if config.task == "seg" else nn.CrossEntropyLoss()
     metric = "val_dice" if config.task == "seg" else "val_auc"
     metadata = {
@@ -541,18 +543,19 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     logger = RunLogger(out, fields, start) if context.is_main else None
     if context.is_main:
         origin = f"pretrained={source['pretrained']}" if pretrained is not None else "scratch"
-        print(
+        log.info(
             f"cover finetune: task={config.task} dim={config.dim} {origin} "
             f"freeze={config.freeze} train={len(train)} val={len(val)} classes={num_classes} steps={config.steps} "
-            f"batch={config.batch_size} size={list(config.size)} device={device} processes={context.world_size}",
-            file=sys.stderr,
+            f"batch={config.batch_size} size={list(config.size)} device={device} processes={context.world_size}"
         )
     guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=progress.skipped)
     tic = last_save = time.monotonic()
     clock = tic - progress.seconds  # log.csv's seconds continue from the resumed state's
     done = start
     network.train()
-    bar = tqdm(total=config.steps, initial=start, desc="finetune", dynamic_ncols=True, disable=not context.is_main)
+    bar = progress_bar(
+        total=config.steps, initial=start, desc="finetune", dynamic_ncols=True, disable=not context.is_main
+    )
     with StopSignals() as signals:
         try:
             for step in range(start, config.steps if not progress.early_stopped else start):
@@ -629,7 +632,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     if not context.is_main:
         return {"steps": done, "processes": context.world_size, "rank": context.rank, "parameter_digests": digests}
     if len(set(digests)) > 1:
-        print("warning: the processes ended with different weights; rank 0's were saved", file=sys.stderr)
+        log.warning("the processes ended with different weights; rank 0's were saved")
     save_finetuned(out / "last.pt", network, {**metadata, "step": done, metric: last_val.get("score")}, to_dict(config))
     if not val:  # nothing to select on
         save_finetuned(out / "best.pt", network, {**metadata, "step": done}, to_dict(config))
@@ -683,7 +686,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     score = summary.get("test", {}).get("mean_dice")
     tail = f", test mean Dice {score:.3f}" if score is not None else ""
     best_text = f"{best:.3f} at step {best_step}" if best > -math.inf else "n/a (no validation cases)"
-    print(f"best {metric} {best_text}{tail}; results in {out}", file=sys.stderr)
+    log.info("best %s %s%s; results in %s", metric, best_text, tail, out)
     return summary
 
 

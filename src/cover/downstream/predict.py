@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cover.config import save_yaml
 from cover.data.channels import ImageSource, group_channel_files, output_path, source_text, source_value
@@ -46,6 +45,7 @@ from cover.downstream.outputs import mask_paths, prepare_output
 from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError, DataError
 from cover.models.loading import load_finetuned
+from cover.runtime import progress_bar
 
 #: Values of ``on_bad_file``: skip a bad input with a warning, or stop at the first one.
 ON_BAD_FILE = ("skip", "error")
@@ -135,7 +135,7 @@ def predict(
     targets = mask_paths([output_path(p) for p in paths], root, folder)
     cases, rows, skipped = [], [], []
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    for path, target in tqdm(list(zip(paths, targets, strict=True)), desc="predict", dynamic_ncols=True):
+    for path, target in progress_bar(list(zip(paths, targets, strict=True)), desc="predict", dynamic_ncols=True):
         try:
             loaded = load_case(Case(file_stem(output_path(path)), path), **options)
             if task == "seg":

@@ -12,10 +12,10 @@ import warnings
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from tqdm.auto import tqdm
 
 from cover.geometry import affine_field, identity_grid, resize_field, warp
 from cover.registration.grid import resize_linear
+from cover.runtime import progress_bar
 
 
 def _lncc(spatial_dims: int, kernel: int) -> torch.nn.Module:
@@ -62,7 +62,7 @@ def fit_affine(
     if steps > 0:
         loss_fn = _lncc(ndim, min(kernel, 2 * (min(small) // 4) + 1))
         optimizer = torch.optim.Adam([{"params": [delta], "lr": 0.01}, {"params": [translation], "lr": 0.2}])
-        for _ in tqdm(range(steps), desc="affine", leave=False, disable=steps < 20):
+        for _ in progress_bar(range(steps), desc="affine", leave=False, disable=steps < 20):
             phi = affine_field((eye + delta)[None], translation[None], small)
             loss = loss_fn(warp(m_small, phi), f_small)
             optimizer.zero_grad()
@@ -142,7 +142,7 @@ def refine_field(
         return resize_field(params, size)
 
     losses = []
-    for _ in tqdm(range(steps), desc="refine", leave=False, disable=steps < 20):
+    for _ in progress_bar(range(steps), desc="refine", leave=False, disable=steps < 20):
         field = current()
         with warnings.catch_warnings():  # MONAI's DiffusionLoss indexes with a list (torch deprecation)
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
