@@ -72,6 +72,6 @@ def test_quiet_and_verbose_on_a_real_pretraining_run(tmp_path, monkeypatch, caps
 
     code, out, lines = run(_tiny_pretrain(tmp_path, "verbose", "-v"), monkeypatch, capsys)
     assert code == 0 and out == ""
-    saved = [line for line in lines if re.match(r"\[ *\d+\.\d\ds cover\.train\.checkpoint\] checkpoint saved: ", line)]
+    saved = [line for line in lines if re.match(r"\[ *\d+\.\d\ds cover\.engine\.checkpoint\] checkpoint saved: ", line)]
     assert len(saved) == 1 and saved[0].endswith("step_00000001.pt"), lines
     assert any(re.match(r"\[ *\d+\.\d\ds cover\.train\.pretrain\] cover pretrain: method=cover", x) for x in lines)
