@@ -200,6 +200,24 @@ def test_freeze_steps_hold_the_pretrained_backbone_then_release_it(pretrain_run,
         assert backbone["lr"] == (0.0 if step < 2 else pytest.approx(0.5 * head["lr"])), step
 
 
+def test_transfer_encoder_starts_the_decoder_fresh_like_an_encoder_only_export(pretrain_run, seg2d, tmp_path):
+    from cover.export import export
+
+    source = load_checkpoint(pretrain_run)["model"]
+    options = seg_options(*seg2d, tmp_path / "enc", dim=2, steps=1, val_every=1, freeze="all")
+    options.pop("model")
+    tuned = load_checkpoint(finetune(pretrained=str(pretrain_run), transfer="encoder", **options)["last_checkpoint"])
+    folder = export(pretrain_run, tmp_path / "export", encoder_only=True)
+    exported = finetune(pretrained=str(folder), **{**options, "out": str(tmp_path / "exp")})
+    reference = load_checkpoint(exported["last_checkpoint"])["model"]
+    backbone = [k for k in tuned["model"] if k.startswith("backbone.")]
+    assert all(torch.equal(tuned["model"][k], reference[k]) for k in backbone)
+    encoder = [k for k in backbone if k.startswith("backbone.encoder.")]
+    decoder = [k for k in backbone if k.startswith("backbone.decoder.") and k.endswith("weight")]
+    assert encoder and all(torch.equal(tuned["model"][k], source[k]) for k in encoder)
+    assert decoder and not any(torch.equal(tuned["model"][k], source[k]) for k in decoder)
+
+
 def test_pretrained_from_an_export_folder(pretrain_run, seg2d, tmp_path):
     from cover.models.export import export
 

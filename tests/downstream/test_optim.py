@@ -96,3 +96,7 @@ def test_cli_flags_and_their_checks(tmp_path, monkeypatch, capsys):
     assert code == 2 and lines == ["error: backbone_lr_scale: 0.0 must be positive"]
     code, _, lines = run(["finetune", "--freeze-steps", "-1", "--dry-run"], monkeypatch, capsys)
     assert code == 2 and lines == ["error: freeze_steps: must be at least 0"]
+    code, out, lines = run(["finetune", "--transfer", "encoder", "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and yaml.safe_load(out)["transfer"] == "encoder"
+    code, _, lines = run(["finetune", "--transfer", "decoder", "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: transfer: 'decoder' is not allowed (allowed: all, encoder)"]

@@ -39,6 +39,7 @@ def finetune(
     epochs: Annotated[int | None, Opt(help="Passes over the labeled cases.")] = None,
     steps: Annotated[int | None, Opt(help="Optimiser steps (wins over --epochs).")] = None,
     freeze: Annotated[str | None, Opt(help="none, encoder, or all (linear probe).")] = None,
+    transfer: Annotated[str | None, Opt(help="Pretrained part to start from: all, or encoder (fresh decoder).")] = None,
     freeze_steps: Annotated[
         int | None, Opt(help="First steps training only the new head on a fixed pretrained backbone (LP-FT).")
     ] = None,
@@ -92,6 +93,7 @@ def finetune(
         "epochs": epochs,
         "steps": steps,
         "freeze": freeze,
+        "transfer": transfer,
         "freeze_steps": freeze_steps,
         "backbone_lr_scale": backbone_lr_scale,
         "batch_size": batch_size,

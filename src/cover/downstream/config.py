@@ -19,6 +19,7 @@ from cover.errors import ConfigError
 
 TASKS = ("seg", "cls")
 FREEZE = ("none", "encoder", "all")
+TRANSFER = ("all", "encoder")
 SELECT = ("best", "last")
 
 
@@ -97,6 +98,8 @@ class FinetuneConfig:
         steps: Optimiser steps.
         freeze: ``none``, ``encoder`` (train decoder and head) or ``all`` (linear probe: only
             the new head trains on frozen features).
+        transfer: What a pretrained checkpoint gives: ``all`` (encoder and decoder) or
+            ``encoder`` (the decoder starts from the run's fresh initialisation).
         freeze_steps: Steps at the start during which a pretrained backbone stays fixed and
             only the new head trains (linear probe, then fine-tuning: LP-FT); the backbone then
             warms up again over ``warmup_steps``. Ignored without ``pretrained``.
@@ -157,6 +160,7 @@ class FinetuneConfig:
     epochs: int | None = None
     steps: int | None = None
     freeze: str = "none"
+    transfer: str = "all"
     freeze_steps: int = 0
     backbone_lr_scale: float = 1.0
     batch_size: int | None = None
@@ -283,6 +287,11 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
     checks = [
         (config.task in TASKS, "task", f"{config.task!r} is not allowed (allowed: {', '.join(TASKS)})"),
         (config.freeze in FREEZE, "freeze", f"{config.freeze!r} is not allowed (allowed: {', '.join(FREEZE)})"),
+        (
+            config.transfer in TRANSFER,
+            "transfer",
+            f"{config.transfer!r} is not allowed (allowed: {', '.join(TRANSFER)})",
+        ),
         (config.amp in AMP_CHOICES, "amp", f"{config.amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})"),
         (config.select in SELECT, "select", f"{config.select!r} is not allowed (allowed: {', '.join(SELECT)})"),
         (len(config.size) == config.dim, "size", f"{list(config.size)} needs 1 or {config.dim} values"),

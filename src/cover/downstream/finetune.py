@@ -48,7 +48,7 @@ from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
 from cover.downstream.models import build_network, freeze_backbone, save_finetuned
-from cover.downstream.optim import build_optimizer, hold_frozen
+from cover.downstream.optim import build_optimizer, hold_frozen, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import (
     CHECKPOINT_DIR,
@@ -429,7 +429,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
     if pretrained is not None:
-        load_weights(network.backbone, pretrained)
+        load_weights(network.backbone, transferred(pretrained, network.backbone, config.transfer))
     backbone = network.backbone
     try:
         backbone.check_size(config.size)

@@ -1,5 +1,7 @@
 """Optimiser of a fine-tuning run: the pretrained backbone and the new head as two parameter groups.
 
+:func:`transferred` picks what a run takes from the pretrained checkpoint (all, or the encoder).
+
 With a pretrained checkpoint the backbone's parameters form their own Adam group, whose
 learning rate is ``backbone_lr_scale`` times the head's and stays zero for the first
 ``freeze_steps`` steps (linear probe, then fine-tuning of everything: LP-FT). After the
@@ -12,12 +14,15 @@ pretrained features to protect).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from cover.engine.schedule import warmup_cosine
+from cover.errors import ConfigError, CoverError
+from cover.models.loading import Checkpoint, encoder_prefixes
 
 #: Name of the parameter group holding the pretrained backbone.
 PRETRAINED_GROUP = "pretrained"
@@ -111,3 +116,25 @@ def hold_frozen(optimizer: torch.optim.Optimizer, step: int, freeze_steps: int) 
         if group.get("name") == PRETRAINED_GROUP:
             for parameter in group["params"]:
                 parameter.grad = None
+
+
+def transferred(checkpoint: Checkpoint, backbone: nn.Module, transfer: str) -> Checkpoint:
+    """The part of a pretrained checkpoint that a fine-tuning run starts from.
+
+    Args:
+        checkpoint: The pretrained checkpoint.
+        backbone: The downstream backbone (built like the checkpoint's).
+        transfer: ``all`` (encoder and decoder) or ``encoder`` (the decoder keeps the fresh
+            initialisation of the run's seed, as with an encoder-only export).
+
+    Returns:
+        ``checkpoint`` itself, or a copy holding the encoder's weights only (marked encoder-only).
+    """
+    if transfer == "all":
+        return checkpoint
+    try:
+        prefixes = encoder_prefixes(backbone)
+    except CoverError:
+        raise ConfigError(f"transfer: the {type(backbone).__name__} backbone has no known encoder; use all") from None
+    weights = {k: v for k, v in checkpoint.weights.items() if k.startswith(prefixes)}
+    return dataclasses.replace(checkpoint, weights=weights, metadata={**checkpoint.metadata, "encoder_only": True})
