@@ -151,7 +151,16 @@ def test_table_bolds_the_best_mean_per_column():
     assert stats[("t", 1, "a")]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     lines = dice_table(stats, ["a", "b"], [("t", 1)])
     assert lines[2].startswith("| a | 60.0 ± 14.1 |")
-    assert lines[3] == "| b | **80.0 ± 0.0** | **80.0** |"
+    assert lines[3] == "| b | **80.0 ± 0.0** | **80.0** |"  # two seeds that agree
+
+
+def test_table_shows_no_spread_for_a_single_seed():
+    cells = [{"task": "t", "budget": 1, "method": "a", "seed": 0, "dice": 0.5}]
+    cells += [{"task": "t", "budget": 1, "method": "b", "seed": s, "dice": d} for s, d in enumerate((0.2, 0.4))]
+    lines = dice_table(aggregate(cells), ["a", "b"], [("t", 1)])
+    assert lines[2] == "| a | **50.0 (1 seed)** | **50.0** |"
+    lines = dice_table(aggregate(cells[:1]), ["a"], [("t", 1)])
+    assert lines[2] == "| a | **50.0** | **50.0** |"
 
 
 def _signal_on_call(monkeypatch, target, name: str, call: int) -> None:

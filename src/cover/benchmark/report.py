@@ -66,6 +66,8 @@ def dice_table(
 ) -> list[str]:
     """Markdown table: rows = methods, columns = (task, budget), Dice % mean ± std, best bold.
 
+    A cell of one seed shows its value alone (no "± 0.0").
+
     Args:
         stats: Output of :func:`aggregate`.
         methods: Row order.
@@ -90,9 +92,11 @@ def dice_table(
             if entry is None:
                 row.append("–")
                 continue
-            text = f"{_percent(entry['mean'])} ± {_percent(entry['std'])}"
+            # One seed has no spread to show: the value alone, never "± 0.0".
+            mean, std = _percent(entry["mean"]), _percent(entry["std"])
+            text = mean if entry["n"] < 2 else f"{mean} ± {std}"
             if entry["n"] < max((stats[(*column, m)]["n"] for m in methods if (*column, m) in stats), default=0):
-                text += f" ({entry['n']} seeds)"
+                text += f" ({entry['n']} seed{'s' if entry['n'] > 1 else ''})"
             row.append(f"**{text}**" if math.isclose(entry["mean"], best[column]) else text)
         average = averages[method]
         if average is None:
