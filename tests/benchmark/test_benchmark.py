@@ -113,6 +113,18 @@ def test_default_preset_is_mni_regions_2d_with_validation_three_seeds_and_every_
     assert set(config.methods) == {"scratch", "dense-infonce", "simclr", "cover"}
 
 
+def test_default_preset_pretrains_with_the_task_like_views():
+    """The default preset's 2D pretraining (as the runner merges it) resolves to views with the task's
+    kind of variation: elastic field, gamma change and bias field on, wider ranges than the demo's."""
+    from cover.config import deep_merge, resolve_pretrain_config
+
+    config = resolve_benchmark_config(preset="default")
+    values = deep_merge(config.pretrain, config.pretrain_2d)
+    views = resolve_pretrain_config({**values, "method": "cover", "dim": 2}).views
+    assert views.elastic and views.gamma_range == (0.6, 1.6) and views.bias_std == 0.3
+    assert views.rotation_deg == 15.0 and views.scale_range == (0.8, 1.2) and views.blur_sigma_max == 1.0
+
+
 def test_custom_task_example_resolves():
     config = resolve_benchmark_config(CONFIGS / "custom_task.yaml")
     (task,) = config.task_configs()
