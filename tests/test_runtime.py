@@ -1,7 +1,10 @@
 """cover.runtime: the script's message format per verbosity, warnings as one line, and no output by default."""
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -101,3 +104,27 @@ def test_the_library_prints_nothing_unconfigured_but_logs_records(capsys, caplog
 def test_an_unknown_verbosity_is_refused():
     with pytest.raises(ValueError, match="verbosity: 2 is not one of"):
         configure_logging(2)
+
+
+LIBRARY_RUN = """
+import sys
+import cover
+model = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
+cover.pretrain(out=sys.argv[1], size=32, batch_size=2, steps=1, warmup_steps=1, eval_pairs=2, lr=1e-6, model=model)
+"""
+
+
+def test_the_api_unconfigured_prints_no_notes_but_python_still_shows_its_warnings(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COVER_MEMORY_CHECK": "0"}
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_RUN, str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "" and (out / "summary.json").is_file()
+    lines = [line.strip() for line in re.split(r"[\r\n]", result.stderr) if line.strip()]
+    bar = [line for line in lines if line.startswith("pretrain:")]
+    others = [line for line in lines if not line.startswith("pretrain:")]
+    # Python's last-resort handler shows a WARNING record, bare; progress notes (INFO) stay silent.
+    assert len(others) == 1 and others[0].startswith("lr 1e-06 is 707x below 0.000707"), others
+    assert bar and bar[-1].startswith("pretrain: 100%")  # bars stay on unless the cover logger is set above INFO
