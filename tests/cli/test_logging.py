@@ -37,7 +37,9 @@ def test_a_warning_keeps_its_one_line_form_under_quiet_and_verbose(tmp_path, mon
     assert code == 0 and yaml.safe_load(out)["preset"] == "mri" and lines == [warning]
     code, out, lines = run(["-v", "pretrain", "--preset", "mri", "--dry-run"], monkeypatch, capsys)
     assert [DEBUG_LINE.sub("", line) for line in lines if "deprecated" in line] == [warning]
-    assert re.match(r"\[ *\d+\.\d\ds cover\.cli\.options\] warning: --preset", [x for x in lines if "deprecated" in x][0])
+    assert re.match(
+        r"\[ *\d+\.\d\ds cover\.cli\.options\] warning: --preset", [x for x in lines if "deprecated" in x][0]
+    )
 
 
 def test_main_leaves_logging_as_it_found_it(tmp_path, monkeypatch, capsys):

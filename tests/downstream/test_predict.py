@@ -21,9 +21,10 @@ from torch import nn
 
 import cover.downstream.predict as predict_module
 from _support.cli import run_cli
-from cover.downstream.models import build_network, save_finetuned
 from cover.downstream.predict import predict
 from cover.errors import ConfigError, DataError
+from cover.models.loading import build_network
+from cover.models.networks import save_finetuned
 
 TINY = {"channels": [8, 16, 32, 16, 8]}
 OBLIQUE = np.array([[0.0, 0.98, 0.2, 30.0], [-0.7, 0.0, 0.0, -12.0], [0.0, -0.2, 2.4, 7.5], [0, 0, 0, 1]])

@@ -47,7 +47,6 @@ from cover.downstream.config import FinetuneConfig, resolve_finetune_config, res
 from cover.downstream.inference import classify, segment_logits
 from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
-from cover.downstream.models import build_network, freeze_backbone, save_finetuned
 from cover.downstream.optim import build_optimizer, hold_frozen, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import (
@@ -77,7 +76,8 @@ from cover.engine.logger import RunLogger
 from cover.engine.memory import fit_or_stop
 from cover.engine.precision import autocast, check_amp, grad_scaler
 from cover.errors import ConfigError, CoverError, TrainingInterrupted
-from cover.models.loading import Checkpoint, load_weights, pretrained_preset, read_checkpoint
+from cover.models.loading import Checkpoint, build_network, load_weights, pretrained_preset, read_checkpoint
+from cover.models.networks import freeze_backbone, save_finetuned
 from cover.runtime import progress_bar
 
 log = logging.getLogger(__name__)

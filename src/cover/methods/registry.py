@@ -36,8 +36,7 @@ def build_method(name: str, backbone: nn.Module, model: Any, options: dict[str, 
     Returns:
         The method module.
     """
-    import cover.methods  # noqa: F401  (registers the built-in methods)
-
+    # The built-in methods are registered: importing this module ran ``cover/methods/__init__.py``.
     if name not in METHODS:
         raise ConfigError(f"method '{name}' is unknown (allowed: {', '.join(sorted(METHODS))})")
     return METHODS[name](backbone, model, **(options or {}))

@@ -355,6 +355,23 @@ def _wrong_kind(checkpoint: Checkpoint, needs: str) -> CoverError:
     return CoverError(f"{checkpoint.source}: {KINDS[checkpoint.kind]}, but this command needs {needs}")
 
 
+def build_network(task: str, spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """Network of a task from a backbone description.
+
+    Args:
+        task: ``seg`` or ``cls``.
+        spec: ``backbone``, ``backbone_args``, ``spatial_dims``, ``in_channels``.
+        num_classes: Output classes.
+
+    Returns:
+        :class:`SegmentationNet` or :class:`ClassificationNet`.
+    """
+    from cover.models.networks import ClassificationNet, SegmentationNet
+
+    backbone = build_from_metadata(spec)
+    return (SegmentationNet if task == "seg" else ClassificationNet)(backbone, num_classes)
+
+
 def load_finetuned(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a fine-tuned network (backbone and task head) from its checkpoint alone.
 
@@ -365,8 +382,6 @@ def load_finetuned(path: str | Path, device: torch.device | str = "cpu") -> tupl
     Returns:
         ``(network in eval mode, metadata)``.
     """
-    from cover.downstream.models import build_network
-
     checkpoint = read_checkpoint(path)
     if checkpoint.kind != "finetune" or "task" not in checkpoint.metadata:
         raise _wrong_kind(checkpoint, "a cover finetune output folder or its best.pt (run cover finetune first)")
@@ -390,7 +405,7 @@ def load_vector_model(path: str | Path, device: torch.device | str = "cpu") -> t
         ``(model in eval mode, checkpoint metadata, checkpoint file)``.
     """
     from cover.config import resolve_pretrain_config
-    from cover.train.pretrain import build_model
+    from cover.models.networks import build_model
 
     checkpoint = read_checkpoint(path)
     needs = "the cover pretrain run folder or checkpoint of a cover model (its vector head)"

@@ -55,9 +55,8 @@ from cover.engine.schedule import warmup_cosine
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.geometry import warp
 from cover.losses.masked import endpoint_error
-from cover.methods import build_method
 from cover.methods.collapse import collapse_stats, describe, is_collapsed
-from cover.nn.backbones import build_backbone
+from cover.models.networks import build_model
 from cover.runtime import progress_bar
 from cover.views import ViewGenerator
 
@@ -116,26 +115,6 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
         )
     # Held-out pairs use fresh transforms and item seeds never drawn in training.
     return dataset, dataset, metadata
-
-
-def build_model(config: PretrainConfig) -> torch.nn.Module:
-    """The method module (backbone + head) the config describes."""
-    backbone = build_backbone(
-        config.model.backbone,
-        config.dim,
-        config.in_channels,
-        channels=tuple(config.model.channels),
-        **config.model.backbone_args,
-    )
-    options = {"vec_weight": config.vec_weight, "con_weight": config.con_weight} if config.method == "cover" else {}
-    options.update(config.method_options)
-    try:
-        return build_method(config.method, backbone, config.model, options)
-    except TypeError as error:
-        if "unexpected keyword argument" not in str(error):
-            raise
-        name = str(error).rsplit("argument", 1)[-1].strip(" '")
-        raise ConfigError(f"method_options: '{name}' is not an option of method '{config.method}'") from None
 
 
 def check_memory(config: PretrainConfig, model: torch.nn.Module, context: DistributedContext) -> None:

@@ -1,11 +1,12 @@
-"""Downstream networks and their weights: segmentation and classification heads on a backbone.
+"""Networks built from descriptions: the pretraining method module and the downstream task networks.
 
+- :func:`build_model`: backbone + pretraining method (head) of a pretraining config.
 - :class:`SegmentationNet`: the whole backbone (a pretrained U-Net keeps encoder *and*
   decoder) and a new 1x1(x1) convolution mapping the finest decoder features to classes.
 - :class:`ClassificationNet`: global average pooling of the bottleneck features (pyramid
   level 0) and a new linear layer.
 
-Both keep the backbone under the attribute ``backbone``, so their state-dict keys start with
+The task networks keep the backbone under the attribute ``backbone``, so their state-dict keys start with
 ``backbone.`` like the pretraining methods'. Checkpoints become models in
 :mod:`cover.models.loading` (pretrained backbones, and fine-tuned networks from
 :func:`save_finetuned`'s checkpoints).
@@ -14,14 +15,16 @@ Both keep the backbone under the attribute ``backbone``, so their state-dict key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cover.errors import ConfigError
-from cover.models.loading import build_from_metadata
 from cover.nn.unet import conv_nd
+
+if TYPE_CHECKING:
+    from cover.config import PretrainConfig
 
 FINETUNE_FORMAT = "cover-finetune/1"
 
@@ -62,21 +65,6 @@ class ClassificationNet(nn.Module):
         return self.head(self.backbone(x)[0].flatten(2).mean(dim=2))
 
 
-def build_network(task: str, spec: dict[str, Any], num_classes: int) -> nn.Module:
-    """Network of a task from a backbone description.
-
-    Args:
-        task: ``seg`` or ``cls``.
-        spec: ``backbone``, ``backbone_args``, ``spatial_dims``, ``in_channels``.
-        num_classes: Output classes.
-
-    Returns:
-        :class:`SegmentationNet` or :class:`ClassificationNet`.
-    """
-    backbone = build_from_metadata(spec)
-    return (SegmentationNet if task == "seg" else ClassificationNet)(backbone, num_classes)
-
-
 def freeze_backbone(network: nn.Module, freeze: str) -> None:
     """Stop gradients into the encoder (``encoder``) or the whole backbone (``all``).
 
@@ -108,3 +96,33 @@ def save_finetuned(path: str | Path, network: nn.Module, metadata: dict[str, Any
 
     state = {"format": FINETUNE_FORMAT, "model": network.state_dict(), "metadata": metadata, "config": config}
     save_checkpoint(state, path)
+
+
+def build_model(config: PretrainConfig) -> torch.nn.Module:
+    """The method module (backbone + head) the config describes.
+
+    Args:
+        config: A resolved pretraining config.
+
+    Returns:
+        The method module, e.g. :class:`cover.methods.cover.CoverMethod` around its backbone.
+    """
+    from cover.methods import build_method
+    from cover.nn.backbones import build_backbone
+
+    backbone = build_backbone(
+        config.model.backbone,
+        config.dim,
+        config.in_channels,
+        channels=tuple(config.model.channels),
+        **config.model.backbone_args,
+    )
+    options = {"vec_weight": config.vec_weight, "con_weight": config.con_weight} if config.method == "cover" else {}
+    options.update(config.method_options)
+    try:
+        return build_method(config.method, backbone, config.model, options)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        name = str(error).rsplit("argument", 1)[-1].strip(" '")
+        raise ConfigError(f"method_options: '{name}' is not an option of method '{config.method}'") from None
