@@ -201,7 +201,7 @@ def test_freeze_steps_hold_the_pretrained_backbone_then_release_it(pretrain_run,
 
 
 def test_transfer_encoder_starts_the_decoder_fresh_like_an_encoder_only_export(pretrain_run, seg2d, tmp_path):
-    from cover.export import export
+    from cover.models.export import export
 
     source = load_checkpoint(pretrain_run)["model"]
     options = seg_options(*seg2d, tmp_path / "enc", dim=2, steps=1, val_every=1, freeze="all")
