@@ -128,3 +128,27 @@ def test_mean_std_leave_nan_out_and_use_the_population_std():
     summary = summarise(rows, ["dice", "hd95"])
     assert summary["dice"] == pytest.approx({"mean": 0.7, "std": 0.2})
     assert summary["hd95"] == pytest.approx({"mean": 3.0, "std": 1.0})
+
+
+def test_only_monais_empty_class_warnings_are_silenced(monkeypatch):
+    import warnings
+
+    import cover.downstream.metrics as metrics
+
+    label = np.zeros((8, 8), dtype=np.int64)
+    pred = np.zeros_like(label)
+    label[1:4, 1:4] = 1  # class 1 only in the label, class 2 only in the prediction: MONAI warns for both
+    pred[5:7, 5:7] = 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmentation_scores(torch.from_numpy(pred), torch.from_numpy(label), 3)
+    assert caught == []
+    real = metrics.compute_hausdorff_distance
+
+    def also_warns(*args, **kwargs):
+        warnings.warn("the prediction is all 0 but this is another warning", UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "compute_hausdorff_distance", also_warns)
+    with pytest.warns(UserWarning, match="another warning"):
+        segmentation_scores(torch.from_numpy(pred), torch.from_numpy(label), 3)

@@ -70,7 +70,15 @@ def segmentation_scores(
     if not hd95:
         return {"dice": [float(v) for v in dice]}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MONAI warns about empty classes; handled below
+        # Known harmless, silenced by message (other warnings stay): MONAI warns about a class empty in one
+        # map (its distance is replaced below), and its HD95 calls its own get_mask_edges with an argument
+        # it deprecated (MONAI 1.5-1.6; nothing a caller can change).
+        warnings.filterwarnings(
+            "ignore", message=r"the (ground truth|prediction) of class \S+ is all 0", category=UserWarning
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"monai\.metrics\.utils get_mask_edges:always_return_as_numpy", category=FutureWarning
+        )
         distances = compute_hausdorff_distance(
             pred, true, include_background=False, percentile=95, spacing=list(spacing) if spacing else None
         )[0].double()
