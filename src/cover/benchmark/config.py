@@ -78,7 +78,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"channels": HALF_CHANNELS},
         "pretrain": {"steps": 600, "batch_size": 4, "lr": 1e-3, "warmup_steps": 30},
         "pretrain_2d": {"size": 64, "views": TASK_VIEWS_2D},
-        "finetune": {"steps": 300, "batch_size": 4, "size": 64, "lr": 2e-3, "patience": 4},
+        # transfer: encoder, chosen by validation Dice (benchmarks/results/README.md, stop 14)
+        "finetune": {"steps": 300, "batch_size": 4, "size": 64, "lr": 2e-3, "patience": 4, "transfer": "encoder"},
         "val_fraction": 0.2,
         "steps_per_case": 40,
         "tasks": [{"name": "mni-regions-2d", "budgets": [1, 2, 8]}],
