@@ -7,6 +7,7 @@
 - :mod:`cover.downstream.demo`: the built-in MNI152 tissue task written as PNG files.
 
 Building blocks: ``cases`` (labeled cases, the seeded split), ``loading`` (reading through the
-data layer), ``models`` (heads, pretrained weights, checkpoints), ``batches``, ``augment``,
-``inference`` (sliding windows), ``metrics``, ``figures``, ``outputs``. The commands are in :mod:`cover.cli`.
+data layer), ``batches``, ``augment``, ``optim``, ``inference`` (sliding windows), ``metrics``,
+``figures``, ``outputs``. The task networks and their checkpoints are in :mod:`cover.models`, the
+commands in :mod:`cover.cli`.
 """
