@@ -10,7 +10,8 @@ training, validation) is nnU-Net's unchanged code.
 
 It also registers short schedules for a shared 2-core CPU: nnU-Net's default trainer with
 ``E`` epochs of ``N`` training iterations (10 validation iterations each), e.g.
-``nnUNetTrainer_1x50`` and ``nnUNetTrainer_5x50``.
+``nnUNetTrainer_1x50`` and ``nnUNetTrainer_5x50``, and ``nnUNetTrainer_1x5`` (5 iterations: checks that
+a command runs, e.g. the README's nnU-Net commands on the tiny test dataset).
 
     python benchmarks/nnunet_train.py 501 2d 0 -tr nnUNetTrainer_1x50 -device cpu [-pretrained_weights F]
 """
@@ -35,7 +36,7 @@ def short_trainer(epochs: int, iterations: int) -> type:
     return type(f"nnUNetTrainer_{epochs}x{iterations}", (nnUNetTrainer,), {"__init__": init})
 
 
-TRAINERS = {t.__name__: t for t in (short_trainer(1, 50), short_trainer(5, 50))}
+TRAINERS = {t.__name__: t for t in (short_trainer(1, 5), short_trainer(1, 50), short_trainer(5, 50))}
 
 if __name__ == "__main__":  # nnU-Net's validation pool spawns workers that import this file
     run_training.recursive_find_trainer_class_by_name = lambda name: (
