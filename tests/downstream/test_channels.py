@@ -105,6 +105,14 @@ def test_predict_groups_a_cases_channel_files_and_writes_case_ext_on_channel_0s_
         truth = np.asarray(nib.load(dataset / "labelsTs" / name).dataobj)
         agreement.append((np.asarray(mask.dataobj) == truth).mean())
     assert np.mean(agreement) > 0.9, agreement
+    listed = [{"image": ["imagesTs/case17_0000.nii.gz", "imagesTs/case17_0001.nii.gz"]}]
+    (tmp_path / "list.json").write_text(json.dumps(listed))
+    (tmp_path / "imagesTs").symlink_to(dataset / "imagesTs")
+    from_list = predict(trained["checkpoint"], str(tmp_path / "list.json"), out=tmp_path / "listed")
+    assert [p.rsplit("/", 1)[1] for p in from_list["outputs"]] == ["case17.nii.gz"]
+    np.testing.assert_array_equal(
+        nib.load(from_list["outputs"][0]).dataobj, nib.load(tmp_path / "pred" / "case17.nii.gz").dataobj
+    )
 
 
 def test_channel_counts_and_order_are_checked_with_one_line_errors(dataset, trained, tmp_path):
@@ -158,3 +166,29 @@ def test_two_channel_pretraining_records_the_channels_and_fine_tunes(dataset, tm
     assert tuned_metadata["in_channels"] == 2 and tuned_metadata["channel_names"] == ["decoy", "signal"]
     with pytest.raises(ConfigError, match="in_channels: 1 but the pretrained checkpoint .* expects 2"):
         finetune(images=str(dataset), pretrained=str(tmp_path / "export"), **options(tmp_path / "x", in_channels=1))
+
+
+def test_4d_msd_files_are_images_of_their_channels(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    entries = []
+    for i in range(4):
+        decoy, _ = shapes_case(rng, 3, 16)
+        signal, label = shapes_case(rng, 3, 16)
+        nib.save(nib.Nifti1Image(np.stack([decoy, signal], -1), AFFINE), tmp_path / "img" / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, AFFINE), tmp_path / "lab" / f"c{i}.nii.gz")
+        entries.append({"image": f"img/c{i}.nii.gz", "label": f"lab/c{i}.nii.gz"})
+    msd = {"modality": {"0": "FLAIR", "1": "T1w"}, "training": entries, "test": []}
+    (tmp_path / "dataset.json").write_text(json.dumps(msd))
+    common = {"dim": 3, "size": 16, "batch_size": 2, "steps": 2, "model": TINY, "datalist": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"in_channels: 1 but the dataset names 2 channel\(s\) \['FLAIR', 'T1w'\]"):
+        finetune(out=str(tmp_path / "one"), **common)
+    summary = finetune(out=str(tmp_path / "ft"), in_channels=2, **common)
+    assert load_checkpoint(summary["checkpoint"])["metadata"]["channel_names"] == ["FLAIR", "T1w"]
+    written = predict(summary["checkpoint"], str(tmp_path / "img"), out=tmp_path / "pred")["outputs"]
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == [f"c{i}.nii.gz" for i in range(4)]
+    for path in written:  # a 3D mask on the 4D file's spatial grid
+        mask, source = nib.load(path), nib.load(path.replace(str(tmp_path / "pred"), str(tmp_path / "img")))
+        assert mask.shape == source.shape[:3] == (16, 16, 16)
+        np.testing.assert_allclose(mask.affine, source.affine, atol=1e-6)
