@@ -178,10 +178,16 @@ def test_invalid_config_fails_before_any_work(tmp_path):
 def test_3d_demo_uses_its_small_network_unless_the_user_names_one():
     demo = resolve_pretrain_config({"dim": 3})
     assert demo.model.channels == (16, 32, 64, 128, 64, 32, 16) and demo.model.heads == (4, 4, 1, 1)
-    assert demo.model.window_radius == 1 and demo.size == (32, 32, 32) and demo.views.rotation_deg == 15.0
+    assert demo.model.window_radius == 1 and demo.size == (24, 24, 24) and demo.views.rotation_deg == 15.0
+    assert demo.steps == 1000 and demo.warmup_steps == 50 and demo.batch_size == 1
     assert resolve_pretrain_config({"dim": 3, "model": {"window_radius": 2}}).model.channels == demo.model.channels
     monai = resolve_pretrain_config({"dim": 3, "model": {"backbone": "monai-basicunet"}})
     assert monai.model.channels == (32, 64, 128, 256, 512, 256, 128, 64, 32) and len(monai.model.heads) == 5
+    assert monai.size == (32, 32, 32)  # the demo's 24^3 rounded up to the 4-down-sampling network's 16
+    paper = resolve_pretrain_config({"dim": 3, "model": {"channels": [8, 16, 32, 64, 128, 64, 32, 16, 8]}})
+    assert paper.size == (32, 32, 32) and resolve_pretrain_config({"dim": 3, "size": 48}).size == (48, 48, 48)
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        resolve_pretrain_config({"dim": 3, "size": 24, "model": {"channels": [8, 16, 32, 64, 128, 64, 32, 16, 8]}})
     assert resolve_pretrain_config({"dim": 3, "data": "/ct"}).model.channels[4] == 512
 
 
