@@ -201,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     from cover.analysis.analyze import load_backbone
     from cover.data.demo import FINETUNE_SLAB
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     torch.set_num_threads(1)
     root = Path(args.out)

@@ -33,7 +33,7 @@ from common import Timing, heading, load_average, markdown_table, setup_threads,
 import cover.nn.mov as mov
 from cover.config import resolve_pretrain_config
 from cover.nn.mov_reference import loop_mov
-from cover.train.pretrain import build_model, source_size
+from cover.pretraining.pretrain import build_model, source_size
 from cover.views import ViewGenerator
 
 KERNELS = {"fast": mov.mixture_of_vectors, "loop": loop_mov}

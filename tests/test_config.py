@@ -166,7 +166,7 @@ def test_binary_and_missing_yaml(tmp_path):
 
 
 def test_invalid_config_fails_before_any_work(tmp_path):
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     with pytest.raises(ConfigError, match="lr: -1.0 must be positive"):
         pretrain(out=str(tmp_path / "run"), lr=-1)

@@ -24,7 +24,6 @@ ROOMS: tuple[str, ...] = (
     "registration",
     "downstream",
     "pretraining",
-    "train",  # the old trainer, being dissolved into pretraining/ and engine/ by the engine work
     # models reads checkpoints with the engine's checkpoint files (cover.engine.checkpoint); the
     # engine imports no model code, so it sits below the loader.
     "models",
@@ -45,13 +44,7 @@ ROOMS: tuple[str, ...] = (
 
 #: Known upward imports, each with the reason it may stay for now: ``(importing module, imported module)``.
 #: An entry whose import is gone fails :func:`test_allow_list_names_imports_that_exist`: delete it then.
-ALLOWED: dict[tuple[str, str], str] = {
-    # Loss curves and field pictures of training runs live in analysis/figures.py; the engine work
-    # moves them to cover.engine.curves and cover.pretraining.figures (below these rooms).
-    ("cover.train.pretrain", "cover.analysis.figures"): "train/ is being dissolved",
-    ("cover.downstream.finetune", "cover.analysis.figures"): "plot_losses moves to cover.engine.curves",
-    ("cover.registration.pipeline", "cover.analysis.figures"): "field_to_rgb moves to cover.pretraining.figures",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 #: Public name -> the module that defines it.
 FUNCTIONS: dict[str, str] = {
-    "pretrain": "cover.train.pretrain",
+    "pretrain": "cover.pretraining.pretrain",
     "finetune": "cover.downstream.finetune",
     "evaluate": "cover.downstream.evaluate",
     "predict": "cover.downstream.predict",

@@ -1,6 +1,6 @@
 """Real ``python -m cover`` subprocesses for the crash-safety tests, and real signals to them.
 
-Shared by ``tests/train/test_reliability.py`` and ``tests/downstream/test_finetune_reliability.py``
+Shared by ``tests/pretraining/test_reliability.py`` and ``tests/downstream/test_finetune_reliability.py``
 (``tests`` is on ``sys.path`` through pytest's ``pythonpath`` setting).
 """
 

@@ -170,7 +170,7 @@ def test_collapse_verdict_and_report_line():
 
 
 def test_analyze_of_a_checkpoint_reports_the_untrained_reference(tmp_path, caplog):
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     write_pairs(tmp_path)
     tiny_model = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}

@@ -106,15 +106,16 @@ def bad_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory) -> Path:
     """The output folder of an earlier, finished run (2 steps, a checkpoint per step)."""
-    import cover.analysis.figures as figures
-    from cover.train.pretrain import pretrain
+    import cover.engine.curves as curves
+    import cover.pretraining.figures as figures
+    from cover.pretraining.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("earlier") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "plot_flow", lambda *a, **k: None)  # states matter here, not pictures
-        patch.setattr(figures, "plot_losses", lambda *a, **k: None)
+        patch.setattr(curves, "plot_losses", lambda *a, **k: None)
         pretrain(out=str(out), dim=2, size=32, batch_size=2, steps=2, checkpoint_every=1, device="cpu", **TINY)
     torch.set_num_threads(threads)
     assert len(list_checkpoints(out)) == 2 and (out / "summary.json").is_file()

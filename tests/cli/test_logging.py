@@ -76,4 +76,5 @@ def test_quiet_and_verbose_on_a_real_pretraining_run(tmp_path, monkeypatch, caps
     assert code == 0 and out == ""
     saved = [line for line in lines if re.match(r"\[ *\d+\.\d\ds cover\.engine\.checkpoint\] checkpoint saved: ", line)]
     assert len(saved) == 1 and saved[0].endswith("step_00000001.pt"), lines
-    assert any(re.match(r"\[ *\d+\.\d\ds cover\.train\.pretrain\] cover pretrain: method=cover", x) for x in lines)
+    announced = r"\[ *\d+\.\d\ds cover\.pretraining\.pretrain\] cover pretrain: method=cover"
+    assert any(re.match(announced, x) for x in lines)

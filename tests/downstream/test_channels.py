@@ -144,7 +144,7 @@ def test_channel_counts_and_order_are_checked_with_one_line_errors(dataset, trai
 
 def test_two_channel_pretraining_records_the_channels_and_fine_tunes(dataset, tmp_path):
     from cover.models.export import export
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     model = {"channels": TINY["channels"], "heads": [2, 2, 1], "head_dim": 4}
     common = {"data": str(dataset), "dim": 2, "size": 32, "batch_size": 2, "steps": 2, "eval_pairs": 2, "model": model}

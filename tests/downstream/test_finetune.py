@@ -155,7 +155,7 @@ def test_refuses_a_folder_of_another_run(seg2d, tmp_path):
 @pytest.fixture(scope="module")
 def pretrain_run(tmp_path_factory):
     """A tiny 2-step COVER pretraining run on the demo data; its checkpoint."""
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("pretrain") / "pre"
     pretrain(

@@ -15,7 +15,7 @@ from cover.downstream.evaluate import evaluate  # noqa: E402
 from cover.downstream.finetune import finetune  # noqa: E402
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from cover.engine.logger import read_log  # noqa: E402
-from cover.train.pretrain import pretrain  # noqa: E402
+from cover.pretraining.pretrain import pretrain  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 import cover.downstream.finetune as finetune_module
+import cover.engine.loop as loop_module
 from _support.clock import SteppingTime
 from _support.processes import (
     ENV,
@@ -188,10 +189,10 @@ def test_checkpoints_hold_the_training_state_as_plain_values(seg2d, tmp_path):
 
 def test_log_seconds_continue_after_a_resume(seg2d, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    monkeypatch.setattr(finetune_module, "time", SteppingTime())
+    monkeypatch.setattr(loop_module, "time", SteppingTime())
     finetune(**tiny(seg2d, run))
     checkpoint_path(run, 6).unlink()  # as if killed after step 4's checkpoint
-    monkeypatch.setattr(finetune_module, "time", SteppingTime())  # a new process: its clock restarts
+    monkeypatch.setattr(loop_module, "time", SteppingTime())  # a new process: its clock restarts
     finetune(out=str(run), resume="auto")
     seconds = columns(run)["seconds"]
     assert sorted(seconds) == [1, 2, 3, 4, 5, 6]

@@ -15,7 +15,7 @@ from cover.engine.distributed import DistributedContext, gather_digests, mean_ov
 from cover.engine.launch import strip_devices, torchrun_args
 from cover.engine.logger import read_log
 from cover.engine.sampler import StepBatchSampler, step_batch
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY = {
     "model": {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4},
@@ -56,7 +56,7 @@ def test_two_gloo_processes_train_identical_replicas(ddp_run):
     assert state_digest(state["model"]) == digests[0]
     # The replicas did train: the weights left their seeded initialisation.
     from cover.config import load_yaml, resolve_pretrain_config
-    from cover.train.pretrain import build_model
+    from cover.pretraining.pretrain import build_model
 
     torch.manual_seed(0)
     initial = build_model(resolve_pretrain_config(load_yaml(out / "config.yaml")))

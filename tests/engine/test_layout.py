@@ -5,7 +5,7 @@ import torch
 
 from cover.config import resolve_pretrain_config
 from cover.engine.layout import channels_last_format, use_channels_last
-from cover.train.pretrain import build_model, source_size
+from cover.pretraining.pretrain import build_model, source_size
 from cover.views import ViewGenerator
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}

@@ -9,7 +9,7 @@ import torch
 import cover.engine.memory as memory
 from cover.engine.memory import MemoryEstimate, check_fits, probe_size, saved_activation_bytes
 from cover.errors import ConfigError
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 GB = 2**30
@@ -67,7 +67,7 @@ def test_the_probe_leaves_the_model_and_the_random_stream_alone(tmp_path, monkey
     """Weights, normalisation statistics and the global RNG are as if no estimate had run."""
     from cover.config import resolve_pretrain_config
     from cover.engine.distributed import init_distributed
-    from cover.train.pretrain import build_model, check_memory
+    from cover.pretraining.pretrain import build_model, check_memory
 
     config = resolve_pretrain_config({"dim": 2, "size": 32, "batch_size": 4, "steps": 2, "model": TINY_MODEL})
     torch.manual_seed(3)
@@ -88,7 +88,7 @@ import torch
 from pathlib import Path
 from cover.config import resolve_pretrain_config
 from cover.engine.memory import estimate
-from cover.train.pretrain import build_model
+from cover.pretraining.pretrain import build_model
 from cover.views import ViewGenerator
 def rss(field):
     lines = Path("/proc/self/status").read_text().splitlines()

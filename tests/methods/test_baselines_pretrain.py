@@ -8,7 +8,7 @@ import pytest
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint
 from cover.engine.logger import read_log
 from cover.errors import ConfigError
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 

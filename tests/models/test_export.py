@@ -10,7 +10,7 @@ from cover.engine.checkpoint import list_checkpoints, load_checkpoint, save_chec
 from cover.errors import ConfigError, CoverError
 from cover.models.export import backbone_state_dict, export, load_pretrained, plain_key
 from cover.nn.unet import UNet
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 UNET_CHANNELS = [8, 16, 32, 16, 8]
 MONAI_CHANNELS = [4, 8, 8, 16, 16, 16, 8, 8, 4]

@@ -18,7 +18,7 @@ from _support.nnunet import CONFIGURATIONS, PLANS, nnunet_network  # noqa: E402
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from cover.errors import ConfigError, CoverError  # noqa: E402
 from cover.models.export import export, load_pretrained  # noqa: E402
-from cover.train.pretrain import pretrain  # noqa: E402
+from cover.pretraining.pretrain import pretrain  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=[2, 3])

@@ -27,17 +27,18 @@ TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A 2-step pretraining run, its exports (full, encoder-only), a 1-step fine-tuning run, a small task."""
-    import cover.analysis.figures as figures
+    import cover.engine.curves as curves
+    import cover.pretraining.figures as figures
     from cover.downstream.finetune import finetune
     from cover.models.export import export
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("loading")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "plot_flow", lambda *a, **k: None)
-        patch.setattr(figures, "plot_losses", lambda *a, **k: None)
+        patch.setattr(curves, "plot_losses", lambda *a, **k: None)
         pretrain(
             out=str(root / "pre"), dim=2, size=32, batch_size=2, steps=2, checkpoint_every=2, device="cpu",
             model=TINY_MODEL, log_every=1, eval_pairs=2, warmup_steps=1,

@@ -79,7 +79,7 @@ def test_final_conv_is_frozen_and_encoder_view():
 def test_cover_pretraining_with_basic_unet_learns(tmp_path):
     from cover.engine.checkpoint import list_checkpoints, load_checkpoint
     from cover.engine.logger import read_log
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     torch.manual_seed(0)
     initial = build_backbone("monai-basicunet", 2, 1, channels=CHANNELS).state_dict()  # the run's init (seed 0)

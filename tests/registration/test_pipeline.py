@@ -4,7 +4,7 @@ and registration of MNI152 slices with known smooth deformations.
 The stub tests replace the network by a model that predicts a known constant field, so the
 whole pipeline (padding to a multiple of 16, resampling to the checkpoint spacing and back,
 warping, Dice) is checked against exact answers. The MNI152 test trains a tiny COVER model
-with ``cover.train.pretrain.pretrain`` and registers pairs made by warping template slices with
+with ``cover.pretraining.pretrain.pretrain`` and registers pairs made by warping template slices with
 random smooth fields whose ground truth is known.
 """
 
@@ -25,8 +25,8 @@ from cover.config import resolve_pretrain_config, to_dict
 from cover.data.demo import TEST_SLAB, axial_slices, load_mni, mni_tissue_labels
 from cover.errors import ConfigError
 from cover.geometry import affine_field, compose, random_elastic_field, warp
+from cover.pretraining.pretrain import build_model, pretrain, run_metadata
 from cover.registration import fit, grid, pipeline
-from cover.train.pretrain import build_model, pretrain, run_metadata
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 

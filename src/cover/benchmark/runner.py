@@ -122,7 +122,7 @@ def _pretrain(
     config: BenchmarkConfig, method: str, dim: int, out: Path, records: Records, model: dict[str, Any]
 ) -> tuple[dict[str, Any], bool]:
     """Pretrain one method for one dimension, or reuse the finished run; ``(record, reused)``."""
-    from cover.train.pretrain import pretrain
+    from cover.pretraining.pretrain import pretrain
 
     values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
     values.update(method=method, dim=dim, model=model, method_options=dict(config.method_options.get(method, {})))

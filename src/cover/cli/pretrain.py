@@ -132,6 +132,6 @@ def pretrain(
         from cover.engine.launch import launch_local
 
         raise typer.Exit(launch_local(devices, sys.argv[1:]))
-    from cover.train.pretrain import pretrain as run_pretrain
+    from cover.pretraining.pretrain import pretrain as run_pretrain
 
     run_pretrain(config_values(config, options))

@@ -19,12 +19,11 @@ backbone) so ``cover evaluate``/``cover predict`` need nothing else.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
-import shlex
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,47 +39,28 @@ from cover.data.datasets import preset_note
 from cover.data.labels import read_label_map
 from cover.data.presets import PER_FILE
 from cover.data.record import data_error
-from cover.downstream.augment import augment_batch
 from cover.downstream.batches import BatchSampler
 from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
 from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
-from cover.downstream.inference import classify, segment_logits
+from cover.downstream.finetune_task import CHECKPOINT_FORMAT, FinetuneTask, Progress, Validation
 from cover.downstream.loading import LoadedCase, load_case
-from cover.downstream.metrics import classification_scores, json_safe, mean_std, segmentation_scores
-from cover.downstream.optim import build_optimizer, hold_frozen, transferred
+from cover.downstream.metrics import json_safe
+from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
-from cover.engine.checkpoint import (
-    CHECKPOINT_DIR,
-    capture_rng_state,
-    checkpoint_path,
-    load_states,
-    prune_checkpoints,
-    remove_partial_files,
-    restore_rng_state,
-    resume_state,
-    save_checkpoint,
-)
-from cover.engine.distributed import (
-    DistributedContext,
-    any_rank,
-    barrier,
-    broadcast_object,
-    gather_digests,
-    init_distributed,
-    mean_over_ranks,
-    shutdown_distributed,
-)
-from cover.engine.guards import NonFiniteGuard, StopSignals
+from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
+from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from cover.engine.layout import use_channels_last
-from cover.engine.logger import RunLogger
+from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed
 from cover.engine.memory import fit_or_stop
-from cover.engine.precision import autocast, check_amp, grad_scaler
-from cover.errors import ConfigError, CoverError, TrainingInterrupted
+from cover.engine.precision import check_amp, grad_scaler
+from cover.errors import ConfigError, CoverError
 from cover.models.loading import Checkpoint, build_network, load_weights, pretrained_preset, read_checkpoint
 from cover.models.networks import freeze_backbone, save_finetuned
 from cover.runtime import progress_bar
 
 log = logging.getLogger(__name__)
+
+__all__ = ["CHECKPOINT_FORMAT", "finetune"]
 
 
 @dataclasses.dataclass
@@ -229,93 +209,6 @@ def _label_maximum(path: Any) -> int:
     return int(read_label_map(str(path), None).max())
 
 
-@torch.no_grad()
-def validation_score(
-    network: nn.Module,
-    cases: list[LoadedCase],
-    task: str,
-    num_classes: int,
-    patch_size: tuple[int, ...],
-    divisor: int,
-    overlap: float,
-    device: torch.device,
-) -> dict[str, float]:
-    """Validation metrics of the current network.
-
-    Args:
-        network: The network (switched to eval mode and back).
-        cases: Loaded validation cases.
-        task: ``seg`` or ``cls``.
-        num_classes: ``K``.
-        patch_size: Sliding-window size.
-        divisor: Backbone divisor.
-        overlap: Sliding-window overlap.
-        device: Device.
-
-    Returns:
-        seg: ``{"score", "val_dice"}`` (mean over cases of the mean foreground Dice);
-        cls: ``{"score", "val_auc", "val_accuracy"}`` (score = AUC, or accuracy when AUC is
-        undefined).
-    """
-    was_training = network.training
-    network.eval()
-    try:
-        if task == "seg":
-            dices = []
-            for case in cases:
-                logits = segment_logits(network, case.image.to(device), patch_size, divisor, overlap=overlap)
-                scores = segmentation_scores(logits.argmax(0), case.label, num_classes, hd95=False)
-                dices.append(mean_std(scores["dice"])[0])  # NaN when no class is in label or prediction
-            dice = mean_std(dices)[0]
-            return {"score": dice, "val_dice": dice}
-        probabilities = np.concatenate(
-            [
-                classify(network, torch.stack([c.image for c in cases[i : i + 16]]).to(device)).cpu().numpy()
-                for i in range(0, len(cases), 16)
-            ]
-        )
-        scores = classification_scores(probabilities, np.asarray([c.case.target for c in cases]))
-        score = scores["auc"] if not math.isnan(scores["auc"]) else scores["accuracy"]
-        return {"score": score, "val_auc": scores["auc"], "val_accuracy": scores["accuracy"]}
-    finally:
-        network.train(was_training)
-
-
-def _step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """Seed of one step's augmentation on one rank (rank 0's equals a single-process run's)."""
-    key = [seed, step, 0xA06] if rank == 0 else [seed, step, rank, 0xA06]
-    return int(np.random.default_rng(key).integers(0, 2**62))
-
-
-#: Format tag of fine-tuning training-state checkpoints (``OUT/checkpoints/step_N.pt``).
-CHECKPOINT_FORMAT = "cover-finetune-checkpoint/1"
-
-
-@dataclasses.dataclass
-class _Progress:
-    """What a training-state checkpoint carries besides weights and optimiser.
-
-    Attributes:
-        best: Best validation score so far.
-        best_step: Step of ``best``.
-        stale: Validations since the last improvement.
-        history: Training loss of every finished step (mean over ranks).
-        last_val: Latest validation metrics.
-        skipped: Non-finite steps skipped.
-        early_stopped: Whether early stopping ended the run.
-        seconds: Training time up to this state, summed over resumed runs (``log.csv``).
-    """
-
-    best: float = -math.inf
-    best_step: int = 0
-    stale: int = 0
-    history: list[float] = dataclasses.field(default_factory=list)
-    last_val: dict[str, float] = dataclasses.field(default_factory=dict)
-    skipped: int = 0
-    early_stopped: bool = False
-    seconds: float = 0.0
-
-
 def _find_start(config: FinetuneConfig) -> tuple[dict[str, Any] | None, Path | None]:
     """The training state to resume from, or ``(None, None)`` for a fresh start."""
     state, path = resume_state(config.resume, config.out)
@@ -374,17 +267,99 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         shutdown_distributed()
 
 
-def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
-    device = context.device
-    check_amp(config.amp, device)
+@dataclasses.dataclass
+class _Cases:
+    """The run's cases after the split, loaded, with their classes.
+
+    Attributes:
+        out: The output folder (created for the demo, checked otherwise).
+        data: Where the cases come from.
+        preset: The intensity preset asked for (given or the pretrained run's), or ``None``.
+        train_cases: Labeled training cases.
+        val_cases: Validation cases.
+        unused: Cases left out by the label fraction.
+        train: Loaded training cases.
+        val: Loaded validation cases.
+        num_classes: ``K``.
+        names: Class names, or ``None``.
+        channel_names: Names of the image channels, or ``None``.
+    """
+
+    out: Path
+    data: _Data
+    preset: str | None
+    train_cases: list[Case]
+    val_cases: list[Case]
+    unused: list[Case]
+    train: list[LoadedCase]
+    val: list[LoadedCase]
+    num_classes: int
+    names: list[str] | None
+    channel_names: list[str] | None
+
+
+def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:
+    check_amp(config.amp, context.device)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)
     resuming = state is not None or bool(config.resume)
-    # A user's data is read and checked before --out is created or changed (an earlier run's
-    # files, --overwrite included, stay untouched when it is refused); the demo writes its
-    # data into --out first.
     spec, pretrained, source = _backbone_spec(config)  # a bad checkpoint stops before --out is touched
+    cases = _cases(config, source, pretrained, resuming, context)
+    config = resolve_steps(config, len(cases.train))
+    out = cases.out
+    if not config.is_demo:
+        out = _prepare(config, resuming, context)
+    if context.is_main:
+        _write_split(out, config, cases.train_cases, cases.val_cases, cases.unused)
+        save_yaml(config, out / "config.yaml")
+        loaded = cases.train + cases.val
+        files = [
+            {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
+            for c in loaded
+        ]
+        log.info("data: %s", preset_note(files, given=bool(cases.preset)))
+    parts = _parts(config, spec, pretrained, cases.num_classes, context)
+    network = parts.model
+    resumed, progress = _resume(config, state, state_path, parts, out, context)
+    criterion = DiceCELoss(to_onehot_y=True, softmax=True) if config.task == "seg" else nn.CrossEntropyLoss()
+    metadata = _metadata(config, spec, network.backbone, cases, source)
+    validation = Validation(cases.val, cases.num_classes, int(network.backbone.divisor), metadata, out)
+    freeze_steps = config.freeze_steps if pretrained is not None else 0
+    task = FinetuneTask(config, parts, criterion, validation, progress, context, freeze_steps)
+    if context.is_main:
+        origin = f"pretrained={source['pretrained']}" if pretrained is not None else "scratch"
+        log.info(
+            f"cover finetune: task={config.task} dim={config.dim} {origin} "
+            f"freeze={config.freeze} train={len(cases.train)} val={len(cases.val)} classes={cases.num_classes} "
+            f"steps={config.steps} batch={config.batch_size} size={list(config.size)} device={context.device} "
+            f"processes={context.world_size}"
+        )
+    network.train()
+    sampler = BatchSampler(cases.train, config.batch_size, config.size, config.seed, config.foreground_prob)
+    header = {"config": to_dict(config), "metadata": metadata}
+    engine = Engine(task, parts, LoopOptions.of(config), context, out, header, resumed)
+    result = engine.run(map(sampler.batch, itertools.count(resumed.step)))
+    if not context.is_main:
+        return {
+            "steps": result.done, "processes": context.world_size, "rank": context.rank,
+            "parameter_digests": result.digests,
+        }  # fmt: skip
+    return _finish(config, task, cases, source, result, resumed.step, context)
+
+
+def _cases(
+    config: FinetuneConfig,
+    source: dict[str, Any],
+    pretrained: Checkpoint | None,
+    resuming: bool,
+    context: DistributedContext,
+) -> _Cases:
+    """Find, split, check and load the cases (a user's data before ``--out`` is created or changed).
+
+    An earlier run's files, ``--overwrite`` included, stay untouched when the data is refused;
+    the demo writes its data into ``--out`` first.
+    """
     out = _prepare(config, resuming, context) if config.is_demo else _check_out(config, resuming, context)
     if config.is_demo:
         from cover.downstream.demo import demo_task_paths, write_demo_task
@@ -413,19 +388,18 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     names = list(config.class_names) if config.class_names else class_names
     if names is not None and len(names) != num_classes:
         raise ConfigError(f"class_names: {len(names)} names for {num_classes} classes")
-    config = resolve_steps(config, len(train))
-    if not config.is_demo:
-        out = _prepare(config, resuming, context)
-    used_presets = sorted({c.preset for c in train + val})
-    if context.is_main:
-        _write_split(out, config, train_cases, val_cases, unused)
-        save_yaml(config, out / "config.yaml")
-        files = [
-            {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
-            for c in train + val
-        ]
-        log.info("data: %s", preset_note(files, given=bool(preset)))
+    return _Cases(out, data, preset, train_cases, val_cases, unused, train, val, num_classes, names, channel_names)
 
+
+def _parts(
+    config: FinetuneConfig,
+    spec: dict[str, Any],
+    pretrained: Checkpoint | None,
+    num_classes: int,
+    context: DistributedContext,
+) -> Parts:
+    """The network (pretrained backbone loaded, frozen parts frozen), its optimiser, schedule and scaler."""
+    device = context.device
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
     if pretrained is not None:
@@ -452,35 +426,45 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         network, config.lr, config.weight_decay, config.steps, config.warmup_steps, pretrained is not None,
         config.backbone_lr_scale, config.freeze_steps,
     )  # fmt: skip
-    freeze_steps = config.freeze_steps if pretrained is not None else 0
-    scaler = grad_scaler(config.amp, device)
-    progress = _Progress()
-    start = 0
-    if state is not None:
-        load_states(
-            state_path,
-            [(network, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler")),
-             (scaler, state.get("scaler", {}))],
-        )  # fmt: skip
-        progress = _Progress(**state.get("progress", {}))
-        restore_rng_state(state.get("rng", {}))
-        start = int(state["step"])
-        if context.is_main:
-            log.info("resuming from %s at step %d", state_path, start)
-    elif config.resume and config.resume != "auto":
-        raise ConfigError(f"resume: {config.resume} could not be used")
-    elif config.resume and context.is_main:
-        log.info("no usable checkpoint in %s; starting at step 0", out / CHECKPOINT_DIR)
-    criterion = DiceCELoss(to_onehot_y=True, softmax=True) if config.task == "seg" else nn.CrossEntropyLoss()
-    metric = "val_dice" if config.task == "seg" else "val_auc"
-    metadata = {
+    return Parts(network, optimizer, scheduler, grad_scaler(config.amp, device), parameters=trainable)
+
+
+def _resume(
+    config: FinetuneConfig,
+    state: dict[str, Any] | None,
+    state_path: Path | None,
+    parts: Parts,
+    out: Path,
+    context: DistributedContext,
+) -> tuple[Resumed, Progress]:
+    """Load a resumed training state into ``parts``; where the run starts and its progress."""
+    if state is None:
+        if config.resume and config.resume != "auto":
+            raise ConfigError(f"resume: {config.resume} could not be used")
+        if config.resume and context.is_main:
+            log.info("no usable checkpoint in %s; starting at step 0", out / CHECKPOINT_DIR)
+        return Resumed(), Progress()
+    load_states(state_path, parts.states(state))
+    progress = Progress(**state.get("progress", {}))
+    start = int(state["step"])
+    if context.is_main:
+        log.info("resuming from %s at step %d", state_path, start)
+    return Resumed(start, progress.skipped, progress.seconds, state.get("rng", {})), progress
+
+
+def _metadata(
+    config: FinetuneConfig, spec: dict[str, Any], backbone: nn.Module, cases: _Cases, source: dict[str, Any]
+) -> dict[str, Any]:
+    """Plain-JSON metadata of the fine-tuned checkpoints (``cover evaluate``/``predict`` need nothing else)."""
+    used_presets = sorted({c.preset for c in cases.train + cases.val})
+    return {
         "cover_version": cover.__version__,
         "task": config.task,
-        "num_classes": num_classes,
-        "class_names": names,
+        "num_classes": cases.num_classes,
+        "class_names": cases.names,
         "spatial_dims": spec["spatial_dims"],
         "in_channels": spec["in_channels"],
-        "channel_names": channel_names,
+        "channel_names": cases.channel_names,
         "preset": used_presets[0] if len(used_presets) == 1 else PER_FILE,
         "patch_size": list(config.size),
         "overlap": config.overlap,
@@ -494,147 +478,22 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         **source,
     }
 
-    def save_state(step: int) -> None:
-        if context.is_main:
-            save_checkpoint(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "step": step,
-                    "config": to_dict(config),
-                    "metadata": metadata,
-                    "model": network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": capture_rng_state(),
-                    # Batches are a pure function of (seed, step): no data-order state is needed.
-                    "progress": dataclasses.asdict(progress),
-                },
-                checkpoint_path(out, step),
-            )
-            prune_checkpoints(out, config.keep_checkpoints)
 
-    def validate(step: int) -> dict[str, float]:
-        """Validate on rank 0, share the scores, keep the best network; the log row."""
-        scores = None
-        if context.is_main:
-            scores = validation_score(
-                network, val, config.task, num_classes, config.size, backbone.divisor, config.overlap, device
-            )
-        progress.last_val = broadcast_object(scores, context)
-        if progress.last_val["score"] > progress.best:
-            progress.best, progress.best_step, progress.stale = progress.last_val["score"], step, 0
-            if context.is_main:
-                values = {**metadata, "step": step, metric: progress.best}
-                save_finetuned(out / "best.pt", network, values, to_dict(config))
-        else:
-            progress.stale += 1
-        return {k: v for k, v in progress.last_val.items() if k != "score"}
-
-    train_network: nn.Module = network
-    if context.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        # static_graph copes with parameters a task leaves unused (the decoder in classification).
-        train_network = nn.parallel.DistributedDataParallel(network, device_ids=ids, static_graph=True)
-    sampler = BatchSampler(train, config.batch_size, config.size, config.seed, config.foreground_prob)
-    share = config.batch_size // context.world_size
-    rows = slice(context.rank * share, (context.rank + 1) * share)
-    fields = ["loss", "lr", "seconds", metric] + (["val_accuracy"] if config.task == "cls" else [])
-    logger = RunLogger(out, fields, start) if context.is_main else None
-    if context.is_main:
-        origin = f"pretrained={source['pretrained']}" if pretrained is not None else "scratch"
-        log.info(
-            f"cover finetune: task={config.task} dim={config.dim} {origin} "
-            f"freeze={config.freeze} train={len(train)} val={len(val)} classes={num_classes} steps={config.steps} "
-            f"batch={config.batch_size} size={list(config.size)} device={device} processes={context.world_size}"
-        )
-    guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=progress.skipped)
-    tic = last_save = time.monotonic()
-    clock = tic - progress.seconds  # log.csv's seconds continue from the resumed state's
-    done = start
-    network.train()
-    bar = progress_bar(
-        total=config.steps, initial=start, desc="finetune", dynamic_ncols=True, disable=not context.is_main
-    )
-    with StopSignals() as signals:
-        try:
-            for step in range(start, config.steps if not progress.early_stopped else start):
-                images, targets = sampler.batch(step)
-                images, targets = images[rows].to(device), targets[rows].to(device)
-                generator = torch.Generator(device=device).manual_seed(_step_seed(config.seed, step, context.rank))
-                with torch.no_grad():
-                    if config.task == "seg":
-                        images, targets = augment_batch(images, targets, config.augment, generator)
-                    else:
-                        images, _ = augment_batch(images, None, config.augment, generator)
-                with autocast(config.amp, device):
-                    logits = train_network(images)
-                    loss = criterion(logits.float(), targets[:, None] if config.task == "seg" else targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                hold_frozen(optimizer, step, freeze_steps)
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    trainable, config.grad_clip if config.grad_clip > 0 else float("inf")
-                )
-                loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.float()]).tolist()
-                bad = any_rank(not guard.finite(loss_value, norm_value), context)
-                if guard.check(bad, step + 1):
-                    scaler.step(optimizer)
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                scaler.update()
-                scheduler.step()
-                done = step + 1
-                progress.skipped = guard.skipped
-                loss_value = mean_over_ranks({"loss": loss_value}, context)["loss"]
-                if math.isfinite(loss_value):
-                    progress.history.append(loss_value)
-                row = validate(done) if val and (done % config.val_every == 0 or done == config.steps) else {}
-                if logger is not None and (done % config.log_every == 0 or done == config.steps or row):
-                    last = progress.history[-1] if progress.history else math.nan
-                    row.update(loss=last, lr=scheduler.get_last_lr()[0], seconds=time.monotonic() - clock)
-                    logger.log(done, row)
-                bar.update(1)
-                if progress.history:
-                    best_text = f"{progress.best:.3f}" if progress.best > -math.inf else "-"
-                    bar.set_postfix({"loss": f"{progress.history[-1]:.3f}", metric: best_text})
-                progress.early_stopped = config.patience is not None and progress.stale >= config.patience
-                stop = any_rank(signals.requested, context)
-                minutes_due = config.checkpoint_minutes is not None and (
-                    time.monotonic() - last_save >= 60 * config.checkpoint_minutes
-                )
-                if (
-                    done % config.checkpoint_every == 0
-                    or done == config.steps
-                    or progress.early_stopped
-                    or stop
-                    or any_rank(minutes_due, context)
-                ):
-                    progress.seconds = time.monotonic() - clock
-                    save_state(done)
-                    last_save = time.monotonic()
-                if stop:
-                    raise TrainingInterrupted(
-                        f"interrupted at step {done}; checkpoint saved in {out / CHECKPOINT_DIR}; "
-                        f"continue with: cover finetune --out {shlex.quote(str(out))} --resume auto"
-                    )
-                if progress.early_stopped:
-                    bar.write(f"early stop at step {done}: no better {metric} in {config.patience} validations")
-                    break
-        finally:
-            bar.close()
-            if logger is not None:
-                logger.close()
+def _finish(
+    config: FinetuneConfig,
+    task: FinetuneTask,
+    cases: _Cases,
+    source: dict[str, Any],
+    result: LoopResult,
+    start: int,
+    context: DistributedContext,
+) -> dict[str, Any]:
+    """Rank 0: ``last.pt`` (and ``best.pt`` without validation), curves, the demo's test, ``summary.json``."""
+    out, network, metric, metadata = task.validation.out, task.network, task.metric, task.validation.metadata
+    progress, done = task.progress, result.done
     best, best_step, history, last_val = progress.best, progress.best_step, progress.history, progress.last_val
-    # SHA-256 of each rank's final weights: DDP replicas must be identical.
-    digests = gather_digests(network, context)
-    if not context.is_main:
-        return {"steps": done, "processes": context.world_size, "rank": context.rank, "parameter_digests": digests}
-    if len(set(digests)) > 1:
-        log.warning("the processes ended with different weights; rank 0's were saved")
     save_finetuned(out / "last.pt", network, {**metadata, "step": done, metric: last_val.get("score")}, to_dict(config))
-    if not val:  # nothing to select on
+    if not cases.val:  # nothing to select on
         save_finetuned(out / "best.pt", network, {**metadata, "step": done}, to_dict(config))
         best_step = done
     selected = out / ("best.pt" if config.select == "best" else "last.pt")
@@ -643,18 +502,18 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         "pretrained": source["pretrained"],
         "freeze": config.freeze,
         "seed": config.seed,
-        "num_train": len(train),
-        "num_val": len(val),
-        "num_unused": len(unused),
-        "num_classes": num_classes,
-        "class_names": names,
+        "num_train": len(cases.train),
+        "num_val": len(cases.val),
+        "num_unused": len(cases.unused),
+        "num_classes": cases.num_classes,
+        "class_names": cases.names,
         "steps": done,
         "planned_steps": config.steps,
         "start_step": start,
         "processes": context.world_size,
-        "parameter_digests": digests,
-        "nonfinite_steps": progress.skipped,
-        "seconds": round(time.monotonic() - tic, 1),
+        "parameter_digests": result.digests,
+        "nonfinite_steps": result.skipped,
+        "seconds": round(result.seconds, 1),
         "final_loss": float(np.mean(history[-max(1, min(20, len(history) // 5)) :])) if history else math.nan,
         f"best_{metric}": best if best > -math.inf else None,
         "best_step": best_step,
@@ -666,21 +525,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     }
     _plot_curves(out, metric)
     if config.is_demo and config.evaluate_test:
-        from cover.downstream.evaluate import evaluate
-
-        test = evaluate(
-            selected,
-            images=data.test_images,
-            labels=data.test_labels,
-            out=out / "test",
-            device=str(device),
-            overwrite=True,
-        )
-        summary["test"] = {k: test[k] for k in ("mean_dice", "mean_dice_std", "classes", "num_cases")}
-        summary["test_note"] = (
-            f"demo: {summary['checkpoint']} on the 10 test-slab slices (z 100-109); the demo validates on this slab, "
-            "so it reports the last checkpoint, not the best"
-        )
+        _demo_test(summary, selected, cases.data, context.device)
     summary = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     score = summary.get("test", {}).get("mean_dice")
@@ -690,7 +535,26 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     return summary
 
 
+def _demo_test(summary: dict[str, Any], selected: Path, data: _Data, device: torch.device) -> None:
+    """The demo's test-slab metrics of the selected checkpoint, into ``summary``."""
+    from cover.downstream.evaluate import evaluate
+
+    test = evaluate(
+        selected,
+        images=data.test_images,
+        labels=data.test_labels,
+        out=selected.parent / "test",
+        device=str(device),
+        overwrite=True,
+    )
+    summary["test"] = {k: test[k] for k in ("mean_dice", "mean_dice_std", "classes", "num_cases")}
+    summary["test_note"] = (
+        f"demo: {summary['checkpoint']} on the 10 test-slab slices (z 100-109); the demo validates on this slab, "
+        "so it reports the last checkpoint, not the best"
+    )
+
+
 def _plot_curves(out: Path, metric: str) -> None:
-    from cover.analysis.figures import plot_losses
+    from cover.engine.curves import plot_losses
 
     plot_losses(out / "log.csv", out / "curves.png", columns=("loss", metric))

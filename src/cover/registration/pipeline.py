@@ -283,7 +283,7 @@ def plot_registration(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cover.analysis.figures import field_to_rgb
+    from cover.pretraining.figures import field_to_rgb
 
     f2, m2, w2 = _display(fixed, ras), _display(moving, ras), _display(warped, ras)
     plane = _display_field(field, ras)

@@ -3,7 +3,7 @@ import csv
 import matplotlib.axes
 import numpy as np
 
-from cover.analysis.figures import plot_losses
+from cover.engine.curves import plot_losses
 from cover.engine.logger import read_series
 
 

@@ -1,14 +1,18 @@
-"""The pretraining loop behind ``cover pretrain`` and :func:`cover.pretrain`."""
+"""Pretraining behind ``cover pretrain`` and :func:`cover.pretrain`: the run around the engine.
+
+Checks the config, the output folder, the resumed checkpoint, the model and the data before
+anything is written, then trains the method's :class:`~cover.pretraining.task.PretrainTask` with
+the :class:`~cover.engine.loop.Engine`, and ends with the held-out endpoint error, figures and
+``summary.json``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import shlex
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,54 +30,24 @@ from cover.config import (
     save_yaml,
     to_dict,
 )
-from cover.engine.checkpoint import (
-    capture_rng_state,
-    checkpoint_path,
-    list_checkpoints,
-    load_states,
-    prune_checkpoints,
-    remove_partial_files,
-    restore_rng_state,
-    resume_state,
-    save_checkpoint,
-)
-from cover.engine.distributed import (
-    DistributedContext,
-    any_rank,
-    gather_digests,
-    init_distributed,
-    mean_over_ranks,
-    shutdown_distributed,
-)
-from cover.engine.guards import NonFiniteGuard, StopSignals
+from cover.engine.checkpoint import list_checkpoints, load_states, remove_partial_files, resume_state
+from cover.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
 from cover.engine.layout import use_channels_last
-from cover.engine.logger import RunLogger
+from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed, adam_warmup_cosine
 from cover.engine.memory import fit_or_stop
-from cover.engine.precision import autocast, check_amp, grad_scaler
+from cover.engine.precision import check_amp, grad_scaler
 from cover.engine.sampler import StepBatchSampler
-from cover.engine.schedule import warmup_cosine
-from cover.errors import ConfigError, TrainingInterrupted
+from cover.errors import ConfigError
 from cover.geometry import warp
 from cover.losses.masked import endpoint_error
-from cover.methods.collapse import collapse_stats, describe, is_collapsed
+from cover.methods.collapse import describe, is_collapsed
 from cover.models.networks import build_model
-from cover.runtime import progress_bar
+from cover.pretraining.task import COLLAPSE_COLUMNS, PretrainTask
 from cover.views import ViewGenerator
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "cover-checkpoint/1"
-#: Images and random pixel pairs of the collapse statistic computed at every log step.
-COLLAPSE_IMAGES = 4
-COLLAPSE_PAIRS = 1024
-#: Its columns in ``log.csv`` / TensorBoard (see :mod:`cover.methods.collapse`).
-COLLAPSE_COLUMNS = ("feat_pair_cos", "feat_eff_rank")
 _OWN_FILES = {"config.yaml", "log.csv", "summary.json", "loss.png", "flow.png", "checkpoints", "tensorboard"}
-
-
-def view_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of the view generator at one step on one rank (stateless, so resume is exact)."""
-    return int(np.random.default_rng([seed, step, rank, 0xC0E]).integers(0, 2**62))
 
 
 def source_size(config: PretrainConfig) -> tuple[int, ...]:
@@ -175,35 +149,6 @@ def _resolve(config: PretrainConfig | dict[str, Any] | str | Path | None, option
     return resolve_pretrain_config(values)
 
 
-def _checkpoint_state(
-    config: PretrainConfig,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    step: int,
-    metadata: dict[str, Any],
-    skipped: int,
-    seconds: float = 0.0,
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "step": step,
-        "config": to_dict(config),
-        "metadata": metadata,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": capture_rng_state(),
-        # Batches are a pure function of (seed, step) (StepBatchSampler), so this is all the
-        # data-loading state a resume needs; items come from their own (index, seed) keys.
-        "data_order": {"sampler": "step-indexed", "seed": config.seed, "next_step": step},
-        "nonfinite_steps": skipped,
-        "seconds": seconds,  # training time so far, summed over resumed runs
-    }
-
-
 def run_metadata(config: PretrainConfig, data_metadata: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
     """Plain-JSON metadata stored with every checkpoint and export."""
     backbone = model.backbone
@@ -277,37 +222,6 @@ def evaluate_fields(
     }
 
 
-@torch.no_grad()
-def feature_collapse(
-    model: torch.nn.Module, images: torch.Tensor, amp: str, device: torch.device, step: int
-) -> dict[str, float]:
-    """Collapse statistic of the backbone's finest decoder features on a few images.
-
-    One extra forward pass of the (unwrapped) backbone in eval mode on at most
-    :data:`COLLAPSE_IMAGES` images; the pixel pairs come from a generator seeded by ``step``, so
-    the global random state (and a resumed run's numbers) is untouched.
-
-    Args:
-        model: The method module (its ``backbone`` returns the decoder pyramid).
-        images: ``(B, C, *S)`` this step's view b.
-        amp: Mixed precision of the run.
-        device: Device.
-        step: Finished steps (seeds the pixel draw).
-
-    Returns:
-        ``{"feat_pair_cos", "feat_eff_rank"}`` (see :func:`cover.methods.collapse.collapse_stats`).
-    """
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), autocast(amp, device):
-            finest = model.backbone(images[:COLLAPSE_IMAGES])[-1]
-    finally:
-        model.train(training)
-    stats = collapse_stats(finest, COLLAPSE_PAIRS, torch.Generator().manual_seed(int(step)))
-    return {"feat_pair_cos": stats["pair_cos"], "feat_eff_rank": stats["eff_rank"]}
-
-
 def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Pretrain a backbone on unlabeled images.
 
@@ -326,7 +240,7 @@ def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None,
         shutdown_distributed()
 
 
-def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any]:  # noqa: C901
+def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any]:
     # Everything is checked (config, output folder, checkpoint, model, data) before the
     # output folder is created or changed, so a bad input leaves an earlier run untouched.
     device = context.device
@@ -340,23 +254,11 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     model = build_model(config).to(device)
     if config.channels_last:
         use_channels_last(model, config.dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps)
+    optimizer, scheduler = adam_warmup_cosine(
+        model.parameters(), config.lr, config.weight_decay, config.steps, config.warmup_steps
     )
-    scaler = grad_scaler(config.amp, device)
-    start, skipped_before, seconds_before = 0, 0, 0.0
-    if state is not None:
-        load_states(
-            state_path,
-            [(model, state.get("model")), (optimizer, state.get("optimizer")), (scheduler, state.get("scheduler")),
-             (scaler, state.get("scaler"))],
-        )  # fmt: skip
-        start = int(state["step"])
-        skipped_before = int(state.get("nonfinite_steps", 0))
-        seconds_before = float(state.get("seconds", 0.0))
-    elif config.resume and config.resume != "auto":
-        raise ConfigError(f"resume: {config.resume} could not be used")
+    parts = Parts(model, optimizer, scheduler, grad_scaler(config.amp, device))
+    resumed = _resume(config, state, state_path, parts)
     train_set, heldout, data_metadata = build_datasets(config)
     check_memory(config, model, context)
     metadata = run_metadata(config, data_metadata, model)
@@ -364,137 +266,92 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     if context.is_main:
         save_yaml(config, out / "config.yaml")
         if state is not None:
-            log.info("resuming from %s at step %d", state_path, start)
+            log.info("resuming from %s at step %d", state_path, resumed.step)
         elif config.resume:
             log.info("no usable checkpoint in %s; starting at step 0", out / "checkpoints")
-    if state is not None and "rng" in state:
-        restore_rng_state(state["rng"])
-    backbone_params = sum(p.numel() for p in model.backbone.parameters())
-    head_params = sum(p.numel() for p in model.parameters()) - backbone_params
-    recipe = f" recipe={model.recipe}" if hasattr(model, "recipe") else ""
-    if context.is_main:
-        lr_origin, lr_warning = lr_notes(config.lr, config.batch_size)
-        if lr_warning:
-            log.warning(lr_warning.removeprefix("warning: "))
-        log.info(
-            f"cover pretrain: method={config.method}{recipe} dim={config.dim} size={list(config.size)} "
-            f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} ({lr_origin}) device={device} "
-            f"processes={context.world_size}\n"
-            f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
-            f"head {head_params:,} parameters"
-        )
-        for key in ("preset_note", "spacing_note"):
-            if data_metadata.get(key):
-                log.info("data: %s", data_metadata[key])
-    train_model: torch.nn.Module = model
+        _announce(config, model, data_metadata, context)
     if config.compile:
-        train_model = torch.compile(model)
-    if context.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        # static_graph: every step runs the same graph, and DDP then also copes with parameters
-        # a method leaves unused (SimCLR's decoder, MONAI's frozen final_conv).
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids, static_graph=True)
-    generator = ViewGenerator(config.views, config.size)
+        parts.network = torch.compile(model)
+    task = PretrainTask(config, model, ViewGenerator(config.views, config.size), context)
+    header = {"config": to_dict(config), "metadata": metadata}
+    engine = Engine(task, parts, LoopOptions.of(config), context, out, header, resumed)
+    result = engine.run(_loader(config, train_set, resumed.step, context))
+    summary = _summary(config, model, task, result, resumed.step, out, context)
+    if context.is_main:
+        _finish(config, model, heldout, task.generator, device, out, summary)
+    return summary
+
+
+def _resume(config: PretrainConfig, state: dict[str, Any] | None, state_path: Path | None, parts: Parts) -> Resumed:
+    """Load a resumed checkpoint's states into ``parts``; where the run starts."""
+    if state is None:
+        if config.resume and config.resume != "auto":
+            raise ConfigError(f"resume: {config.resume} could not be used")
+        return Resumed()
+    load_states(state_path, parts.states(state))
+    return Resumed(
+        step=int(state["step"]),
+        skipped=int(state.get("nonfinite_steps", 0)),
+        seconds=float(state.get("seconds", 0.0)),
+        rng=state.get("rng"),
+    )
+
+
+def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """Parameters of the backbone and of the method's head."""
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    return backbone, sum(p.numel() for p in model.parameters()) - backbone
+
+
+def _announce(
+    config: PretrainConfig, model: torch.nn.Module, data_metadata: dict[str, Any], context: DistributedContext
+) -> None:
+    """The run's first lines: method, sizes, learning rate and its origin, parameters, data notes."""
+    backbone_params, head_params = _parameter_counts(model)
+    recipe = f" recipe={model.recipe}" if hasattr(model, "recipe") else ""
+    lr_origin, lr_warning = lr_notes(config.lr, config.batch_size)
+    if lr_warning:
+        log.warning(lr_warning.removeprefix("warning: "))
+    log.info(
+        f"cover pretrain: method={config.method}{recipe} dim={config.dim} size={list(config.size)} "
+        f"batch={config.batch_size} steps={config.steps} lr={config.lr:g} ({lr_origin}) device={context.device} "
+        f"processes={context.world_size}\n"
+        f"model: {config.model.backbone} backbone {backbone_params:,} parameters, "
+        f"head {head_params:,} parameters"
+    )
+    for key in ("preset_note", "spacing_note"):
+        if data_metadata.get(key):
+            log.info("data: %s", data_metadata[key])
+
+
+def _loader(config: PretrainConfig, train_set: Dataset, start: int, context: DistributedContext) -> DataLoader:
+    """This process's batches of steps ``start`` to ``steps - 1`` (a function of ``(seed, step)``)."""
     sampler = StepBatchSampler(
         config.seed, config.batch_size, len(train_set), start, config.steps, context.rank, context.world_size
     )
-    loader = DataLoader(
+    return DataLoader(
         train_set,
         batch_sampler=sampler,
         num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=context.device.type == "cuda",
         persistent_workers=False,
         worker_init_fn=_worker_init if config.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global torch RNG alone
     )
-    logger = RunLogger(out, [*model.logged, *COLLAPSE_COLUMNS, "lr", "seconds"], start) if context.is_main else None
-    guard = NonFiniteGuard(config.max_nonfinite_steps, out, verbose=context.is_main, skipped=skipped_before)
-    progress = progress_bar(
-        total=config.steps, initial=start, desc="pretrain", disable=not context.is_main, dynamic_ncols=True
-    )
-    last_save, tic = time.monotonic(), time.monotonic()
-    clock = tic - seconds_before  # log.csv's seconds continue from the resumed checkpoint's
-    history: dict[str, list[float]] = {}
-    collapse: dict[str, float] = {}
-    step = start
-    with StopSignals() as signals:
-        try:
-            for step, batch in enumerate(loader, start=start):
-                source = batch.to(device, non_blocking=True)
-                view_gen = torch.Generator(device=device).manual_seed(view_seed(config.seed, step, context.rank))
-                with torch.no_grad():
-                    views = generator(source, view_gen)
-                with autocast(config.amp, device):
-                    losses = train_model(views)
-                loss = losses["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
-                )
-                # One device->host copy per step for the finiteness check and the logged losses.
-                host = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)]).tolist()
-                local = dict(zip(losses, host[:-1], strict=True))
-                bad = any_rank(not guard.finite(local["loss"], host[-1]), context)
-                if guard.check(bad, step + 1):
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    if config.amp == "fp16":
-                        scaler.update()
-                scheduler.step()
-                done = step + 1
-                # Logged losses are the means over ranks, i.e. those of the global batch.
-                values = mean_over_ranks(local, context)
-                for key, value in values.items():
-                    if math.isfinite(value):
-                        history.setdefault(key, []).append(value)
-                if context.is_main:
-                    progress.update(1)
-                    progress.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in values.items() if k != "loss"})
-                    if done % config.log_every == 0 or done == config.steps:
-                        collapse = feature_collapse(model, views.view_b, config.amp, device, done)
-                        logger.log(
-                            done,
-                            {
-                                **values,
-                                **collapse,
-                                "lr": scheduler.get_last_lr()[0],
-                                "seconds": time.monotonic() - clock,
-                            },
-                        )
-                minutes_due = (
-                    config.checkpoint_minutes is not None
-                    and time.monotonic() - last_save >= 60 * config.checkpoint_minutes
-                )
-                stop = any_rank(signals.requested, context)
-                if (
-                    done % config.checkpoint_every == 0
-                    or done == config.steps
-                    or stop
-                    or any_rank(minutes_due, context)
-                ):
-                    elapsed = time.monotonic() - clock
-                    if context.is_main:
-                        save_checkpoint(
-                            _checkpoint_state(
-                                config, model, optimizer, scheduler, scaler, done, metadata, guard.skipped, elapsed
-                            ),
-                            checkpoint_path(out, done),
-                        )
-                        prune_checkpoints(out, config.keep_checkpoints)
-                    last_save = time.monotonic()
-                if stop:
-                    raise TrainingInterrupted(
-                        f"interrupted at step {done}; checkpoint saved in {out / 'checkpoints'}; "
-                        f"continue with: cover pretrain --out {shlex.quote(str(out))} --resume auto"
-                    )
-        finally:
-            progress.close()
-            if logger is not None:
-                logger.close()
+
+
+def _summary(
+    config: PretrainConfig,
+    model: torch.nn.Module,
+    task: PretrainTask,
+    result: LoopResult,
+    start: int,
+    out: Path,
+    context: DistributedContext,
+) -> dict[str, Any]:
+    """The run summary: sizes, steps, time, weights digests, final losses and the collapse verdict."""
+    backbone_params, head_params = _parameter_counts(model)
+    checkpoints = list_checkpoints(out) if context.is_main else []
     summary = {
         "steps": config.steps,
         "start_step": start,
@@ -504,29 +361,26 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         "size": list(config.size),
         "backbone_parameters": backbone_params,
         "head_parameters": head_params,
-        "nonfinite_steps": guard.skipped,
-        "seconds": round(time.monotonic() - tic, 1),
-        "checkpoint": str(list_checkpoints(out)[-1]) if context.is_main and list_checkpoints(out) else None,
+        "nonfinite_steps": result.skipped,
+        "seconds": round(result.seconds, 1),
+        "checkpoint": str(checkpoints[-1]) if checkpoints else None,
         "processes": context.world_size,
         # SHA-256 of each rank's final weights: DDP replicas must be identical.
-        "parameter_digests": gather_digests(model, context),
+        "parameter_digests": result.digests,
     }
-    if context.is_main and len(set(summary["parameter_digests"])) > 1:
-        log.warning("the processes ended with different weights; rank 0's were saved")
-    tail = max(1, min(20, len(history.get("loss", [])) // 5 or 1))
-    for key, values in history.items():
+    tail = max(1, min(20, len(task.history.get("loss", [])) // 5 or 1))
+    for key, values in task.history.items():
         summary[f"final_{key}"] = float(np.mean(values[-tail:])) if values else math.nan
-    if collapse:
+    if task.collapse:
+        collapse = task.collapse
         stats = {"pair_cos": collapse["feat_pair_cos"], "eff_rank": collapse["feat_eff_rank"]}
         summary.update({f"final_{k}": v for k, v in collapse.items()})
         summary["features_collapsed"] = is_collapsed(stats)
         if summary["features_collapsed"]:
             log.warning(
-                f"the finest features collapsed onto one direction at step {step + 1} ({describe(stats)}); "
+                f"the finest features collapsed onto one direction at step {result.done} ({describe(stats)}); "
                 "fine-tuning from them may do worse than from scratch"
             )
-    if context.is_main:
-        _finish(config, model, heldout, generator, device, out, summary)
     return summary
 
 
@@ -540,7 +394,8 @@ def _finish(
     summary: dict[str, Any],
 ) -> None:
     """Held-out endpoint error, pictures and ``summary.json``."""
-    from cover.analysis.figures import plot_flow, plot_losses
+    from cover.engine.curves import plot_losses
+    from cover.pretraining.figures import plot_flow
 
     if hasattr(model, "predict_field"):
         result = evaluate_fields(model, heldout, generator, config.eval_pairs, config.seed, device)

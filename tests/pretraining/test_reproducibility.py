@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from cover.engine.logger import read_log
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 

@@ -5,12 +5,12 @@ import shutil
 import numpy as np
 import pytest
 
-import cover.train.pretrain as pretrain_module
+import cover.engine.loop as loop_module
 from _support.clock import SteppingTime
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint
 from cover.engine.logger import read_log
 from cover.errors import ConfigError
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 
@@ -66,12 +66,12 @@ def test_resume_continues_with_the_same_losses(tmp_path):
 
 def test_log_seconds_continue_after_a_resume(tmp_path, monkeypatch):
     full = tmp_path / "full"
-    monkeypatch.setattr(pretrain_module, "time", SteppingTime())
+    monkeypatch.setattr(loop_module, "time", SteppingTime())
     pretrain(**tiny(full, steps=8, checkpoint_every=4, keep_checkpoints=5))
     part = tmp_path / "part"
     shutil.copytree(full, part)
     list_checkpoints(part)[-1].unlink()  # as if killed after step 4's checkpoint
-    monkeypatch.setattr(pretrain_module, "time", SteppingTime())  # a new process: its clock restarts
+    monkeypatch.setattr(loop_module, "time", SteppingTime())  # a new process: its clock restarts
     pretrain(**tiny(part, steps=8, checkpoint_every=4, resume="auto"))
     seconds = read_log(part / "log.csv")["seconds"]
     assert read_log(part / "log.csv")["step"] == list(range(1, 9))

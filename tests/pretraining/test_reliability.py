@@ -37,7 +37,7 @@ from cover.engine.checkpoint import (
 from cover.engine.logger import read_log
 from cover.errors import CoverError, TrainingInterrupted
 from cover.methods.cover import CoverMethod
-from cover.train.pretrain import pretrain
+from cover.pretraining.pretrain import pretrain
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
 STEPS = 10
@@ -183,13 +183,14 @@ def test_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(interrupte
 @pytest.fixture(scope="module", autouse=True)
 def lean_runs():
     """One thread and no figures for the in-process runs (they test states, not pictures)."""
-    import cover.analysis.figures as figures
+    import cover.engine.curves as curves
+    import cover.pretraining.figures as figures
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "plot_flow", lambda *args, **kwargs: None)
-        patch.setattr(figures, "plot_losses", lambda *args, **kwargs: None)
+        patch.setattr(curves, "plot_losses", lambda *args, **kwargs: None)
         yield
     torch.set_num_threads(threads)
 
