@@ -1,4 +1,6 @@
 import json
+import logging
+import math
 
 import nibabel as nib
 import numpy as np
@@ -127,6 +129,26 @@ def test_classification_separates_a_trivial_task(cls_task, tmp_path):
     assert result["auc"] >= 0.9 and result["accuracy"] >= 0.75, result
     predictions = predict(summary["checkpoint"], test, out=tmp_path / "pred")["outputs"][0]
     assert (tmp_path / "pred" / "predictions.csv").is_file() and predictions.endswith("predictions.csv")
+
+
+def test_validation_without_any_score_neither_stops_early_nor_loses_the_checkpoint(
+    seg2d, tmp_path, monkeypatch, caplog
+):
+    # Every validation unscorable (no class in any label or prediction): NaN must not count as
+    # "no improvement" (patience 1 would stop at the second validation) and best.pt must exist.
+    import cover.downstream.finetune_task as task_module
+
+    monkeypatch.setattr(task_module, "validation_score", lambda *a, **k: {"score": math.nan, "val_dice": math.nan})
+    options = seg_options(*seg2d, tmp_path / "run", dim=2, steps=12, val_every=3, patience=1)
+    with caplog.at_level(logging.WARNING, logger="cover"):
+        summary = finetune(**options)
+    assert summary["steps"] == 12 and summary["best_val_dice"] is None and summary["best_step"] == 12
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert summary["checkpoint"] == str(tmp_path / "run" / "best.pt")
+    for key, value in last["model"].items():
+        assert torch.equal(best["model"][key], value), key
+    assert any("no validation gave a score" in r.getMessage() for r in caplog.records)
 
 
 def test_split_is_reproducible_and_written(seg2d, tmp_path):

@@ -493,7 +493,13 @@ def _finish(
     progress, done = task.progress, result.done
     best, best_step, history, last_val = progress.best, progress.best_step, progress.history, progress.last_val
     save_finetuned(out / "last.pt", network, {**metadata, "step": done, metric: last_val.get("score")}, to_dict(config))
-    if not cases.val:  # nothing to select on
+    if not cases.val or best == -math.inf:  # nothing to select on
+        if cases.val:
+            log.warning(
+                "no validation gave a score (no class in any validation label or prediction); "
+                "best.pt is the last network, step %d",
+                done,
+            )
         save_finetuned(out / "best.pt", network, {**metadata, "step": done}, to_dict(config))
         best_step = done
     selected = out / ("best.pt" if config.select == "best" else "last.pt")

@@ -213,6 +213,10 @@ class FinetuneTask(Task):
                 validation.divisor, config.overlap, self.context.device,
             )  # fmt: skip
         progress.last_val = broadcast_object(scores, self.context)
+        if math.isnan(progress.last_val["score"]):
+            # No case could be scored (no class in any validation label or prediction): this
+            # validation says nothing, so it neither counts towards early stopping nor selects.
+            return {k: v for k, v in progress.last_val.items() if k != "score"}
         if progress.last_val["score"] > progress.best:
             progress.best, progress.best_step, progress.stale = progress.last_val["score"], step, 0
             if self.context.is_main:
