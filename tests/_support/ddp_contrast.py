@@ -35,23 +35,25 @@ def run_rank(rank: int, world: int, method: str, payload: str, result: str, init
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        data = torch.load(payload, weights_only=False)
-        model = build(method)
-        model.load_state_dict(data["state"])
-        model.train()
-        ddp = torch.nn.parallel.DistributedDataParallel(model, static_graph=True)
-        share = data["views"].view_a.shape[0] // world
-        part = slice(rank * share, (rank + 1) * share)
-        views = ViewPair(*(t[part] for t in data["views"]))
-        out = ddp(views)
-        out["loss"].backward()
-        logged = torch.stack([out[k].detach().float() for k in ("loss", "acc_pos")])
-        dist.all_reduce(logged)
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        if rank == 0:
-            torch.save({"logged": (logged / world).tolist(), "grads": grads, "local_loss": out["loss"].item()}, result)
-        else:
-            torch.save({"grads": grads, "local_loss": out["loss"].item()}, Path(result).with_suffix(".rank1"))
-    finally:
-        dist.destroy_process_group()
+    data = torch.load(payload, weights_only=False)
+    model = build(method)
+    model.load_state_dict(data["state"])
+    model.train()
+    ddp = torch.nn.parallel.DistributedDataParallel(model, static_graph=True)
+    share = data["views"].view_a.shape[0] // world
+    part = slice(rank * share, (rank + 1) * share)
+    views = ViewPair(*(t[part] for t in data["views"]))
+    out = ddp(views)
+    out["loss"].backward()
+    logged = torch.stack([out[k].detach().float() for k in ("loss", "acc_pos")])
+    dist.all_reduce(logged)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    if rank == 0:
+        torch.save({"logged": (logged / world).tolist(), "grads": grads, "local_loss": out["loss"].item()}, result)
+    else:
+        torch.save({"grads": grads, "local_loss": out["loss"].item()}, Path(result).with_suffix(".rank1"))
+    dist.barrier()  # both ranks have written their results
+    # Leave without destroying the DDP reducer and the gloo group: that teardown deadlocked here
+    # under load (the reducer's destructor, holding the GIL, joins a gloo thread that waits for
+    # the GIL to free a finished all-reduce's tensors). Exit code 0 tells the parent all went well.
+    os._exit(0)

@@ -1,5 +1,7 @@
 """Negatives gathered across DDP processes: two gloo processes give the one-process loss and gradients."""
 
+import time
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -31,12 +33,19 @@ def run_two_processes(method: str, tmp_path):
     views = global_batch()
     payload, result = tmp_path / "payload.pt", tmp_path / "result.pt"
     torch.save({"state": model.state_dict(), "views": views}, payload)
-    mp.start_processes(
+    context = mp.start_processes(
         run_rank,
         args=(WORLD, method, str(payload), str(result), str(tmp_path / "init")),
         nprocs=WORLD,
         start_method="spawn",
+        join=False,
     )
+    deadline = time.monotonic() + 300  # a hung worker fails the test instead of hanging the suite
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two gloo processes did not finish within 300 s")
     ranks = torch.load(result, weights_only=False), torch.load(result.with_suffix(".rank1"), weights_only=False)
     model.train()
     reference = model(views)
