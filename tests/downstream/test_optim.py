@@ -18,6 +18,9 @@ class Net(nn.Module):
         return self.head(self.backbone(x))
 
 
+ALL = ("0.weight", "0.bias", "2.weight", "2.bias")  # every backbone weight came from the checkpoint
+
+
 # Hand-written schedule of a 10-step run with 2 warm-up steps: linear warm-up 1/2, 2/2, then
 # cosine over the remaining 8 steps.
 def head_factor(step: int) -> float:
@@ -27,7 +30,7 @@ def head_factor(step: int) -> float:
 def test_group_learning_rates_follow_scale_freeze_and_rewarmup():
     net = Net()
     optimizer, scheduler, trainable = build_optimizer(
-        net, 0.1, 0.0, 10, 2, pretrained=True, backbone_lr_scale=0.25, freeze_steps=4
+        net, 0.1, 0.0, 10, 2, pretrained=ALL, backbone_lr_scale=0.25, freeze_steps=4
     )
     head, backbone = optimizer.param_groups
     assert head["name"] == "head" and backbone["name"] == "pretrained"
@@ -52,7 +55,7 @@ def test_without_freeze_steps_the_backbone_is_only_scaled():
 def test_frozen_phase_leaves_backbone_bit_identical_then_trains_it():
     net = Net()
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    optimizer, scheduler, trainable = build_optimizer(net, 0.05, 1e-2, 8, 1, pretrained=True, freeze_steps=3)
+    optimizer, scheduler, trainable = build_optimizer(net, 0.05, 1e-2, 8, 1, pretrained=ALL, freeze_steps=3)
     x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
     for step in range(8):
         loss = nn.functional.cross_entropy(net(x), y)
@@ -70,14 +73,35 @@ def test_frozen_phase_leaves_backbone_bit_identical_then_trains_it():
             assert all(not optimizer.state[p] for p in net.backbone.parameters())
 
 
+def test_backbone_weights_not_loaded_train_with_the_head():
+    # transfer: encoder / an encoder-only export: only the first layer is pretrained; the fresh
+    # second layer must not be frozen or scaled with it.
+    net = Net()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer, scheduler, trainable = build_optimizer(
+        net, 0.05, 0.0, 6, 1, pretrained=("0.weight", "0.bias"), backbone_lr_scale=0.5, freeze_steps=3
+    )
+    head, backbone = optimizer.param_groups
+    assert [id(p) for p in backbone["params"]] == [id(p) for p in net.backbone[0].parameters()]
+    assert {id(p) for p in head["params"]} == {id(p) for p in (*net.backbone[2].parameters(), *net.head.parameters())}
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    loss = nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    hold_frozen(optimizer, 0, 3)
+    optimizer.step()
+    state = net.state_dict()
+    assert torch.equal(state["backbone.0.weight"], start["backbone.0.weight"])  # pretrained: frozen
+    assert not torch.equal(state["backbone.2.weight"], start["backbone.2.weight"])  # fresh: trains
+
+
 def test_scratch_and_frozen_parameters():
     net = Net()
-    optimizer, _, trainable = build_optimizer(net, 0.1, 0.0, 10, 2, pretrained=False, backbone_lr_scale=0.1)
+    optimizer, _, trainable = build_optimizer(net, 0.1, 0.0, 10, 2, pretrained=(), backbone_lr_scale=0.1)
     assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
     assert len(optimizer.param_groups[0]["params"]) == len(trainable) == 6
     for p in net.backbone[0].parameters():  # like freeze=encoder: left out of every group
         p.requires_grad_(False)
-    optimizer, _, trainable = build_optimizer(net, 0.1, 0.0, 10, 2, pretrained=True, backbone_lr_scale=0.1)
+    optimizer, _, trainable = build_optimizer(net, 0.1, 0.0, 10, 2, pretrained=ALL, backbone_lr_scale=0.1)
     assert [len(g["params"]) for g in optimizer.param_groups] == [2, 2] and len(trainable) == 4
     assert optimizer.param_groups[1]["lr"] == pytest.approx(0.1 * 0.1 * 0.5)
 

@@ -402,8 +402,11 @@ def _parts(
     device = context.device
     torch.manual_seed(config.seed)
     network = build_network(config.task, spec, num_classes)
+    loaded: set[str] = set()  # backbone weights taken from the checkpoint (the rest is fresh)
     if pretrained is not None:
-        load_weights(network.backbone, transferred(pretrained, network.backbone, config.transfer))
+        source = transferred(pretrained, network.backbone, config.transfer)
+        load_weights(network.backbone, source)
+        loaded = set(source.weights) & set(network.backbone.state_dict())
     backbone = network.backbone
     try:
         backbone.check_size(config.size)
@@ -423,7 +426,7 @@ def _parts(
     if config.channels_last:
         use_channels_last(network, backbone.spatial_dims)
     optimizer, scheduler, trainable = build_optimizer(
-        network, config.lr, config.weight_decay, config.steps, config.warmup_steps, pretrained is not None,
+        network, config.lr, config.weight_decay, config.steps, config.warmup_steps, loaded,
         config.backbone_lr_scale, config.freeze_steps,
     )  # fmt: skip
     return Parts(network, optimizer, scheduler, grad_scaler(config.amp, device), parameters=trainable)

@@ -2,20 +2,22 @@
 
 :func:`transferred` picks what a run takes from the pretrained checkpoint (all, or the encoder).
 
-With a pretrained checkpoint the backbone's parameters form their own Adam group, whose
+With a pretrained checkpoint the backbone parameters it loaded form their own Adam group, whose
 learning rate is ``backbone_lr_scale`` times the head's and stays zero for the first
 ``freeze_steps`` steps (linear probe, then fine-tuning of everything: LP-FT). After the
 frozen phase the backbone warms up again over ``warmup_steps`` and then follows the head's
 cosine decay. During the frozen phase :func:`hold_frozen` drops the backbone's gradients, so
 Adam leaves its weights and its moment estimates untouched (bit-identical weights). Without
 a pretrained checkpoint all parameters form one group with the plain schedule (there are no
-pretrained features to protect).
+pretrained features to protect). Backbone parameters the checkpoint did not provide (the
+decoder under ``transfer: encoder`` or of an encoder-only export) are fresh, so they train
+with the head, never frozen or scaled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
@@ -58,7 +60,7 @@ def build_optimizer(
     weight_decay: float,
     total_steps: int,
     warmup_steps: int,
-    pretrained: bool,
+    pretrained: Collection[str],
     backbone_lr_scale: float = 1.0,
     freeze_steps: int = 0,
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR, list[nn.Parameter]]:
@@ -71,8 +73,9 @@ def build_optimizer(
         weight_decay: Adam weight decay.
         total_steps: Steps of the run.
         warmup_steps: Linear warm-up steps.
-        pretrained: Whether ``network.backbone`` holds pretrained weights; only then do
-            ``backbone_lr_scale`` and ``freeze_steps`` apply.
+        pretrained: Names (``network.backbone`` state-dict keys) of the backbone weights loaded
+            from a pretrained checkpoint; only those parameters form the pretrained group that
+            ``backbone_lr_scale`` and ``freeze_steps`` apply to. Empty: scratch, one group.
         backbone_lr_scale: Backbone learning rate relative to ``lr``.
         freeze_steps: Steps during which the backbone stays fixed.
 
@@ -86,7 +89,8 @@ def build_optimizer(
         groups = [{"params": trainable, "name": "all"}]
         lambdas = [schedule]
     else:
-        backbone_ids = {id(p) for p in network.backbone.parameters()}
+        names = set(pretrained)
+        backbone_ids = {id(p) for n, p in network.backbone.named_parameters() if n in names}
         groups = [{"params": [p for p in trainable if id(p) not in backbone_ids], "name": "head"}]
         lambdas = [schedule]
         backbone = [p for p in trainable if id(p) in backbone_ids]
