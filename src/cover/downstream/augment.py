@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cover.downstream.config import AugmentConfig
+from cover.downstream.config import DEFAULT_FLIP_PROB, AugmentConfig
 from cover.geometry import affine_field, random_affine_matrices, warp
 
 
@@ -17,6 +17,9 @@ def augment_batch(
     images: torch.Tensor, labels: torch.Tensor | None, config: AugmentConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly flip, warp and re-light a batch.
+
+    Flips act along ``config.flip_axes`` (every axis when ``None``), each with probability
+    ``config.flip_prob`` (0.5 when ``None``; :func:`cover.finetune` resolves it first).
 
     Args:
         images: ``(B, C, *spatial)`` float images.
@@ -31,8 +34,11 @@ def augment_batch(
         return images, labels
     batch, ndim, device = images.shape[0], images.dim() - 2, images.device
     labels_f = None if labels is None else labels[:, None].float()
+    prob = DEFAULT_FLIP_PROB if config.flip_prob is None else config.flip_prob
     for axis in range(ndim):
-        flip = torch.rand(batch, generator=generator, device=device) < config.flip_prob
+        flip = torch.rand(batch, generator=generator, device=device) < prob
+        if config.flip_axes is not None and axis not in config.flip_axes:
+            continue  # drawn all the same: the other axes' and later draws do not depend on flip_axes
         if flip.any():
             images = torch.where(_per_sample(flip, images), images.flip(axis + 2), images)
             if labels_f is not None:

@@ -21,6 +21,8 @@ TASKS = ("seg", "cls")
 FREEZE = ("none", "encoder", "all")
 TRANSFER = ("all", "encoder")
 SELECT = ("best", "last")
+#: Flip probability per axis when ``augment.flip_prob`` is not given.
+DEFAULT_FLIP_PROB = 0.5
 
 
 @dataclass
@@ -46,7 +48,12 @@ class AugmentConfig:
 
     Attributes:
         enabled: Augment at all.
-        flip_prob: Probability of flipping along each spatial axis.
+        flip_prob: Probability of flipping along each axis of ``flip_axes``; ``None`` (not
+            given): 0.5, and segmentation runs turn flips off along an axis where the labels
+            look lateralised (a flip would swap classes such as left and right GM, see
+            :mod:`cover.downstream.flips`).
+        flip_axes: Spatial axes (array order of the loaded images) that flips act on;
+            ``None``: every axis.
         rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
         scale_range: Per-axis scale uniform in this range.
         shear_deg: Shear angles uniform in ``±shear_deg``.
@@ -56,7 +63,8 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    flip_prob: float = 0.5
+    flip_prob: float | None = None
+    flip_axes: tuple[int, ...] | None = None
     rotation_deg: float = 10.0
     scale_range: tuple[float, float] = (0.9, 1.1)
     shear_deg: float = 3.0
@@ -320,6 +328,16 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
         (config.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
         (config.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be at least 1"),
         (config.log_every >= 1, "log_every", "must be at least 1"),
+        (
+            config.augment.flip_prob is None or 0 <= config.augment.flip_prob <= 1,
+            "augment.flip_prob",
+            f"{config.augment.flip_prob} must lie in [0, 1]",
+        ),
+        (
+            all(0 <= a < config.dim for a in config.augment.flip_axes or ()),
+            "augment.flip_axes",
+            f"{list(config.augment.flip_axes or ())} must be axes 0..{config.dim - 1}",
+        ),
         (
             config.class_names is None or config.num_classes is None or len(config.class_names) == config.num_classes,
             "class_names",

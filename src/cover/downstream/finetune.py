@@ -4,7 +4,8 @@ A pretrained backbone (or a freshly initialised one: the scratch baseline, same 
 a new head and is trained on labeled cases:
 
 - segmentation: 1x1(x1) convolution on the finest decoder features, MONAI ``DiceCELoss``,
-  random crops of the training size, flips + small affine + intensity augmentation;
+  random crops of the training size, flips (off along an axis where the labels are split by
+  side, :mod:`cover.downstream.flips`) + small affine + intensity augmentation;
   validation by whole-image (sliding-window) inference and mean foreground Dice;
 - classification: linear layer on pooled bottleneck features, cross-entropy, validation AUC.
 
@@ -43,6 +44,7 @@ from cover.downstream.batches import BatchSampler
 from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
 from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
 from cover.downstream.finetune_task import CHECKPOINT_FORMAT, FinetuneTask, Progress, Validation
+from cover.downstream.flips import check_flips
 from cover.downstream.loading import LoadedCase, load_case
 from cover.downstream.metrics import json_safe
 from cover.downstream.optim import build_optimizer, transferred
@@ -306,6 +308,11 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
     resuming = state is not None or bool(config.resume)
     spec, pretrained, source = _backbone_spec(config)  # a bad checkpoint stops before --out is touched
     cases = _cases(config, source, pretrained, resuming, context)
+    labels = [c.label for c in cases.train if c.label is not None]
+    config, flips = check_flips(config, labels, cases.num_classes, cases.names)
+    if context.is_main:
+        for line in flips.warnings if flips else ():
+            log.warning(line)
     config = resolve_steps(config, len(cases.train))
     out = cases.out
     if not config.is_demo:
@@ -345,7 +352,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
             "steps": result.done, "processes": context.world_size, "rank": context.rank,
             "parameter_digests": result.digests,
         }  # fmt: skip
-    return _finish(config, task, cases, source, result, resumed.step, context)
+    flip_check = flips.record(cases.names, config) if flips else None
+    return _finish(config, task, cases, source, result, resumed.step, context, flip_check)
 
 
 def _cases(
@@ -490,8 +498,13 @@ def _finish(
     result: LoopResult,
     start: int,
     context: DistributedContext,
+    flip_check: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Rank 0: ``last.pt`` (and ``best.pt`` without validation), curves, the demo's test, ``summary.json``."""
+    """Rank 0: ``last.pt`` (and ``best.pt`` without validation), curves, the demo's test, ``summary.json``.
+
+    ``flip_check`` is what the lateralisation check of the labels found and did
+    (:meth:`cover.downstream.flips.FlipDecision.record`), ``None`` when nothing was checked.
+    """
     out, network, metric, metadata = task.validation.out, task.network, task.metric, task.validation.metadata
     progress, done = task.progress, result.done
     best, best_step, history, last_val = progress.best, progress.best_step, progress.history, progress.last_val
@@ -531,6 +544,7 @@ def _finish(
         "last_checkpoint": str(out / "last.pt"),
         "select": config.select,
         "checkpoint": str(selected),
+        "flip_check": flip_check,
     }
     _plot_curves(out, metric)
     if config.is_demo and config.evaluate_test:
