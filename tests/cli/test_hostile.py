@@ -643,3 +643,70 @@ def test_analyze_on_an_encoder_only_export_is_one_line_not_a_traceback(earlier, 
         "give the cover pretrain run folder or an export made without --encoder-only"
     )
     assert not out.exists() and folder_hash(earlier) == before
+
+
+# ------------------------------------------ output folders and --resume auto (issue 24)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A 1-step fine-tuning run on :func:`seg_task_2d`: ``(run folder, images, labels)``."""
+    from cover.downstream.finetune import finetune
+
+    root = tmp_path_factory.mktemp("finetuned")
+    images, labels = seg_task_2d(root / "task")
+    finetune(
+        task="seg", dim=2, size=32, steps=1, batch_size=2, val_fraction=0.25, images=str(images),
+        labels=str(labels), out=str(root / "run"), device="cpu", model={"channels": [8, 16, 32, 16, 8]},
+    )  # fmt: skip
+    return root / "run", images, labels
+
+
+def _command_args(command: str, tmp_path: Path, earlier: Path, finetuned: tuple[Path, Path, Path]) -> list:
+    run, images, labels = finetuned
+    return {
+        "pretrain": ["pretrain", "--config", _yaml(tmp_path, "tiny.yaml", {}), "--size", "32", "--steps", "1"],
+        "finetune": ["finetune", *FINETUNE, "--images", images, "--labels", labels],
+        "evaluate": ["evaluate", "--checkpoint", run, "--images", images, "--labels", labels, "--device", "cpu"],
+        "predict": ["predict", "--checkpoint", run, "--images", images, "--device", "cpu"],
+        "export": ["export", earlier],
+        "analyze": ["analyze", "--checkpoint", earlier, "--device", "cpu"],
+    }[command]
+
+
+@pytest.mark.filterwarnings("ignore:labels look lateralised")
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "export", "analyze"])
+def test_an_out_that_cannot_be_created_is_one_line(command, earlier, finetuned, tmp_path, monkeypatch, capsys):
+    """Below a regular file, and (simulated: tests run as root) on a read-only file system."""
+    args = _command_args(command, tmp_path, earlier, finetuned)
+    a_file = _write(tmp_path, "a_file", "x")
+    code, lines = run_cli([*args, "--out", a_file / "run"], monkeypatch, capsys)
+    lines = [line for line in lines if not line.startswith(("warning: ", "data: "))]  # finetune's data notes
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0] == (
+        f"error: {a_file / 'run'}: cannot be created or written (a part of the path is a file, not a folder); "
+        "check the path, or choose another --out"
+    )
+    assert a_file.read_text() == "x"
+
+    def read_only(self, *_, **__):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code, lines = run_cli([*args, "--out", tmp_path / "ro" / "run"], monkeypatch, capsys)
+    lines = [line for line in lines if not line.startswith(("warning: ", "data: "))]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {tmp_path / 'ro'}") and "(read-only file system)" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_resume_auto_on_a_missing_folder_is_an_error(command, earlier, finetuned, tmp_path, monkeypatch, capsys):
+    """A mistyped --out with --resume auto used to train from step 0 in a new folder."""
+    args = _command_args(command, tmp_path, earlier, finetuned)
+    typo = tmp_path / "runs" / "typo"
+    code, lines = run_cli([*args, "--device", "cpu", "--out", typo, "--resume", "auto"], monkeypatch, capsys)
+    assert code == 2 and lines == [
+        f"error: resume: --resume auto continues the run in --out, but {typo} is not a folder; "
+        "check the --out path, or leave out --resume to start a new run"
+    ]
+    assert not typo.exists() and not typo.parent.exists()

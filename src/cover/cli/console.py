@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cover.errors import CoverError, TrainingInterrupted
+from cover.errors import CoverError, TrainingInterrupted, path_error
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,17 @@ def _one_line_warning(message: Warning | str, *_: Any, **__: Any) -> str:
     return "warning: " + " ".join(str(message).split()) + "\n"
 
 
+def _run_app() -> Any:
+    """The typer app; a path the file system refuses (an ``--out`` below a file, read-only) becomes a CoverError."""
+    try:
+        return app(standalone_mode=False)
+    except OSError as error:
+        mapped = path_error(error)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
 def main() -> None:
     """Entry point of the ``cover`` console script.
 
@@ -98,7 +109,7 @@ def main() -> None:
 
     install_warning_filters()
     try:
-        code = app(standalone_mode=False)
+        code = _run_app()
     except CoverError as error:
         # One write per line: the processes of a --devices launch share the same stderr.
         if isinstance(error, TrainingInterrupted):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cover.errors import CoverError
+from cover.errors import ConfigError, CoverError
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +205,23 @@ def resume_state(resume: str | None, out: str | Path) -> tuple[dict[str, Any] | 
 
     Args:
         resume: ``None`` (fresh start), ``auto`` (the newest valid checkpoint in ``out``, or a
-            fresh start when there is none) or a checkpoint path.
+            fresh start when the folder holds none) or a checkpoint path.
         out: The run's output folder.
 
     Returns:
         ``(state, path)``, or ``(None, None)`` for a fresh start.
+
+    Raises:
+        ConfigError: ``auto`` with an ``out`` that is not an existing folder.
     """
     if not resume:
         return None, None
     if resume == "auto":
+        if not Path(out).is_dir():  # a mistyped --out would otherwise start a new run silently
+            raise ConfigError(
+                f"resume: --resume auto continues the run in --out, but {out} is not a folder; "
+                "check the --out path, or leave out --resume to start a new run"
+            )
         found = find_resume_checkpoint(out)
         return (None, None) if found is None else (found[1], found[0])
     return load_checkpoint(resume), Path(resume)
