@@ -19,7 +19,7 @@ from PIL import Image
 
 from cover.downstream.config import AugmentConfig, FinetuneConfig, resolve_finetune_config
 from cover.downstream.finetune import finetune
-from cover.downstream.flips import GRID, GRID_ALONG, check_flips, lateral_pairs, mirror_similarity
+from cover.downstream.flips import GRID, GRID_ALONG, _similarities, check_flips, lateral_pairs, mirror_similarity
 from cover.errors import ConfigError
 
 NAMES = ("background", "left GM", "right GM", "left WM", "right WM", "ventricles")
@@ -98,28 +98,51 @@ def test_asymmetric_but_not_swapped_shapes_do_not_trigger(layout):
 def test_mirror_similarity_equals_a_plain_loop_over_mirrored_masks():
     # On a grid of exactly GRID_ALONG x GRID cells with foreground on every border, each cell is one
     # pixel: S(a, b) = 2 * sum_x min(n_a(mirror x), n_b(x)) / (sum n_a + sum n_b), n_c(x) = number
-    # of maps with class c at x.
+    # of maps with class c at x, counted over the maps that hold both a and b. The third map lacks
+    # class 2, so the pairs with class 2 are counted over the first two maps only.
     rng = np.random.default_rng(3)
     maps = []
-    for _ in range(2):
+    for k in range(3):
         labels = rng.integers(0, 4, size=(GRID_ALONG, GRID))
+        if k == 2:
+            labels[labels == 2] = 3
         labels[0, 0] = labels[-1, -1] = 1
         maps.append(labels)
-    expected = np.zeros((4, 4))
+    assert all((m == c).any() for m in maps[:2] for c in (1, 2, 3)) and not (maps[2] == 2).any()
+    expected, own = np.zeros((4, 4)), np.zeros((4, 4))
     for a in range(1, 4):
         for b in range(1, 4):
-            shared = 0.0
+            used = [m for m in maps if (m == a).any() and (m == b).any()]
+            shared = shared_self = 0.0
             for i in range(GRID_ALONG):
                 for j in range(GRID):
-                    n_a = sum(int(m[GRID_ALONG - 1 - i, j] == a) for m in maps)
-                    n_b = sum(int(m[i, j] == b) for m in maps)
-                    shared += min(n_a, n_b)
-            expected[a, b] = 2 * shared / sum(int((m == a).sum() + (m == b).sum()) for m in maps)
+                    n_a = sum(int(m[GRID_ALONG - 1 - i, j] == a) for m in used)
+                    shared += min(n_a, sum(int(m[i, j] == b) for m in used))
+                    shared_self += min(n_a, sum(int(m[i, j] == a) for m in used))
+            expected[a, b] = 2 * shared / sum(int((m == a).sum() + (m == b).sum()) for m in used)
+            own[a, b] = shared_self / sum(int((m == a).sum()) for m in used)
     got = mirror_similarity([torch.from_numpy(m) for m in maps], 4, axis=0)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(_similarities([torch.from_numpy(m) for m in maps], 4, 0)[1].numpy(), own, atol=1e-12)
+    first_two = mirror_similarity([torch.from_numpy(m) for m in maps[:2]], 4, axis=0)
+    assert first_two[1, 2] == pytest.approx(expected[1, 2]) and first_two[1, 3] != pytest.approx(expected[1, 3])
     # background padding (a translation) and 2x upsampling do not change it
     moved = [np.pad(np.repeat(np.repeat(m, 2, 0), 2, 1), ((3, 9), (0, 5))) for m in maps]
     np.testing.assert_allclose(mirror_similarity([torch.from_numpy(m) for m in moved], 4, 0).numpy(), expected)
+
+
+@pytest.mark.parametrize(("dim", "split"), [(2, 0), (2, 1), (3, 2)])
+def test_one_case_missing_a_side_does_not_hide_the_pair(dim, split):
+    """Left/right classes only, the right one erased from one case: that case's box holds the left
+    side alone, centred, which pooled into every pair made the left class look symmetric
+    (S(1, 1) about 0.45 against S(1, 2) about 0.76) and switched the check off."""
+    labels = [torch.tensor([0, 1, 2, 1, 2, 0])[m] for m in brains(dim, split)]
+    labels[1] = torch.where(labels[1] == 2, 0, labels[1])
+    found = lateral_pairs(labels, 3, range(dim))
+    assert [(p.first, p.second) for p in found[split]] == [(1, 2)]
+    assert found[split][0].similarity >= 0.9 and max(found[split][0].self_similarity) <= 0.15
+    assert all(not found[axis] for axis in range(dim) if axis != split)
+    assert mirror_similarity(labels, 3, split)[1, 1] > 0.4  # class 1 over all its maps: the lone side counts
 
 
 def test_check_flips_turns_off_only_an_unset_flip_along_the_lateral_axis():

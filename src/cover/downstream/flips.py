@@ -13,13 +13,18 @@ The rule, per axis (:func:`lateral_pairs`):
    density ``d_c``: the fraction of class ``c`` in each cell of a grid over that box,
    :data:`GRID_ALONG` cells along the mirrored axis and :data:`GRID` along the others (area
    averaging; coarse, so a shifted, rotated or deformed subject still meets its mirror image).
-   The densities are summed over the checked cases: ``D_c`` (a class that sits on one side in
-   one case and on the other side in the next does not add up to a consistent side).
+   For a pair of classes ``a``, ``b`` the densities are summed over the checked cases that
+   hold both: ``D_a``, ``D_b`` (a class that sits on one side in one case and on the other
+   side in the next does not add up to a consistent side). A case without one of the two
+   says nothing about where they lie relative to each other, and its box, cropped to the
+   side it has, would centre that side and make it look symmetric (one labeled case missing
+   the right side measured ``S(1, 1) = 0.45`` against ``S(1, 2) = 0.81`` and switched the
+   check off), so it is left out of that pair's sums only.
 2. The *mirror similarity* of classes ``a`` and ``b`` is the share of their mass that the
    mirror carries from one onto the other:
    ``S(a, b) = 2 * sum(min(flip(D_a), D_b)) / (sum(D_a) + sum(D_b))`` in ``[0, 1]``
    (symmetric in ``a``, ``b``; 1 when ``D_b`` is exactly the mirror image of ``D_a``).
-   ``S(a, a)`` is how much class ``a`` is its own mirror image.
+   ``S(a, a)`` is how much class ``a`` is its own mirror image, over the same cases.
 3. Two foreground classes ``a != b`` are *swapped* by the flip when ``S(a, b) >= MIN_SWAP``
    (0.5: most of their mass lands on each other) and
    ``S(a, b) >= SELF_RATIO * max(S(a, a), S(b, b))`` (2: far more than on itself). Swapped
@@ -133,6 +138,40 @@ def class_densities(label: torch.Tensor, num_classes: int, axis: int) -> torch.T
     return density
 
 
+def _similarities(labels: Sequence[torch.Tensor], num_classes: int, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror similarities of every class pair and each class's own, over the maps holding both.
+
+    Args:
+        labels: int64 label maps, each ``(*spatial)``; maps without foreground are skipped.
+        num_classes: ``K``.
+        axis: Spatial axis to mirror.
+
+    Returns:
+        float64 ``(K, K)`` ``S(a, b)`` from the densities pooled over the maps holding both
+        ``a`` and ``b`` (``S(a, a)``: over the maps holding ``a``), and float64 ``(K, K)``
+        ``own[a, b]``: ``S(a, a)`` over those same maps (module docstring, step 2).
+    """
+    empty = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    densities = [d for d in (class_densities(label, num_classes, axis) for label in labels) if d is not None]
+    if not densities:
+        return empty, empty.clone()
+    stacked = torch.stack(densities).flatten(2)  # (M, K, cells)
+    mirrored = torch.stack(densities).flip(axis + 2).flatten(2)
+    present = (stacked.sum(-1) > 0).double()  # (M, K)
+    similarity, own = empty.clone(), empty.clone()
+    for a in range(1, num_classes):
+        both = present[:, a : a + 1] * present  # (M, K): maps holding a and b
+        pooled_a = torch.einsum("mb,mc->bc", both, stacked[:, a])  # (K, cells): class a over the maps of (a, b)
+        mirror_a = torch.einsum("mb,mc->bc", both, mirrored[:, a])
+        pooled_b = torch.einsum("mb,mbc->bc", both, stacked)  # (K, cells): class b over the same maps
+        mass_a, mass_b = pooled_a.sum(-1), pooled_b.sum(-1)
+        common = torch.minimum(mirror_a, pooled_b).sum(-1)
+        scale = mass_a + mass_b
+        similarity[a] = torch.where(scale > 0, 2 * common / scale.clamp_min(1e-300), 0.0)
+        own[a] = torch.where(mass_a > 0, torch.minimum(mirror_a, pooled_a).sum(-1) / mass_a.clamp_min(1e-300), 0.0)
+    return similarity, own
+
+
 def mirror_similarity(labels: Sequence[torch.Tensor], num_classes: int, axis: int) -> torch.Tensor:
     """Mirror similarities ``S(a, b)`` of all classes along one axis (module docstring, steps 1-2).
 
@@ -142,21 +181,10 @@ def mirror_similarity(labels: Sequence[torch.Tensor], num_classes: int, axis: in
         axis: Spatial axis to mirror.
 
     Returns:
-        float64 ``(K, K)``, symmetric, in ``[0, 1]``; row and column 0 (background) and absent
-        classes are 0.
+        float64 ``(K, K)``, symmetric, in ``[0, 1]``: ``S(a, b)`` over the maps holding both
+        classes; row and column 0 (background) and absent classes are 0.
     """
-    total = None
-    for label in labels:
-        density = class_densities(label, num_classes, axis)
-        if density is not None:
-            total = density if total is None else total + density
-    if total is None:
-        return torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    flat, mirrored = total.flatten(1), total.flip(axis + 1).flatten(1)
-    common = torch.minimum(mirrored[:, None, :], flat[None, :, :]).sum(-1)  # (K, K): mass a's mirror shares with b
-    mass = flat.sum(1)
-    scale = mass[:, None] + mass[None, :]
-    return torch.where(scale > 0, 2 * common / scale.clamp_min(1e-300), torch.zeros_like(common))
+    return _similarities(labels, num_classes, axis)[0]
 
 
 def lateral_pairs(
@@ -177,14 +205,13 @@ def lateral_pairs(
     """
     found: dict[int, list[SwappedPair]] = {}
     for axis in axes:
-        similarity = mirror_similarity(labels, num_classes, axis)
-        own = similarity.diagonal().tolist()
+        similarity, own = _similarities(labels, num_classes, axis)
         candidates = []
         for a in range(1, num_classes):
             for b in range(a + 1, num_classes):
-                value = float(similarity[a, b])
-                if value >= MIN_SWAP and value >= SELF_RATIO * max(own[a], own[b]):
-                    candidates.append(SwappedPair(axis, a, b, value, (own[a], own[b])))
+                value, selves = float(similarity[a, b]), (float(own[a, b]), float(own[b, a]))
+                if value >= MIN_SWAP and value >= SELF_RATIO * max(selves):
+                    candidates.append(SwappedPair(axis, a, b, value, selves))
         pairs: list[SwappedPair] = []
         used: set[int] = set()
         for pair in sorted(candidates, key=lambda p: -p.similarity):
