@@ -6,6 +6,7 @@ channel 0, segments the decoy.
 """
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -113,6 +114,32 @@ def test_predict_groups_a_cases_channel_files_and_writes_case_ext_on_channel_0s_
     np.testing.assert_array_equal(
         nib.load(from_list["outputs"][0]).dataobj, nib.load(tmp_path / "pred" / "case17.nii.gz").dataobj
     )
+
+
+def test_predict_on_a_dataset_folder_reads_its_images_only_in_dataset_json_order(dataset, trained, tmp_path):
+    """The dataset root used to give 22 + 22 + 6 + 6 files: labelsTr/labelsTs predicted as images."""
+    summary = predict(trained["checkpoint"], str(dataset), out=tmp_path / "root")
+    assert summary["num_images"] == 6 and [c["image"] for c in summary["cases"]] == [
+        [str(dataset / "imagesTs" / f"case{i:02d}_{c:04d}.nii.gz") for c in range(2)] for i in range(16, 22)
+    ]
+    assert [Path(p).relative_to(tmp_path / "root").as_posix() for p in summary["outputs"]] == [
+        f"imagesTs/case{i:02d}.nii.gz" for i in range(16, 22)
+    ]
+    msd = tmp_path / "msd"  # the same cases as an MSD dataset.json without test images: its training images
+    msd.mkdir()
+    images = [[str(dataset / "imagesTs" / f"case{i}_{c:04d}.nii.gz") for c in range(2)] for i in (16, 17)]
+    training = [{"image": image, "label": str(dataset / "labelsTs" / "case16.nii.gz")} for image in images]
+    (msd / "dataset.json").write_text(json.dumps({"modality": NAMES, "training": training}))
+    listed = predict(trained["checkpoint"], str(msd), out=tmp_path / "msd_out")
+    assert [c["image"] for c in listed["cases"]] == [e["image"] for e in training]
+    for i in (16, 17):
+        np.testing.assert_array_equal(
+            nib.load(tmp_path / "msd_out" / f"case{i}.nii.gz").dataobj, nib.load(summary["outputs"][i - 16]).dataobj
+        )
+    (msd / "dataset.json").write_text(json.dumps({"modality": {"0": "signal", "1": "decoy"}, "training": training}))
+    with pytest.raises(DataError, match=r"channel order: .*\['signal', 'decoy'\] but .* trained on"):
+        predict(trained["checkpoint"], str(msd), out=tmp_path / "swapped")
+    assert not (tmp_path / "swapped").exists()
 
 
 def test_channel_counts_and_order_are_checked_with_one_line_errors(dataset, trained, tmp_path):

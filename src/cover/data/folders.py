@@ -237,3 +237,28 @@ def pretraining_images(path: str | Path) -> list[ImageSource] | None:
     if dataset is None:
         return None
     return [case.source for case in dataset.training + dataset.test]
+
+
+def prediction_images(path: str | Path) -> tuple[list[ImageSource], str, list[str] | None] | None:
+    """The images ``cover predict`` takes from a dataset folder, or ``None`` when ``path`` is not one.
+
+    The unlabeled test images (nnU-Net ``imagesTs``, MSD ``test``), else the training images
+    (``imagesTr``, MSD ``training``); never a label map (``labelsTr``/``labelsTs``). A case's
+    channel files are one source in ``dataset.json``'s channel order (nnU-Net: file
+    ``CASE_XXXX`` is channel ``XXXX`` of ``channel_names``; MSD: ``modality``).
+
+    Args:
+        path: A dataset folder or its ``dataset.json``.
+
+    Returns:
+        ``(sources, which, channel names)``: one source per case, what they are
+        (``"imagesTs"``, ``"imagesTr"``, ``"test"`` or ``"training"``) and the dataset's channel
+        names (``None`` where it has none).
+    """
+    dataset = read_dataset_folder(path)
+    if dataset is None:
+        return None
+    cases, which = (dataset.test, "test") if dataset.test else (dataset.training, "training")
+    if dataset.kind == "nnunet":
+        which = "imagesTs" if which == "test" else "imagesTr"
+    return [case.source for case in cases], which, dataset.channel_names

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cover.config import save_yaml
 from cover.data.channels import ImageSource, group_channel_files, output_path, source_text, source_value
 from cover.data.discovery import find_images, load_datalist
+from cover.data.folders import dataset_json_of, prediction_images
+from cover.data.labels import original_values
 from cover.data.readers import write_like
 from cover.data.record import data_error
-from cover.downstream.cases import Case, file_stem
+from cover.downstream.cases import Case, check_channels, file_stem
 from cover.downstream.evaluate import class_labels
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
@@ -47,13 +48,26 @@ from cover.errors import ConfigError, DataError
 from cover.models.loading import load_finetuned
 from cover.runtime import progress_bar
 
+log = logging.getLogger(__name__)
+
 #: Values of ``on_bad_file``: skip a bad input with a warning, or stop at the first one.
 ON_BAD_FILE = ("skip", "error")
 
 
 def _inputs(images: str | Path, channels: int) -> tuple[list[ImageSource], Path]:
-    """The images to predict (a path, or one file per channel) and the folder they are named relative to."""
+    """The images to predict (a path, or one file per channel) and the folder they are named relative to.
+
+    A dataset folder (nnU-Net raw, MSD ``dataset.json``) gives its images only, never its label
+    maps (:func:`cover.data.folders.prediction_images`).
+    """
     source = Path(images)
+    folder = prediction_images(source)
+    if folder is not None:
+        sources, which, _ = folder
+        if not sources:
+            raise data_error(source, f"the dataset lists no {which} images")
+        log.info("data: %d %s image(s) of the dataset %s (its label maps are not read)", len(sources), which, source)
+        return sources, source if source.is_dir() else source.parent
     if source.is_file() and source.suffix.lower() in (".json", ".csv"):
         return [e["image"] for e in load_datalist(source)], source.parent
     found = find_images(source)
@@ -117,6 +131,11 @@ def predict(
     torch_device = resolve_device(device)
     network, metadata = load_finetuned(checkpoint, torch_device)
     paths, root = _inputs(images, int(metadata["in_channels"]))
+    cases = [Case(file_stem(output_path(p)), p) for p in paths]
+    names_from = str(images) if dataset_json_of(images) is not None else None
+    check_channels(
+        cases, int(metadata["in_channels"]), names_from, metadata.get("channel_names"), checkpoint, option=False
+    )
     folder = prepare_output(out, overwrite, "predict")
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
     save_yaml(
@@ -133,17 +152,18 @@ def predict(
     task, num_classes, names = metadata["task"], int(metadata["num_classes"]), class_labels(metadata)
     options = checkpoint_load_options(metadata, keep_record=task == "seg")
     targets = mask_paths([output_path(p) for p in paths], root, folder)
-    cases, rows, skipped = [], [], []
-    dtype = np.uint8 if num_classes <= 256 else np.uint16
-    for path, target in progress_bar(list(zip(paths, targets, strict=True)), desc="predict", dynamic_ncols=True):
+    done, rows, skipped = [], [], []
+    for case, target in progress_bar(list(zip(cases, targets, strict=True)), desc="predict", dynamic_ncols=True):
+        path = case.image
         try:
-            loaded = load_case(Case(file_stem(output_path(path)), path), **options)
+            loaded = load_case(case, **options)
             if task == "seg":
                 prediction = segment_case(
                     network, loaded.image.to(torch_device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
                 )
-                written = write_like(prediction.numpy().astype(dtype), loaded.record, target)
-                cases.append({"image": source_value(path), "output": str(written)})
+                mask = original_values(prediction.numpy(), num_classes, metadata.get("label_values"))
+                written = write_like(mask, loaded.record, target)
+                done.append({"image": source_value(path), "output": str(written)})
             else:
                 probs = classify(network, loaded.image[None].to(torch_device))[0].cpu().numpy()
                 row = {"image": source_text(path), "prediction": names[int(probs.argmax())]}
@@ -155,7 +175,7 @@ def predict(
                 raise error from None
             warnings.warn(f"skipped {error}", stacklevel=2)
             skipped.append({"image": source_value(path), "error": str(error)})
-    outputs = [case["output"] for case in cases]
+    outputs = [case["output"] for case in done]
     if task == "cls" and rows:
         table = folder / "predictions.csv"
         with table.open("w", newline="") as stream:
@@ -163,18 +183,18 @@ def predict(
             writer.writeheader()
             writer.writerows(rows)
         outputs = [str(table)]
-        cases = [{"image": row["image"], "output": str(table)} for row in rows]
+        done = [{"image": row["image"], "output": str(table)} for row in rows]
     summary = {
         "task": task,
         "checkpoint": str(checkpoint),
         "num_images": len(paths),
-        "num_predicted": len(cases),
+        "num_predicted": len(done),
         "on_bad_file": on_bad_file,
         "outputs": outputs,
-        "cases": cases,
+        "cases": done,
         "skipped": skipped,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    if not cases:
+    if not done:
         raise data_error(root, f"no image could be predicted ({len(skipped)} skipped); first: {skipped[0]['error']}")
     return summary
