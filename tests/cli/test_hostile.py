@@ -710,3 +710,90 @@ def test_resume_auto_on_a_missing_folder_is_an_error(command, earlier, finetuned
         "check the --out path, or leave out --resume to start a new run"
     ]
     assert not typo.exists() and not typo.parent.exists()
+
+
+# ------------------------------------------------------------- label values (issue 24)
+
+
+def binary_task(root: Path, values: tuple[int, ...], n: int = 4) -> tuple[Path, Path]:
+    """``n`` grey PNG images with PNG masks whose classes 0, 1, ... are saved as ``values``."""
+    rng = np.random.default_rng(3)
+    images, labels = root / "images", root / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(n):
+        classes = np.minimum(_classes_2d(i), len(values) - 1)
+        _png(images / f"c{i}.png", (40 + 50 * classes + rng.integers(0, 20, classes.shape)).astype(np.uint8))
+        _png(labels / f"c{i}.png", np.asarray(values, np.uint16 if max(values) > 255 else np.uint8)[classes])
+    return images, labels
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ((0, 255), "holds values 0, 255 but the label maps hold values 0, 255 together; label values must be the "
+         "class indices 0..K-1: pass --label-values 0,255 (label_values in a YAML file)"),
+        ((0, 127, 254), "--label-values 0,127,254"),
+        ((0, 1000, 2000), "--label-values 0,1000,2000"),
+    ],
+)  # fmt: skip
+def test_label_values_that_are_not_class_indices_are_one_line(values, words, tmp_path, monkeypatch, capsys):
+    """0/255 masks used to train a 256-class network (and 0/1000/2000 one of 2001 classes)."""
+    images, labels = binary_task(tmp_path / "task", values)
+    out = tmp_path / "run"
+    code, lines = run_cli(
+        ["finetune", *FINETUNE, "--images", images, "--labels", labels, "--out", out], monkeypatch, capsys
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {labels}") and words in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_negative_label_values_are_an_error(tmp_path, monkeypatch, capsys):
+    images, labels = binary_task(tmp_path / "task", (0, 1))
+    label = _classes_2d(0).astype(np.float32) - 1  # -1 background: used to wrap to class 255
+    _nifti_with(labels / "c0.nii.gz", label[..., None], np.eye(4))
+    (labels / "c0.png").unlink()
+    _nifti_with(images / "c0.nii.gz", np.ones((32, 32, 1), np.float32), np.eye(4))
+    (images / "c0.png").unlink()
+    args = ["finetune", *FINETUNE, "--images", images, "--labels", labels, "--label-values", "0,1"]
+    code, lines = run_cli([*args, "--out", tmp_path / "run"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {labels / 'c0.nii.gz'}: label map has negative values (values -1, 0, 1, 2)")
+    assert "class indices are 0, 1, ..., K-1: rewrite the file with non-negative values" in lines[0], lines[0]
+
+
+@pytest.mark.filterwarnings("ignore:labels look lateralised")
+def test_label_values_map_masks_for_training_evaluation_and_prediction(tmp_path, monkeypatch, capsys):
+    """--label-values 0,255: 2 classes, recorded, applied at evaluation, masks written back as 0/255."""
+    images, labels = binary_task(tmp_path / "task", (0, 255))
+    out = tmp_path / "run"
+    args = ["finetune", *FINETUNE, "--images", images, "--labels", labels, "--label-values", "0,255", "--out", out]
+    code, lines = run_cli(args, monkeypatch, capsys)
+    assert code == 0, lines
+    assert any("classes=2 " in line for line in lines), lines
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_classes"] == 2 and summary["label_values"] == [0, 255]
+    assert yaml.safe_load((out / "config.yaml").read_text())["label_values"] == [0, 255]
+
+    code, lines = run_cli(["evaluate", "--checkpoint", out, "--images", images, "--labels", labels,
+                           "--out", tmp_path / "eval", "--device", "cpu"], monkeypatch, capsys)  # fmt: skip
+    assert code == 0, lines
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["label_values"] == [0, 255] and metrics["num_cases"] == 4
+
+    code, lines = run_cli(["predict", "--checkpoint", out, "--images", images, "--out", tmp_path / "pred",
+                           "--device", "cpu"], monkeypatch, capsys)  # fmt: skip
+    assert code == 0, lines
+    masks = [np.asarray(Image.open(tmp_path / "pred" / f"c{i}.png")) for i in range(4)]
+    assert set(np.unique(np.stack(masks)).tolist()) <= {0, 255} and any(m.max() == 255 for m in masks)
+
+    # the same masks as 0/1 evaluated with --label-values 0,1 (the checkpoint's 0,255 would refuse them)
+    _, ones = binary_task(tmp_path / "ones", (0, 1))
+    base = ["evaluate", "--checkpoint", out, "--images", images, "--labels", ones, "--device", "cpu"]
+    code, lines = run_cli([*base, "--out", tmp_path / "e1"], monkeypatch, capsys)
+    assert code == 2 and "which label_values [0, 255] does not list" in lines[-1], lines
+    code, lines = run_cli([*base, "--out", tmp_path / "e2", "--label-values", "0,1"], monkeypatch, capsys)
+    assert code == 0, lines
+    again = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert again["mean_dice"] == pytest.approx(metrics["mean_dice"])

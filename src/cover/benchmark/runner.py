@@ -185,6 +185,8 @@ def _finetune_cell(
         model=scratch_model,
         evaluate_test=False,
     )
+    if task.label_values:  # only when given: the fingerprints of runs without it stay as they were
+        values["label_values"] = list(task.label_values)
     if config.steps_per_case:
         values["steps"] = max(values.get("steps") or 0, config.steps_per_case * budget)
     test = {k: data[k] for k in ("test_images", "test_labels", "test_datalist")}

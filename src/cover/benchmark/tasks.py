@@ -50,6 +50,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from cover.config import deep_merge, update_dataclass
+from cover.data.labels import check_label_values
 from cover.errors import ConfigError
 
 BUILTIN_TASKS = ("mni-tissue-2d", "mni-tissue-3d", "mni-regions-2d", "mni-regions-3d")
@@ -81,6 +82,9 @@ class TaskConfig:
         preset: Intensity preset of the images (``None``: the pretrained checkpoint's, else each
             file's default); built-in tasks use ``mri``.
         class_names: Optional names of labels 0, 1, ...
+        label_values: Values the label maps (training and test) hold, background first: value
+            ``i`` is class ``i`` (``[0, 255]`` for binary masks saved as 0/255); ``None``: the
+            values are the class indices 0..K-1.
         size: Built-in 2D tasks: slice side in pixels.
         num_train: Built-in pseudo-subject tasks: training pseudo-subjects (the labeled pool;
             ``None``: 8 for ``mni-tissue-3d``, 24 for ``mni-regions-2d``, 12 for ``mni-regions-3d``).
@@ -100,6 +104,7 @@ class TaskConfig:
     budgets: tuple[int, ...] = (1, 2, 4, 8)
     preset: str | None = None
     class_names: tuple[str, ...] | None = None
+    label_values: tuple[int, ...] | None = None
     size: int = 96
     num_train: int | None = None
     num_test: int | None = None
@@ -155,6 +160,10 @@ def resolve_task(values: dict[str, Any], index: int) -> TaskConfig:
         raise ConfigError(
             f"tasks[{index}].budgets: {list(task.budgets)} exceed num_train={task.num_train} pseudo-subjects"
         )
+    try:
+        check_label_values(task.label_values)
+    except ConfigError as error:
+        raise ConfigError(f"tasks[{index}].{error}") from None
     return task
 
 

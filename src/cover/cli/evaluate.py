@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cover.cli.options import CheckpointArg, FinetunedOpt, Opt
+from cover.cli.options import LABEL_VALUES_HELP, CheckpointArg, FinetunedOpt, Opt
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -20,6 +20,7 @@ def evaluate(
     images: Annotated[str | None, Opt(help="Image folder (omit for a demo checkpoint: the demo test slab).")] = None,
     labels: Annotated[str | None, Opt(help="seg: label-map folder; cls: CSV with image,label.")] = None,
     datalist: Annotated[str | None, Opt(help="JSON/CSV datalist with image and label.")] = None,
+    label_values: Annotated[str | None, Opt(help=LABEL_VALUES_HELP + " Default: the checkpoint's.")] = None,
     out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/evaluate",
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,
@@ -38,6 +39,7 @@ def evaluate(
         device=device,
         overwrite=overwrite,
         overlap=overlap,
+        label_values=label_values,
     )
     if summary["task"] == "seg":
         per_class = ", ".join(f"{name} {v['dice_mean']:.3f}" for name, v in summary["classes"].items())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cover.cli.options import Opt, config_values, intensity_option, show_config
+from cover.cli.options import LABEL_VALUES_HELP, Opt, config_values, intensity_option, show_config
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -33,6 +33,7 @@ def finetune(
     val_datalist: Annotated[str | None, Opt(help="Explicit validation datalist.")] = None,
     dim: Annotated[int | None, Opt(help="2 or 3.")] = None,
     num_classes: Annotated[int | None, Opt(help="Classes incl. background (default: from the labels).")] = None,
+    label_values: Annotated[str | None, Opt(help=LABEL_VALUES_HELP)] = None,
     label_fraction: Annotated[float | None, Opt(help="Fraction of the training cases that are labeled.")] = None,
     num_labeled: Annotated[int | None, Opt(help="Number of labeled training cases.")] = None,
     val_fraction: Annotated[float | None, Opt(help="Fraction of the cases held out for validation.")] = None,
@@ -87,6 +88,7 @@ def finetune(
         "val_datalist": val_datalist,
         "dim": dim,
         "num_classes": num_classes,
+        "label_values": label_values,
         "label_fraction": label_fraction,
         "num_labeled": num_labeled,
         "val_fraction": val_fraction,

@@ -18,6 +18,12 @@ A label map is accepted only when it is what it claims to be; every refusal is a
   reorientation, so a label stored in another voxel order over the same grid is accepted.
   Plain images (PNG, JPEG, BMP, TIFF, NumPy) carry no geometry; only their shapes are compared.
 
+Values must be the class indices ``0..K-1`` (nnU-Net's rule): a binary mask saved as 0/255
+is not 256 classes. Other values are refused (:func:`count_classes`, over all label maps of a
+run) unless the user maps them explicitly with ``label_values`` (``--label-values 0,255``:
+value ``i`` of the list is class ``i``); the mapping is applied as each map is read
+(:func:`read_label_map`) and undone on written masks (:func:`original_values`).
+
 A 2D image taken from a volume of one slice (:func:`cover.data.record.as_planar`) takes its
 label from the same slice: the label's 3D geometry is checked against the volume, then the
 same axis is dropped.
@@ -32,6 +38,7 @@ import numpy as np
 
 from cover.data.readers import read_image
 from cover.data.record import PLAIN_FORMATS, ImageRecord, data_error
+from cover.errors import ConfigError
 
 #: Largest distance of a label value from an integer still read as that integer.
 INTEGER_TOLERANCE = 1e-3
@@ -119,21 +126,25 @@ def _image_like(labels: np.ndarray) -> str | None:
     return None
 
 
-def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) -> np.ndarray:
+def read_label_map(
+    path: str | Path, image: ImageRecord | Sequence[int] | None, values: Sequence[int] | None = None
+) -> np.ndarray:
     """Read a label map and check it against its image.
 
     Args:
         path: Label file (or DICOM series folder).
         image: The image's record (shape and geometry are checked), only its spatial
             shape, or ``None`` (values checked only, e.g. for counting classes).
+        values: ``label_values``: the file's value ``values[i]`` becomes class ``i``; ``None``
+            keeps the values (which :func:`count_classes` checks are ``0..K-1``).
 
     Returns:
         int64 ``(*spatial)`` class indices on the image's grid.
 
     Raises:
         DataError: Unreadable file, colour / several components, non-integer or negative
-            values, or a shape or geometry that differs from the image's; the message names
-            both files.
+            values, a value missing from ``values``, or a shape or geometry that differs from
+            the image's; the message names both files.
     """
     record = read_image(path, channels=True, label=True)
     if record.format == "jpeg":
@@ -164,26 +175,129 @@ def read_label_map(path: str | Path, image: ImageRecord | Sequence[int] | None) 
                 record.path,
                 f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(image)}",
             )
-    values = record.array[0]
-    if record.channels > 1 and np.abs(record.array - values).max() > 0:
+    samples = record.array[0]
+    if record.channels > 1 and np.abs(record.array - samples).max() > 0:
         raise data_error(
             record.path,
             f"is a colour label map ({record.channels} samples per pixel with different values){owner}; a label "
             "map holds one class index per pixel: save it as a grey or palette (P-mode) image of class indices",
         )
-    fraction = np.abs(values - np.rint(values))
+    fraction = np.abs(samples - np.rint(samples))
     bad = int(np.count_nonzero(fraction > INTEGER_TOLERANCE))
     if bad:
-        example = float(values.reshape(-1)[int(np.argmax(fraction.reshape(-1) > INTEGER_TOLERANCE))])
+        example = float(samples.reshape(-1)[int(np.argmax(fraction.reshape(-1) > INTEGER_TOLERANCE))])
         raise data_error(
             record.path,
             f"holds {bad} non-integer value(s) (e.g. {example:.4g}){owner}; a label map holds integer class "
             "indices (is this a probability map or an image?)",
         )
-    labels = np.rint(values).astype(np.int64)
+    labels = np.rint(samples).astype(np.int64)
     if labels.min() < 0:
-        raise data_error(record.path, f"label map has negative values (min {labels.min()}){owner}")
+        found = _value_list(np.unique(labels))
+        raise data_error(
+            record.path,
+            f"label map has negative values ({found}){owner}; class indices are 0, 1, ..., K-1: "
+            "rewrite the file with non-negative values (then --label-values can map them)",
+        )
+    if values is not None:
+        return _mapped(labels, values, record.path, owner)
     problem = _image_like(labels)
     if problem is not None:
         raise data_error(record.path, f"{problem}{owner}; a label map holds class indices (is this an image?)")
     return labels
+
+
+def _value_list(found: np.ndarray, most: int = 8) -> str:
+    """``"values 0, 255"``, with at most ``most`` values shown."""
+    shown = ", ".join(str(int(v)) for v in found[:most])
+    more = f", ... ({len(found)} in all)" if len(found) > most else ""
+    return f"value{'s' if len(found) > 1 else ''} {shown}{more}"
+
+
+def _mapped(labels: np.ndarray, values: Sequence[int], path: Path, owner: str) -> np.ndarray:
+    """``labels`` with ``values[i]`` replaced by ``i``; a value not in ``values`` is refused."""
+    order = np.argsort(np.asarray(values, dtype=np.int64))
+    ordered = np.asarray(values, dtype=np.int64)[order]
+    found = np.unique(labels)
+    unknown = found[~np.isin(found, ordered)]
+    if unknown.size:
+        raise data_error(
+            path,
+            f"holds {_value_list(unknown)}{owner}, which label_values {list(values)} does not list; "
+            "give every value of the label maps in --label-values (value i of the list becomes class i)",
+        )
+    return order[np.searchsorted(ordered, labels)]
+
+
+def check_label_values(values: Sequence[int] | None) -> tuple[int, ...] | None:
+    """Validate ``label_values``: at least two distinct non-negative integers, or ``None``.
+
+    Raises:
+        ConfigError: Fewer than two values, a repeated or a negative value.
+    """
+    if values is None:
+        return None
+    values = tuple(int(v) for v in values)
+    problem = (
+        "needs at least two values (background first), e.g. --label-values 0,255"
+        if len(values) < 2
+        else "holds a negative value; label maps hold non-negative values"
+        if min(values) < 0
+        else "repeats a value; each value is one class"
+        if len(set(values)) < len(values)
+        else None
+    )
+    if problem is not None:
+        raise ConfigError(f"label_values: {list(values)} {problem}")
+    return values
+
+
+def original_values(mask: np.ndarray, num_classes: int, values: Sequence[int] | None) -> np.ndarray:
+    """A predicted mask of class indices in the label maps' own values (``values[k]`` for class ``k``).
+
+    Args:
+        mask: Integer ``(*spatial)`` class indices ``0..K-1``.
+        num_classes: ``K``.
+        values: ``label_values`` of the run (``None``: the indices are the values).
+
+    Returns:
+        ``(*spatial)`` array in the smallest unsigned type that holds every value of the run
+        (not only those predicted: every mask of a run has one type).
+    """
+    table = np.arange(num_classes) if values is None else np.asarray(values, dtype=np.int64)
+    top = int(table.max())
+    dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
+    return table.astype(dtype)[np.asarray(mask, dtype=np.int64)]
+
+
+def count_classes(found: Sequence[tuple[Path | str, np.ndarray]], declared: int | None, key: str) -> int:
+    """The number of classes ``K`` of a run's label maps, checking their values are class indices.
+
+    Args:
+        found: ``(label file, its distinct values)`` for every label map of the run.
+        declared: ``K`` given by the user (``num_classes``, the number of ``class_names`` or of
+            ``label_values``), or ``None`` to infer it.
+        key: How the message names where ``declared`` came from (``"num_classes is 4"``).
+
+    Returns:
+        ``declared``, or the largest value plus one when the values are exactly ``0..K-1``.
+
+    Raises:
+        DataError: A value ``>= declared``, or (undeclared) values that are not ``0..K-1``
+            (``{0, 255}``: a binary mask); the message names a file, its values and the
+            ``--label-values`` that maps them.
+    """
+    union = np.unique(np.concatenate([np.asarray(v, dtype=np.int64).ravel() for _, v in found]))
+    top = int(union.max())
+    if declared is not None and top < declared:
+        return declared
+    if declared is None and union.size == top + 1:
+        return max(2, top + 1)
+    limit = declared if declared is not None else int(np.flatnonzero(union != np.arange(union.size))[0])
+    path, values = next((p, np.unique(v)) for p, v in found if int(np.max(v)) >= limit)
+    rule = f"but {key}" if declared is not None else f"but the label maps hold {_value_list(union)} together"
+    advice = f" (0..{declared - 1} here)" if declared is not None else ""
+    if union.size >= 2 and union.size == (declared or union.size):  # a mapping of these values would do
+        listed = ",".join(str(int(v)) for v in union)
+        advice = f": pass --label-values {listed} (label_values in a YAML file) to make value i of the list class i"
+    raise data_error(path, f"holds {_value_list(values)} {rule}; label values must be the class indices 0..K-1{advice}")

@@ -98,6 +98,10 @@ class FinetuneConfig:
         num_classes: Classes including background (seg) or number of classes (cls); ``None``
             infers it from the labels.
         class_names: Optional names, one per class.
+        label_values: seg: the values the label maps hold, background first; value ``i`` of
+            the list is class ``i`` (``(0, 255)`` for binary masks saved as 0/255), and
+            predicted masks are written back in these values. ``None``: the label maps must
+            hold the class indices ``0..K-1``.
         label_fraction: Fraction of the training pool used as labeled cases.
         num_labeled: Number of labeled cases (overrides ``label_fraction``).
         val_fraction: Fraction of all cases held out for validation (ignored with
@@ -162,6 +166,7 @@ class FinetuneConfig:
     dim: int = 2
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    label_values: tuple[int, ...] | None = None
     label_fraction: float | None = None
     num_labeled: int | None = None
     val_fraction: float = 0.2
@@ -347,6 +352,7 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"{key}: {message}")
+    _check_label_values(config)
     if config.is_demo and config.task != "seg":
         raise ConfigError("task: the built-in demo is a segmentation task; give --images/--labels or --datalist")
     if config.is_demo and config.dim != 2:
@@ -360,3 +366,17 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
             raise ConfigError("labels: segmentation needs a labels folder matching images (or a datalist)")
     if config.val_images is not None and config.val_labels is None and config.task == "seg":
         raise ConfigError("val_labels: segmentation validation images need a labels folder")
+
+
+def _check_label_values(config: FinetuneConfig) -> None:
+    """``label_values``: valid, for segmentation, and one per class where the classes are given."""
+    from cover.data.labels import check_label_values
+
+    values = check_label_values(config.label_values)
+    if values is None:
+        return
+    if config.task != "seg":
+        raise ConfigError("label_values: maps label-map values to classes; it applies to --task seg only")
+    for key, count in (("num_classes", config.num_classes), ("class_names", len(config.class_names or ()) or None)):
+        if count is not None and count != len(values):
+            raise ConfigError(f"label_values: {len(values)} values (one per class) but {key} gives {count} classes")

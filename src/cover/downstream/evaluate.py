@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 
 from cover.config import save_yaml
 from cover.data.channels import source_text
+from cover.data.labels import check_label_values, count_classes
 from cover.data.record import data_error
 from cover.downstream.cases import Case, check_channels, find_cases
 from cover.downstream.figures import is_ras, plot_cases
@@ -78,6 +80,7 @@ def evaluate(
     overlap: float | None = None,
     sw_batch_size: int = 4,
     figure_cases: int = 4,
+    label_values: str | Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Score a fine-tuned checkpoint on labeled cases.
 
@@ -94,6 +97,9 @@ def evaluate(
         overlap: Sliding-window overlap (default: the checkpoint's).
         sw_batch_size: Windows per forward pass.
         figure_cases: Cases shown in ``cases.png``.
+        label_values: The values these label maps hold, value ``i`` read as class ``i``
+            (``"0,255"`` or a list); ``None``: the checkpoint's (as fine-tuned), else the
+            values must be the class indices.
 
     Returns:
         The summary written to ``metrics.json``. seg: ``mean_dice``, ``mean_dice_std`` (over
@@ -118,6 +124,9 @@ def evaluate(
         if missing:
             raise data_error(labels or datalist or images, f"classes {missing} are not classes of {checkpoint} {names}")
         cases = [Case(c.name, c.image, target=lookup[found_names[c.target]]) for c in cases]
+    options = checkpoint_load_options(metadata, keep_record=task == "seg")
+    if label_values is not None:
+        options["label_values"] = _label_values(label_values, metadata)
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
     save_yaml(
         {
@@ -129,10 +138,10 @@ def evaluate(
             "device": device,
             "overlap": overlap,
             "sw_batch_size": sw_batch_size,
+            "label_values": list(options["label_values"] or []) or None,
         },
         folder / "config.yaml",
     )
-    options = checkpoint_load_options(metadata, keep_record=task == "seg")
     if task == "cls":
         summary = _evaluate_classification(network, cases, options, names, torch_device, folder)
     else:
@@ -140,9 +149,26 @@ def evaluate(
             network, cases, options, metadata, names, overlap, sw_batch_size, figure_cases, torch_device, folder
         )
     summary["checkpoint"] = str(checkpoint)
+    if options["label_values"]:
+        summary["label_values"] = list(options["label_values"])
     summary = json_safe(summary)
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _label_values(given: str | Sequence[int], metadata: dict[str, Any]) -> tuple[int, ...]:
+    """``label_values`` given to evaluate: valid, for a segmentation checkpoint, one per class."""
+    values = given.split(",") if isinstance(given, str) else given
+    try:
+        checked = check_label_values([int(v) for v in values])
+    except ValueError:
+        raise ConfigError(f"label_values: expected integers separated by commas, got {given!r}") from None
+    if metadata["task"] != "seg" or len(checked) != int(metadata["num_classes"]):
+        raise ConfigError(
+            f"label_values: {len(checked)} values (one per class) but the checkpoint is a {metadata['task']} "
+            f"model of {metadata['num_classes']} classes"
+        )
+    return checked
 
 
 def _evaluate_segmentation(
@@ -161,10 +187,8 @@ def _evaluate_segmentation(
     rows, shown, ras = [], [], []
     for case in progress_bar(cases, desc="evaluate", dynamic_ncols=True):
         loaded = load_case(case, **options)
-        if int(loaded.label.max()) >= num_classes:
-            raise data_error(
-                case.label, f"holds label {int(loaded.label.max())}; the checkpoint has {num_classes} classes"
-            )
+        found = [(case.label, torch.unique(loaded.label).numpy())]
+        count_classes(found, num_classes, f"the checkpoint has {num_classes} classes")
         prediction = segment_case(
             network, loaded.image.to(device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
         )

@@ -37,7 +37,7 @@ import cover
 from cover.config import run_values, save_yaml, to_dict
 from cover.data.channels import source_files, source_value
 from cover.data.datasets import preset_note
-from cover.data.labels import read_label_map
+from cover.data.labels import count_classes, read_label_map
 from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.batches import BatchSampler
@@ -171,7 +171,15 @@ def _write_split(out: Path, config: FinetuneConfig, train: list[Case], val: list
 
 def _load(cases: list[Case], config: FinetuneConfig, preset: str | None, desc: str) -> list[LoadedCase]:
     return [
-        load_case(c, task=config.task, dim=config.dim, preset=preset, in_channels=config.in_channels, size=config.size)
+        load_case(
+            c,
+            task=config.task,
+            dim=config.dim,
+            preset=preset,
+            in_channels=config.in_channels,
+            size=config.size,
+            label_values=config.label_values,
+        )  # fmt: skip
         for c in progress_bar(cases, desc=desc, leave=False, disable=len(cases) < 20)
     ]
 
@@ -181,9 +189,10 @@ def _num_classes(
 ) -> int:
     """Number of classes ``K``: from every label given, not only the labeled subset.
 
-    Segmentation: ``num_classes``, else one per ``class_names``, else the largest label over
-    the training, validation and unused (``others``) label maps plus one, so a run on a few
-    labeled cases gets the head the whole label set needs.
+    Segmentation: ``num_classes``, else one per ``label_values`` or ``class_names``, else the
+    largest label over the training, validation and unused (``others``) label maps plus one,
+    provided the values found are exactly ``0..K-1`` (:func:`cover.data.labels.count_classes`),
+    so a run on a few labeled cases gets the head the whole label set needs.
     """
     if config.task == "cls":
         found = len(class_names or [])
@@ -192,23 +201,15 @@ def _num_classes(
         if config.num_classes is not None and config.num_classes < found:
             raise ConfigError(f"num_classes: {config.num_classes} but the labels hold {found} classes")
         return config.num_classes or found
-    tops = [(int(c.label.max()), c.case.label) for c in loaded]
-    tops += [(_label_maximum(c.label), c.label) for c in others if c.label is not None]
-    top, path = max(tops, key=lambda item: item[0])
-    if config.num_classes is not None:
-        if top >= config.num_classes:
-            raise data_error(path, f"holds label {top} but num_classes is {config.num_classes}")
-        return config.num_classes
-    if config.class_names:
-        if top >= len(config.class_names):
-            raise data_error(path, f"holds label {top} but class_names has {len(config.class_names)} names")
-        return len(config.class_names)
-    return max(2, top + 1)
-
-
-def _label_maximum(path: Any) -> int:
-    """Largest class index of a label map that is not trained on (read and checked as a label map)."""
-    return int(read_label_map(str(path), None).max())
+    values = [(c.case.label, torch.unique(c.label).numpy()) for c in loaded]
+    values += [(c.label, np.unique(read_label_map(str(c.label), None, config.label_values))) for c in others if c.label]
+    declared = [
+        (config.num_classes, f"num_classes is {config.num_classes}"),
+        (len(config.label_values or ()), f"label_values lists {len(config.label_values or ())} classes"),
+        (len(config.class_names or ()), f"class_names has {len(config.class_names or ())} names"),
+    ]
+    count, key = next(((k, key) for k, key in declared if k), (None, ""))
+    return count_classes(values, count, key)
 
 
 def _find_start(config: FinetuneConfig) -> tuple[dict[str, Any] | None, Path | None]:
@@ -473,6 +474,7 @@ def _metadata(
         "task": config.task,
         "num_classes": cases.num_classes,
         "class_names": cases.names,
+        "label_values": list(config.label_values) if config.label_values else None,
         "spatial_dims": spec["spatial_dims"],
         "in_channels": spec["in_channels"],
         "channel_names": cases.channel_names,
@@ -529,6 +531,7 @@ def _finish(
         "num_unused": len(cases.unused),
         "num_classes": cases.num_classes,
         "class_names": cases.names,
+        "label_values": list(config.label_values) if config.label_values else None,
         "steps": done,
         "planned_steps": config.steps,
         "start_step": start,

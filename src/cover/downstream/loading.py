@@ -96,17 +96,18 @@ def read_normalised(
     return array, record, chosen
 
 
-def read_label_map(path: str, image: ImageRecord | Sequence[int]) -> np.ndarray:
+def read_label_map(path: str, image: ImageRecord | Sequence[int], values: Sequence[int] | None = None) -> np.ndarray:
     """Read a label map checked against its image (see :func:`cover.data.labels.read_label_map`).
 
     Args:
         path: Label file.
         image: The image's record (shape and geometry checked) or its spatial shape.
+        values: ``label_values`` (value ``i`` becomes class ``i``), or ``None``.
 
     Returns:
         int64 ``(*spatial)`` labels.
     """
-    return read_labels(path, image)
+    return read_labels(path, image, values)
 
 
 def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -128,6 +129,7 @@ def load_case(
     in_channels: int,
     size: Sequence[int],
     keep_record: bool = False,
+    label_values: Sequence[int] | None = None,
 ) -> LoadedCase:
     """Read one case.
 
@@ -139,6 +141,8 @@ def load_case(
         in_channels: Image channels.
         size: Classification input size (segmentation keeps the native size).
         keep_record: Keep the image's record (its raw array and geometry).
+        label_values: seg: the label maps' values, value ``i`` read as class ``i``
+            (``None``: the values are the class indices).
 
     Returns:
         The loaded case.
@@ -146,7 +150,7 @@ def load_case(
     array, record, chosen = read_normalised(case.image, preset, dim, in_channels)
     label = None
     if task == "seg" and case.label is not None:
-        label = torch.from_numpy(read_label_map(str(case.label), record))
+        label = torch.from_numpy(read_label_map(str(case.label), record, label_values))
     image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if task == "cls":
         image = resize_image(image, size)
@@ -160,11 +164,12 @@ def checkpoint_load_options(metadata: dict[str, Any], keep_record: bool) -> dict
     """Keyword arguments of :func:`load_case` that feed a fine-tuned checkpoint's network.
 
     Args:
-        metadata: The checkpoint's metadata (task, spatial dims, preset, channels, patch size).
+        metadata: The checkpoint's metadata (task, spatial dims, preset, channels, patch size,
+            label values).
         keep_record: Keep each image's record (for writing predictions or spacing).
 
     Returns:
-        ``{"task", "dim", "preset", "in_channels", "size", "keep_record"}``.
+        ``{"task", "dim", "preset", "in_channels", "size", "keep_record", "label_values"}``.
     """
     return {
         "task": metadata["task"],
@@ -173,4 +178,5 @@ def checkpoint_load_options(metadata: dict[str, Any], keep_record: bool) -> dict
         "in_channels": int(metadata["in_channels"]),
         "size": metadata["patch_size"],
         "keep_record": keep_record,
+        "label_values": metadata.get("label_values"),
     }
