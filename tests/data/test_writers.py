@@ -208,6 +208,39 @@ def test_dicom_series_mask_is_a_nifti_in_the_series_order_and_geometry(tmp_path,
             np.testing.assert_allclose((out.affine @ [c, r, k, 1])[:3], lps * [-1, -1, 1], atol=1e-4)
 
 
+@pytest.mark.parametrize("orientation", ["axial", "sagittal"])
+def test_single_dicom_file_mask_carries_the_slice_geometry(tmp_path, orientation):
+    """pydicom's CT_small.dcm (and a sagittal copy): the mask used to be a (rows, cols) NIfTI at the
+    origin with an identity direction; SimpleITK must read it on the image's own grid.
+
+    Oracle: SimpleITK reading the DICOM file itself, and pydicom's header.
+    """
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    source = tmp_path / "CT_small.dcm"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    if orientation == "sagittal":  # rows run along -z, columns along +y
+        ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    ds.save_as(source)
+    record = read_image(source)
+    assert record.spatial_shape == (ds.Rows, ds.Columns)  # still the plain 2D image the network sees
+    mask = np.zeros(record.spatial_shape, np.uint8)
+    mask[5:20, 30:90], mask[100, 7] = 1, 2  # asymmetric: a transposition or flip moves it
+    out = write_like(mask, record, tmp_path / "CT_small.dcm.nii.gz")
+    image, written = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
+    np.testing.assert_allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(written.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(written.GetSpacing(), [*image.GetSpacing()[:2], float(ds.SliceThickness)], atol=1e-5)
+    assert sitk.GetArrayFromImage(image).shape == sitk.GetArrayFromImage(written).shape == (1, ds.Rows, ds.Columns)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written)[0], mask)
+    ipp, iop = np.asarray(ds.ImagePositionPatient, float), np.asarray(ds.ImageOrientationPatient, float)
+    affine = nib.load(str(out)).affine
+    for r, c in [(100, 7), (5, 30)]:  # pixel (r, c) lies at IPP + c * col spacing * row dir + r * row spacing * col dir
+        lps = ipp + c * float(ds.PixelSpacing[1]) * iop[:3] + r * float(ds.PixelSpacing[0]) * iop[3:]
+        np.testing.assert_allclose((affine @ [c, r, 0, 1])[:3], lps * [-1, -1, 1], atol=1e-4)
+
+
 def test_npy_volume_mask_keeps_its_axes(tmp_path):
     data = _values((3, 4, 5))
     np.save(tmp_path / "v.npy", data)

@@ -4,7 +4,10 @@
   comes out in Hounsfield units.
 - ``MONOCHROME1`` images (bright = low value) are inverted to ``MONOCHROME2`` as
   ``min + max - value`` over the image, which keeps the value range.
-- A single-frame file is a plain 2D image ``(1, rows, cols)``.
+- A single-frame file is a plain 2D image ``(1, rows, cols)``; when its header has the patient
+  geometry (``ImagePositionPatient``, ``ImageOrientationPatient``, ``PixelSpacing``), that of
+  the one-slice series it is goes in ``meta["slice_grid"]``, so a mask written for it lies on
+  the slice in the patient (:func:`cover.data.writers.write_like`).
 - A multi-frame file, or a series of single-frame files sharing a ``SeriesInstanceUID`` in one
   folder, is a volume: slices are ordered by ``ImagePositionPatient`` projected on the slice
   normal from ``ImageOrientationPatient``, spacing comes from ``PixelSpacing`` and the slice
@@ -242,18 +245,52 @@ def _volume_from_slices(
         step_vec = (positions[order[-1]] - positions[order[0]]) / (len(slices) - 1)
     else:
         step_vec = normal * 1.0
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = row_dir * pixel_spacing[1]
-    affine_lps[:3, 1] = col_dir * pixel_spacing[0]
-    affine_lps[:3, 2] = step_vec
-    affine_lps[:3, 3] = positions[order[0]]
+    affine_ras = _grid_affine(iop, pixel_spacing, step_vec, positions[order[0]])
     if len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.1 * float(np.median(gaps)):
         raise data_error(
             path,
             f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): missing "
             "slices or mixed acquisitions in one series",
         )
-    return data, LPS_TO_RAS @ affine_lps, gaps.tolist()
+    return data, affine_ras, gaps.tolist()
+
+
+def _grid_affine(
+    iop: np.ndarray, pixel_spacing: tuple[float, float], step: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    """The voxel -> RAS matrix of DICOM slices in their own voxel order ``(cols, rows, slices)``.
+
+    Args:
+        iop: ImageOrientationPatient: row direction (along columns) then column direction.
+        pixel_spacing: (spacing between rows, spacing between columns) in mm.
+        step: LPS vector from one slice to the next (mm).
+        origin: ImagePositionPatient of the first slice (LPS, mm).
+
+    Returns:
+        ``(4, 4)`` float64.
+    """
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = iop[:3] * pixel_spacing[1]
+    affine_lps[:3, 1] = iop[3:] * pixel_spacing[0]
+    affine_lps[:3, 2] = step
+    affine_lps[:3, 3] = origin
+    return LPS_TO_RAS @ affine_lps
+
+
+def _slice_grid(ds: Dataset, rows: int, cols: int) -> dict[str, list] | None:
+    """Patient geometry of a single-frame file as the one-slice series it is, or ``None`` without one.
+
+    Returns:
+        ``{"affine": (4, 4) voxel -> RAS of the grid (cols, rows, 1), "shape": [cols, rows, 1]}``:
+        the third axis is the slice normal, one ``SliceThickness`` long (1 mm when not given).
+    """
+    iop, position, spacing = _orientation(ds), ds.get("ImagePositionPatient"), _pixel_spacing(ds)
+    if iop is None or position is None or len(position) != 3 or spacing is None:
+        return None
+    thickness = float(ds.get("SliceThickness", 0) or ds.get("SpacingBetweenSlices", 0) or 1.0)
+    step = np.cross(iop[:3], iop[3:]) * abs(thickness)
+    affine = _grid_affine(iop, spacing, step, np.asarray([float(v) for v in position]))
+    return {"affine": affine.tolist(), "shape": [cols, rows, 1]}
 
 
 def _modality(ds: Dataset) -> str | None:
@@ -292,6 +329,9 @@ def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
         if values.ndim == 2:
             values = values[..., None]
         array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
+        grid = _slice_grid(ds, *array.shape[1:])
+        if grid is not None:  # written masks carry it (cover.data.writers)
+            meta["slice_grid"] = grid
         return ImageRecord(
             array=array,
             spacing=spacing or (1.0, 1.0),

@@ -18,7 +18,10 @@ voxel for voxel with ``scan.nrrd`` in numpy as well as in world coordinates.
 
 DICOM output is not supported: a DICOM series gets a NIfTI in the series' own voxel order
 (axis 0 = columns, axis 1 = rows, axis 2 = slices ordered along the slice normal) with the
-series' geometry; a single-frame DICOM gets a 2D NIfTI ``(rows, cols)`` with its pixel spacing.
+series' geometry. A single-frame DICOM with patient geometry (``meta["slice_grid"]``) is the
+one-slice series it belongs to: a NIfTI ``(cols, rows, 1)`` with that geometry (as SimpleITK
+reads the DICOM: same origin, direction, spacing and voxel order); without geometry it gets a
+2D NIfTI ``(rows, cols)`` with its pixel spacing.
 """
 
 from __future__ import annotations
@@ -116,6 +119,30 @@ def _unplanar(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, Ima
     return np.expand_dims(data, axis), volume
 
 
+def _on_slice_grid(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, ImageRecord]:
+    """A single-frame DICOM's ``(rows, cols[, C])`` values on its one-slice series grid ``(cols, rows, 1[, C])``.
+
+    Args:
+        data: Values in the record's 2D layout.
+        reference: The record; unchanged unless it is 2D with ``meta["slice_grid"]``.
+
+    Returns:
+        ``(data, record)``: a volume record carrying the slice's voxel -> RAS affine, or both unchanged.
+    """
+    grid = reference.meta.get("slice_grid")
+    if grid is None or reference.spatial_dims != 2:
+        return data, reference
+    affine = np.asarray(grid["affine"], dtype=np.float64)
+    volume = replace(
+        reference,
+        array=np.broadcast_to(np.float32(0), (1, *grid["shape"])),  # shape only; no copy
+        affine=affine,
+        spacing=spacing_from_affine(affine),
+        meta={k: v for k, v in reference.meta.items() if k != "slice_grid"},
+    )
+    return np.expand_dims(np.swapaxes(data, 0, 1), 2), volume
+
+
 def to_source_grid(data: np.ndarray, reference: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
     """Undo the reader's reorientation: values in the source file's voxel order.
 
@@ -193,6 +220,7 @@ def write_like(array: np.ndarray, reference: ImageRecord, path: str | Path) -> P
     fmt = _fmt(out)
     data = _as_saveable(_spatial(array, reference, out))
     data, reference = _unplanar(data, reference)
+    data, reference = _on_slice_grid(data, reference)
     data, affine = to_source_grid(data, reference)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "nifti":
