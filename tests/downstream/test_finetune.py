@@ -292,7 +292,10 @@ def test_classes_come_from_every_label_not_only_the_labeled_subset(seg_task, tmp
     images, labels, labeled = _relabel_all_but_the_labeled_case(seg_task, tmp_path / "task", seed=4)
     assert np.asarray(Image.open(f"{labels}/case{labeled:02d}_seg.png")).max() == 2
     options = dict(num_labeled=1, val_fraction=0.0, steps=2, seed=0)
-    summary = finetune(**seg_options(images, labels, tmp_path / "run", dim=2, **options))
+    # classes 3-6 occur nowhere: 0, 1, 2, 7 are not the indices 0..K-1 unless num_classes says so
+    with pytest.raises(Exception, match=r"hold values 0, 1, 2, 7 together; .* pass --label-values 0,1,2,7"):
+        finetune(**seg_options(images, labels, tmp_path / "gap", dim=2, **options))
+    summary = finetune(**seg_options(images, labels, tmp_path / "run", dim=2, num_classes=8, **options))
     assert summary["num_classes"] == 8 and summary["num_train"] == 1 and summary["num_unused"] == 3
     result = evaluate(summary["checkpoint"], images, labels, out=tmp_path / "eval")  # no "holds label 7"
     assert result["num_cases"] == 4 and set(result["classes"]) == {str(k) for k in range(1, 8)}
@@ -305,7 +308,7 @@ def test_class_names_set_the_number_of_classes(seg_task, tmp_path):
     options = dict(num_labeled=1, val_fraction=0.0, steps=1, seed=0)
     summary = finetune(**seg_options(images, labels, tmp_path / "run", dim=2, class_names=names, **options))
     assert summary["num_classes"] == 9 and summary["class_names"] == names
-    with pytest.raises(Exception, match=r"case0\d_seg.png: holds label 7 but class_names has 3 names"):
+    with pytest.raises(Exception, match=r"case0\d_seg.png: holds values 0, 1, 7 but class_names has 3 names"):
         finetune(**seg_options(images, labels, tmp_path / "few", dim=2, class_names=["a", "b", "c"], **options))
 
 
