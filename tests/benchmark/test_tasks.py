@@ -61,6 +61,18 @@ def test_user_task_needs_its_data():
         resolve_task({"name": "mine", "images": "a", "labels": "b"}, 0)
 
 
+def test_a_task_maps_its_label_values_next_to_its_labels():
+    values = {"name": "mine", "images": "a", "labels": "b", "test_images": "c", "test_labels": "d"}
+    assert resolve_task({**values, "label_values": [0, 255]}, 0).label_values == (0, 255)
+    assert resolve_task({**values, "label_values": "0,127,254"}, 0).label_values == (0, 127, 254)
+    with pytest.raises(
+        Exception, match=r"^tasks\[1\]\.label_values: \[0, 0\] repeats a value; each value is one class"
+    ):
+        resolve_task({**values, "label_values": [0, 0]}, 1)
+    with pytest.raises(Exception, match=r"^tasks\[0\]\.label_values: \[255\] needs at least two values"):
+        resolve_task({**values, "label_values": [255]}, 0)
+
+
 def _blocky_template(size=(40, 36)):
     """An asymmetric 2D template: intensity ramp and 5 label blocks of different sizes."""
     image = torch.linspace(0, 1, size[0] * size[1]).reshape(1, 1, *size)

@@ -164,6 +164,13 @@ def test_check_flips_turns_off_only_an_unset_flip_along_the_lateral_axis():
         "class 3 <-> class 4): flips along that axis stay on (augment.flip_prob=0.3 given)"
     )
 
+    mapped = FinetuneConfig(dim=2, label_values=(0, 10, 20, 30, 40, 50))  # the label maps' own values are named
+    assert (
+        check_flips(mapped, labels, 6, None)[1]
+        .warnings[0]
+        .startswith("labels look lateralised along axis 1 (flipping swaps class 1 (value 10) <-> class 2 (value 20), ")
+    )
+
     axes_given = FinetuneConfig(dim=2, augment=AugmentConfig(flip_axes=(0,)))  # the lateral axis is not flipped anyway
     config, decision = check_flips(axes_given, labels, 6, NAMES)
     assert config.augment.flip_axes == (0,) and decision.warnings == [] and decision.checked_axes == [0]

@@ -297,7 +297,9 @@ def check_flips(
     lateral = [axis for axis in axes if pairs[axis]]
 
     def name(index: int) -> str:
-        return f"'{names[index]}'" if names else f"class {index}"
+        if names:
+            return f"'{names[index]}'"
+        return f"class {index}" + (f" (value {config.label_values[index]})" if config.label_values else "")
 
     settings = ", ".join(
         f"augment.{key}={value}"
