@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cover.cli.options import LABEL_VALUES_HELP, CheckpointArg, FinetunedOpt, Opt
+from cover.cli.options import CheckpointArg, FinetunedOpt, Opt
 
 
 def add_commands(app: typer.Typer) -> None:
@@ -20,7 +20,13 @@ def evaluate(
     images: Annotated[str | None, Opt(help="Image folder (omit for a demo checkpoint: the demo test slab).")] = None,
     labels: Annotated[str | None, Opt(help="seg: label-map folder; cls: CSV with image,label.")] = None,
     datalist: Annotated[str | None, Opt(help="JSON/CSV datalist with image and label.")] = None,
-    label_values: Annotated[str | None, Opt(help=LABEL_VALUES_HELP + " Default: the checkpoint's.")] = None,
+    label_values: Annotated[
+        str | None,
+        Opt(
+            help="Values these label maps hold, background first: value i of the list is class i, e.g. 0,255 "
+            "(default: the checkpoint's --label-values, else the class indices 0..K-1)."
+        ),
+    ] = None,
     out: Annotated[str, Opt(help="Output folder.")] = "cover_runs/evaluate",
     device: Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")] = "auto",
     overlap: Annotated[float | None, Opt(help="Sliding-window overlap.")] = None,

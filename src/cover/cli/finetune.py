@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from cover.cli.options import LABEL_VALUES_HELP, Opt, config_values, intensity_option, show_config
+from cover.cli.options import Opt, config_values, intensity_option, show_config
+
+#: ``--label-values`` (label maps must otherwise hold the class indices 0..K-1).
+LABEL_VALUES_HELP = (
+    "Values the label maps hold, background first: value i of the list is class i, e.g. 0,255 for "
+    "binary masks saved as 0/255; predicted masks are written back in these values "
+    "(default: the labels are the class indices 0..K-1)."
+)
 
 
 def add_commands(app: typer.Typer) -> None:

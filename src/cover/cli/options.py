@@ -51,13 +51,6 @@ def show_config(config: Any) -> None:
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
 
 
-#: ``--label-values`` of finetune and evaluate (label maps must otherwise hold the classes 0..K-1).
-LABEL_VALUES_HELP = (
-    "Values the label maps hold, background first: value i of the list is class i, e.g. 0,255 for "
-    "binary masks saved as 0/255; predicted masks are written back in these values "
-    "(default: the labels are the class indices 0..K-1)."
-)
-
 DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", help="Print the resolved configuration as YAML; train and write nothing."),
