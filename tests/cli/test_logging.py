@@ -64,7 +64,7 @@ def test_quiet_and_verbose_on_a_real_pretraining_run(tmp_path, monkeypatch, caps
     assert code == 0 and out == ""
     assert any(line.startswith(warning) for line in lines)
     assert any(line.startswith("cover pretrain: method=cover") for line in lines)
-    assert any(line.startswith("held-out endpoint error ") for line in lines)
+    assert any(line.startswith("endpoint error ") and "of the demo's held-out slab" in line for line in lines)
     assert any(line.startswith("pretrain: 100%") for line in lines), lines  # the progress bar
     assert not any(DEBUG_LINE.match(line) for line in lines)
 

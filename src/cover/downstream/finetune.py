@@ -42,7 +42,7 @@ from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.batches import BatchSampler
 from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
-from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
+from cover.downstream.config import FinetuneConfig, dim_of_checkpoint, resolve_finetune_config, resolve_steps
 from cover.downstream.finetune_task import CHECKPOINT_FORMAT, FinetuneTask, Progress, Validation
 from cover.downstream.flips import check_flips
 from cover.downstream.loading import LoadedCase, load_case
@@ -261,7 +261,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         The run summary (also ``OUT/summary.json``): steps, best/last validation score,
         checkpoint paths, case counts and, for the demo, the test metrics.
     """
-    config = resolve_finetune_config(run_values(config, options, FinetuneConfig.out))
+    config = resolve_finetune_config(dim_of_checkpoint(run_values(config, options, FinetuneConfig.out)))
     context = init_distributed(config.device)
     try:
         return _finetune(config, context)
@@ -325,7 +325,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
             {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
             for c in loaded
         ]
-        log.info("data: %s", preset_note(files, given=bool(cases.preset)))
+        origin = "given" if config.intensity else "from checkpoint"
+        log.info("data: %s", preset_note(files, given=bool(cases.preset), origin=origin))
     parts = _parts(config, spec, pretrained, cases.num_classes, context)
     network = parts.model
     resumed, progress = _resume(config, state, state_path, parts, out, context)
@@ -383,7 +384,7 @@ def _cases(
         )  # fmt: skip
     else:
         data = _data_sources(config)
-    preset = config.preset or source.get("pretrained_preset")
+    preset = config.intensity or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     theirs = None if pretrained is None else pretrained.metadata.get("channel_names")
     names_from = data.datalist or (data.images if data.labels is None else None)
