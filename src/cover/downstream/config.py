@@ -243,9 +243,10 @@ def dim_of_checkpoint(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with ``dim`` taken from the ``pretrained`` checkpoint when not given (as ``predict`` does).
 
     A ``dim`` that is given stays: one that contradicts the checkpoint is refused when the
-    checkpoint is loaded.
+    checkpoint is loaded, as is a checkpoint that does not exist (left alone here, so that
+    ``--dry-run`` can show a config for a checkpoint still to be made).
     """
-    if values.get("dim") is not None or values.get("pretrained") is None:
+    if values.get("dim") is not None or values.get("pretrained") is None or not Path(values["pretrained"]).exists():
         return values
     from cover.models.loading import read_checkpoint
 
