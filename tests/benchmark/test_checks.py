@@ -142,3 +142,23 @@ def test_dry_run_checks_everything_and_writes_nothing(tmp_path, monkeypatch):
     _jpeg_label(task)
     with pytest.raises(CoverError, match="is a JPEG label map"):
         benchmark(config_of(tmp_path, task), dry_run=True)
+
+
+def test_cli_dry_run_prints_the_config_and_plan_and_a_mistake_is_one_line(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from _support.cli import run_cli_output
+
+    task = write_task(tmp_path / "data")
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config_of(tmp_path, {**task, "intensity": "minmax"})))
+    code, out, lines = run_cli_output(["benchmark", "--config", path, "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and lines == [], lines
+    shown = yaml.safe_load(out)
+    assert shown["tasks"][0]["intensity"] == "minmax" and shown["tasks"][0]["class_names"][2] == "core"
+    assert out.rstrip().endswith("x seeds [0] = 4 cells") and "# plan (config and data checked" in out
+    _test_label_off_grid(task)
+    code, out, lines = run_cli_output(["benchmark", "--config", path, "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and out == "" and len(lines) == 1
+    assert lines[0].startswith("error: tasks[0] 'blobs': ") and "c1.png: has shape 32x30" in lines[0]
+    assert not (tmp_path / "bench").exists()

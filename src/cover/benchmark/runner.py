@@ -128,7 +128,7 @@ class Records:
         self.put(name, {**record, "status": "running"})
         try:
             yield
-        except TrainingInterrupted:
+        except (TrainingInterrupted, KeyboardInterrupt):
             self.put(name, {**record, "status": "interrupted"})
             raise
         except Exception as error:
