@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cover.benchmark.config import _PRETRAIN_SECTIONS, BenchmarkConfig
+from cover.benchmark.config import PRETRAIN_SECTIONS, BenchmarkConfig
 from cover.benchmark.tasks import TaskConfig
 from cover.data.readers import detect_format
 from cover.data.record import data_error
@@ -36,7 +36,7 @@ def check_data(config: BenchmarkConfig, tasks: list[TaskConfig]) -> None:
         ConfigError: A missing folder, a budget above the cases, a wrong ``class_names`` count.
         DataError: An unreadable or illegal image or label map (named).
     """
-    for key in _PRETRAIN_SECTIONS:
+    for key in PRETRAIN_SECTIONS:
         data = getattr(config, key).get("data")
         if data is not None and not Path(data).exists():
             raise ConfigError(f"{key}.data: {data}: no such file or folder")

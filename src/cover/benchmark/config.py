@@ -172,7 +172,7 @@ class BenchmarkConfig:
 
 
 #: The sections of :class:`cover.config.PretrainConfig` keys.
-_PRETRAIN_SECTIONS = ("pretrain", "pretrain_2d", "pretrain_3d")
+PRETRAIN_SECTIONS = ("pretrain", "pretrain_2d", "pretrain_3d")
 #: Keys a benchmark controls itself in the pretraining and fine-tuning configs.
 _RESERVED_PRETRAIN = ("method", "method_options", "out", "dim", "resume", "overwrite", "model", "device")
 _RESERVED_FINETUNE = (
@@ -232,7 +232,7 @@ def _current_names(values: dict[str, Any]) -> dict[str, Any]:
     from cover.downstream.config import FinetuneConfig
 
     values = dict(values)
-    for key in _PRETRAIN_SECTIONS:
+    for key in PRETRAIN_SECTIONS:
         if isinstance(values.get(key), dict):
             values[key] = renamed_keys(PretrainConfig(), values[key], f"{key}.")
     if isinstance(values.get("finetune"), dict):
@@ -304,7 +304,7 @@ def _check_sections(config: BenchmarkConfig, tasks: list[TaskConfig]) -> None:
     from cover.downstream.config import FinetuneConfig, resolve_finetune_config
     from cover.methods.scratch import is_pretrained
 
-    for key in _PRETRAIN_SECTIONS:
+    for key in PRETRAIN_SECTIONS:
         update_dataclass(PretrainConfig(), getattr(config, key), prefix=f"{key}.")
     update_dataclass(FinetuneConfig(), config.finetune, prefix="finetune.")
     for dim in sorted({t.dim for t in tasks}):

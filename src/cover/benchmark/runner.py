@@ -13,7 +13,11 @@ is also measured by :func:`cover.analyze` on the first task's test images.
 Every finished unit of work leaves a small JSON record in ``OUT/cells/`` holding a
 fingerprint of the settings that produced it; re-running skips records whose fingerprint
 matches, resumes an interrupted pretraining or fine-tuning from its checkpoint
-(``resume=auto``), and refuses records made with other settings (choose another ``out``).
+(``resume=auto``), and refuses finished records made with other settings (choose another
+``out``). A unit that failed or was interrupted is recorded as such (``failed`` with its error,
+``interrupted``); when a corrected rerun changes its settings it is redone from the start, its
+earlier run folder moved aside (``NAME.superseded``, never deleted) with a warning naming it.
+Before any work, :func:`cover.benchmark.checks.check_data` reads every user task's files.
 SIGTERM/SIGINT inside a training run checkpoint it; between training runs the benchmark
 stops after the current unit; either way it exits with the command that continues.
 
