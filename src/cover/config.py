@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHANNELS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
 
-#: Config keys renamed since earlier versions: old name -> new name. The old name is still read
-#: (YAML, Python API, a run's saved ``config.yaml``, a checkpoint's config), with a one-line notice.
+#: Config keys renamed since earlier versions: old name -> new name. The old name is still read:
+#: from the user (YAML, Python API) with a one-line notice, from a run's saved ``config.yaml`` or a
+#: checkpoint's config (written by an older version) silently.
 RENAMED_KEYS: dict[str, str] = {"preset": "intensity"}
 
 

@@ -735,3 +735,14 @@ def test_finetune_says_an_intensity_preset_comes_from_the_checkpoint(earlier, tm
     assert code == 0, lines
     (note,) = [line for line in lines if line.startswith("data: intensity preset ")]
     assert note == "data: intensity preset mri (from checkpoint) for 4 file(s)", note
+
+
+def test_a_checkpoint_of_an_older_version_naming_preset_loads_silently(earlier, tmp_path, caplog):
+    from cover.models.loading import load_vector_model
+
+    state = load_checkpoint(list_checkpoints(earlier)[-1])
+    state["config"]["preset"] = state["config"].pop("intensity")  # as written before the rename
+    torch.save(state, tmp_path / "old.pt")
+    with caplog.at_level("WARNING"):
+        _, metadata, _ = load_vector_model(tmp_path / "old.pt")
+    assert metadata["spatial_dims"] == 2 and caplog.messages == []
