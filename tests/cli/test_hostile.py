@@ -710,6 +710,21 @@ def test_ctrl_c_during_the_final_evaluation_still_writes_the_summary(tmp_path, m
     assert summary["steps"] == 1 and summary["checkpoint"] and "epe" not in summary
 
 
+def test_ctrl_c_during_the_demo_finetuning_test_still_writes_the_summary(tmp_path, monkeypatch, capsys):
+    import cover.downstream.finetune as finetune_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "_demo_test", interrupted)
+    out = tmp_path / "demo"
+    code, lines = run_cli(["finetune", *FINETUNE, "--out", out], monkeypatch, capsys)
+    assert code == 130 and lines[-1].startswith("interrupted during the final evaluation (the demo's test-slab")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_evaluation"] == "interrupted: the demo's test-slab evaluation was not computed"
+    assert summary["steps"] == 1 and (out / "last.pt").is_file()
+
+
 def test_finetune_takes_dim_from_a_3d_checkpoint_and_refuses_a_contradicting_dim(tmp_path, monkeypatch, capsys):
     from cover.pretraining.pretrain import pretrain
 

@@ -51,6 +51,7 @@ from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
 from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
+from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
 from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed
 from cover.engine.memory import fit_or_stop
@@ -549,7 +550,8 @@ def _finish(
     }
     _plot_curves(out, metric)
     if config.is_demo and config.evaluate_test:
-        _demo_test(summary, selected, cases.data, context.device)
+        with summary_if_interrupted(summary, out / "summary.json", "the demo's test-slab evaluation"):
+            _demo_test(summary, selected, cases.data, context.device)
     summary = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     score = summary.get("test", {}).get("mean_dice")
