@@ -480,14 +480,16 @@ class CachedVolumeStore:
 
     def _build(self, jobs: list[_Job], share: tuple[int, int], progress: bool) -> list[_Built]:
         """Every job's entry: cached ones read, the others decoded (in a process pool when worth it)."""
-        built: list[_Built | None] = [_read_entry(job) for job in jobs]
+        rank, world = share
+        show = progress and rank == 0
+        index = progress_bar(jobs, desc="reading the cache", unit="img", disable=not show or len(jobs) < 500)
+        built: list[_Built | None] = [_read_entry(job) for job in index]
         missing = [job for job, done in zip(jobs, built, strict=True) if done is None]
         if missing:
-            rank, world = share
             start = rank * len(missing) // max(1, world)
             missing = missing[start:] + missing[:start]  # each process starts on its own share
-            self._announce_build(missing, progress and rank == 0)
-            for result in self._decode(missing, decoder_count(len(missing), world), progress and rank == 0):
+            self._announce_build(missing, show)
+            for result in self._decode(missing, decoder_count(len(missing), world), show):
                 built[result.index] = result
         self.decoded = sum(b.decoded for b in built if b is not None)
         return [b for b in built if b is not None]
