@@ -6,6 +6,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -241,6 +242,10 @@ def test_header_index_matches_the_decoded_shape(tmp_path, make_nifti):
             np.testing.assert_allclose(info.spacing, record.spacing, err_msg=str(path))
     assert header_info(files[0]).dtype == "float32" and header_info(files[0]).orientation == "PSL"
     assert header_info(tmp_path / "missing.nii.gz") is None
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 4000))  # claims 64 billion voxels: the decoder's to refuse, not an estimate
+    (tmp_path / "huge.nii").write_bytes(header.binaryblock + bytes(100))
+    assert header_info(tmp_path / "huge.nii") is None
 
 
 # ---------------------------------------------------------------------------- two processes, one cold cache

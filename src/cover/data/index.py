@@ -22,6 +22,7 @@ import numpy as np
 
 from cover.data.channels import ImageSource
 from cover.data.readers import detect_format
+from cover.data.record import MAX_VOXELS
 
 _PLAIN = ("png", "jpeg", "bmp")
 _ITK = ("nrrd", "mha", "mhd")
@@ -54,7 +55,7 @@ class HeaderInfo:
 
 
 def header_info(source: ImageSource, *, channels: bool = False) -> HeaderInfo | None:
-    """Read one image's header; ``None`` when it has no cheap header here or cannot be read.
+    """Read one image's header; ``None`` when it has no cheap header here, cannot be read or claims an absurd size.
 
     Never raises for a bad file: the decoder reports it with the right message later.
 
@@ -66,16 +67,15 @@ def header_info(source: ImageSource, *, channels: bool = False) -> HeaderInfo | 
         return None
     path = Path(source)
     fmt = detect_format(path)
+    readers = {"nifti": _nifti_info, "mgh": _nifti_info} | dict.fromkeys(_PLAIN, _plain_info)
+    readers |= dict.fromkeys(_ITK, _itk_info)
+    if fmt not in readers:
+        return None
     try:
-        if fmt in ("nifti", "mgh"):
-            return _nifti_info(path, fmt, channels)
-        if fmt in _PLAIN:
-            return _plain_info(path, fmt, channels)
-        if fmt in _ITK:
-            return _itk_info(path, fmt, channels)
+        info = readers[fmt](path, fmt, channels)
     except Exception:  # corrupt headers come in many types; decoding will name the problem
         return None
-    return None
+    return info if 0 < int(np.prod(info.shape)) <= MAX_VOXELS else None  # an absurd header is the decoder's to refuse
 
 
 def _nifti_info(path: Path, fmt: str, channels: bool) -> HeaderInfo:

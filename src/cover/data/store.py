@@ -57,6 +57,9 @@ DEFAULT_MEMORY_MB = 4096
 #: Most decoding processes one process starts for a cache build.
 MAX_DECODERS = 8
 
+#: Builds of at least this many images show what they decode and a progress bar (small ones stay quiet).
+PROGRESS_FROM = 50
+
 OnBadFile = Literal["skip", "error"]
 
 #: A per-image summary a dataset needs from every image before training (e.g. foreground points):
@@ -482,12 +485,14 @@ class CachedVolumeStore:
         """Every job's entry: cached ones read, the others decoded (in a process pool when worth it)."""
         rank, world = share
         show = progress and rank == 0
-        index = progress_bar(jobs, desc="reading the cache", unit="img", disable=not show or len(jobs) < 500)
+        quiet = not show or len(jobs) < 10 * PROGRESS_FROM
+        index = progress_bar(jobs, desc="reading the cache", unit="img", disable=quiet)
         built: list[_Built | None] = [_read_entry(job) for job in index]
         missing = [job for job, done in zip(jobs, built, strict=True) if done is None]
         if missing:
             start = rank * len(missing) // max(1, world)
             missing = missing[start:] + missing[:start]  # each process starts on its own share
+            show = show and len(missing) >= PROGRESS_FROM
             self._announce_build(missing, show)
             for result in self._decode(missing, decoder_count(len(missing), world), show):
                 built[result.index] = result
