@@ -110,6 +110,7 @@ def _build(folder, dim, cache):
     return build_pretrain_dataset(str(folder), dim=dim, source_size=size, cache_dir=cache, **options)[0]
 
 
+@pytest.mark.filterwarnings("ignore:skipped 4 unusable file")  # the PNGs, in 3D
 @pytest.mark.parametrize("dim", [2, 3])
 def test_batches_equal_the_eager_path_cold_warm_and_in_memory(tmp_path, make_nifti, dim):
     folder = _mixed_folder(tmp_path / "data", make_nifti)
