@@ -5,6 +5,22 @@ reproducible numbers seed their own generators (``torch.manual_seed`` or an expl
 ``torch.Generator``).
 """
 
+import os
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs with ``cache_dir: auto`` write their decoded arrays to a session folder, not the user's cache."""
+    before = os.environ.get("COVER_CACHE_DIR")
+    os.environ["COVER_CACHE_DIR"] = str(tmp_path_factory.mktemp("cover-cache"))
+    yield
+    if before is None:
+        os.environ.pop("COVER_CACHE_DIR", None)
+    else:
+        os.environ["COVER_CACHE_DIR"] = before

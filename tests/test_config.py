@@ -109,6 +109,7 @@ IMPOSSIBLE_VALUES = [
     ({"max_nonfinite_steps": 0}, "max_nonfinite_steps: must be at least 1"),
     ({"log_every": 0}, "log_every: must be at least 1"),
     ({"num_workers": -1}, "num_workers: must be >= 0"),
+    ({"cache_memory_mb": 0}, "cache_memory_mb: must be positive"),
     ({"eval_pairs": 0}, "eval_pairs: must be at least 1"),
     ({"in_channels": 0}, "in_channels: must be at least 1"),
     ({"slice_axis": 3}, "slice_axis: must be 0, 1 or 2"),

@@ -98,7 +98,11 @@ class PretrainConfig:
         spacing: Resample volumes to this spacing in mm (``None`` keeps it).
         slice_axis: Axis along which 2D slices are taken from 3D volumes.
         in_channels: Image channels.
-        cache_dir: Folder for decoded, normalised arrays (``None``: memory only).
+        cache_dir: Folder of the decoded, normalised arrays, shared by every run and process
+            (:mod:`cover.data.store`): ``auto`` (``$COVER_CACHE_DIR``, else the user's cache folder
+            ``~/.cache/cover/arrays``), a path, or ``None``/``none`` (memory only, decoded at every start).
+        cache_memory_mb: Most MB of image arrays one process (and each DataLoader worker) holds;
+            arrays past it are read again from the cache (or decoded again without one) when drawn.
         on_bad_file: ``skip`` (warn and list) or ``error``.
         resume: ``None``, ``auto`` (newest valid checkpoint in ``out``) or a checkpoint path.
         overwrite: Allow writing into a non-empty folder of another run.
@@ -137,7 +141,8 @@ class PretrainConfig:
     spacing: tuple[float, ...] | None = None
     slice_axis: int = 2
     in_channels: int = 1
-    cache_dir: str | None = None
+    cache_dir: str | None = "auto"
+    cache_memory_mb: float = 4096
     on_bad_file: str = "skip"
     resume: str | None = None
     overwrite: bool = False
@@ -658,6 +663,7 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
         (config.max_nonfinite_steps >= 1, "max_nonfinite_steps", "must be at least 1"),
         (config.log_every >= 1, "log_every", "must be at least 1"),
         (config.num_workers >= 0, "num_workers", "must be >= 0"),
+        (config.cache_memory_mb > 0, "cache_memory_mb", "must be positive"),
         (config.eval_pairs >= 1, "eval_pairs", "must be at least 1"),
         (config.in_channels >= 1, "in_channels", "must be at least 1"),
         (0 <= config.slice_axis < 3, "slice_axis", "must be 0, 1 or 2"),

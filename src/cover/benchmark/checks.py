@@ -80,7 +80,7 @@ def _check_task(config: BenchmarkConfig, task: TaskConfig) -> None:
     if task.class_names is not None and len(task.class_names) != classes:
         raise ConfigError(
             f"class_names: {len(task.class_names)} names {list(task.class_names)} but the label maps hold "
-            f"{classes} classes (0..{classes - 1}); give one name per class"
+            f"classes 0..{classes - 1} ({classes} classes); give one name per class"
         )
 
 

@@ -65,6 +65,13 @@ def pretrain(
         int | None, typer.Option(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
     ] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(help="Decoded-image cache shared by runs: auto (~/.cache/cover/arrays), a folder, or none."),
+    ] = None,
+    cache_memory_mb: Annotated[
+        float | None, typer.Option(help="Most MB of image arrays held per process (default 4096).")
+    ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
     checkpoint_minutes: Annotated[float | None, typer.Option(help="Also checkpoint every this many minutes.")] = None,
     resume: Annotated[str | None, typer.Option(help="auto (newest valid checkpoint in --out) or a checkpoint.")] = None,
@@ -97,6 +104,8 @@ def pretrain(
         "spacing": spacing,
         "in_channels": in_channels,
         "num_workers": num_workers,
+        "cache_dir": cache_dir,
+        "cache_memory_mb": cache_memory_mb,
         "checkpoint_every": checkpoint_every,
         "checkpoint_minutes": checkpoint_minutes,
         "resume": resume,

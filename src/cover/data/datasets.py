@@ -19,9 +19,11 @@ the trainer stores in checkpoints. :func:`find_images`, :func:`load_datalist` an
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,10 @@ from cover.data.channels import ImageSource, source_text
 from cover.data.discovery import find_images, find_unlabeled_images, load_datalist
 from cover.data.presets import PER_FILE
 from cover.data.record import PLAIN_FORMATS, data_error
-from cover.data.store import CachedVolumeStore, skipped_message
+from cover.data.store import DEFAULT_MEMORY_MB, CachedVolumeStore, Summary, skipped_message
 from cover.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CachedVolumeStore",
@@ -47,6 +51,15 @@ __all__ = [
 ]
 
 Key = tuple[int, int]
+
+#: Foreground = above ``min + FOREGROUND_THRESHOLD * (max - min)`` of an image (default of both datasets).
+FOREGROUND_THRESHOLD = 0.1
+
+#: Slices of a volume with less foreground than this fraction are not drawn in 2D (by default).
+MIN_FOREGROUND = 0.05
+
+#: Foreground voxels remembered per volume for 3D patch placement (by default).
+MAX_POINTS = 20000
 
 
 def _size_tuple(size: int | Sequence[int], dims: int, name: str = "source_size") -> tuple[int, ...]:
@@ -75,6 +88,71 @@ def _foreground(array: np.ndarray, threshold: float) -> np.ndarray:
     if high <= low:
         return np.zeros(strongest.shape, dtype=bool)
     return strongest > low + threshold * (high - low)
+
+
+def _slice_axis(shape: Sequence[int], axis: int) -> int:
+    """Slice axis of a volume ``(C, *spatial)``: its one thin axis if it is one slice thick, else ``axis``."""
+    thin = [a for a, size in enumerate(shape[1:]) if size == 1]
+    return thin[0] if len(thin) == 1 else axis
+
+
+def slice_candidates(array: np.ndarray, axis: int, min_foreground: float, threshold: float) -> np.ndarray:
+    """Indices of a volume's slices (normal to its slice axis) with enough foreground; all when none has.
+
+    Args:
+        array: ``(C, *spatial)`` normalised image; a 2D image gives an empty array.
+        axis: Slice axis (:func:`_slice_axis` picks a one-slice volume's thin axis instead).
+        min_foreground: Least foreground fraction of a drawn slice.
+        threshold: See :func:`_foreground`.
+
+    Returns:
+        int64 ``(K,)``.
+    """
+    if array.ndim == 3:
+        return np.zeros(0, dtype=np.int64)
+    axis = _slice_axis(array.shape, axis)
+    mask = _foreground(array, threshold)
+    fraction = mask.mean(axis=tuple(a for a in range(3) if a != axis))
+    good = np.flatnonzero(fraction >= min_foreground)
+    if good.size == 0:
+        good = np.arange(mask.shape[axis])
+    return good.astype(np.int64)
+
+
+def foreground_points(array: np.ndarray, threshold: float, max_points: int) -> np.ndarray:
+    """Foreground voxel coordinates of a volume, a fixed random subset of ``max_points`` when more.
+
+    The subset is drawn from ``default_rng(0)`` per volume, so it depends on the volume alone and can
+    be cached with it (before the disk cache one generator ran through all volumes in order, so a
+    volume's subset depended on the volumes before it).
+
+    Args:
+        array: ``(C, D, H, W)`` normalised volume.
+        threshold: See :func:`_foreground`.
+        max_points: Most points kept.
+
+    Returns:
+        int32 ``(N, 3)``.
+    """
+    points = np.argwhere(_foreground(array, threshold))
+    if len(points) > max_points:
+        points = points[np.random.default_rng(0).choice(len(points), max_points, replace=False)]
+    return points.astype(np.int32)
+
+
+def slices_summary(
+    axis: int, min_foreground: float = MIN_FOREGROUND, threshold: float = FOREGROUND_THRESHOLD
+) -> Summary:
+    """The :data:`~cover.data.store.Summary` of :class:`Slices2DDataset` (cached with each image)."""
+    tag = f"slices-a{axis}-m{min_foreground!r}-t{threshold!r}"
+    return tag, partial(slice_candidates, axis=axis, min_foreground=min_foreground, threshold=threshold)
+
+
+def points_summary(threshold: float = FOREGROUND_THRESHOLD, max_points: int = MAX_POINTS) -> Summary:
+    """The :data:`~cover.data.store.Summary` of :class:`Patches3DDataset` (cached with each image)."""
+    return f"points-t{threshold!r}-n{max_points}", partial(
+        foreground_points, threshold=threshold, max_points=max_points
+    )
 
 
 class _StoreDataset(Dataset):
@@ -130,8 +208,8 @@ class Slices2DDataset(_StoreDataset):
         source_size: int | Sequence[int],
         axis: int = 0,
         *,
-        min_foreground: float = 0.05,
-        foreground_threshold: float = 0.1,
+        min_foreground: float = MIN_FOREGROUND,
+        foreground_threshold: float = FOREGROUND_THRESHOLD,
         max_upscale: float = 8.0,
         warn: bool = True,
         crop_size: Sequence[int] | None = None,
@@ -148,9 +226,7 @@ class Slices2DDataset(_StoreDataset):
         super().__init__(store, warn=warn)
 
     def _axis_of(self, shape: Sequence[int]) -> int:
-        """Slice axis of a volume ``(C, *spatial)``: its one thin axis if it is one slice thick, else ``axis``."""
-        thin = [a for a, size in enumerate(shape[1:]) if size == 1]
-        return thin[0] if len(thin) == 1 else self.axis
+        return _slice_axis(shape, self.axis)
 
     def _plane(self, shape: Sequence[int]) -> tuple[int, ...]:
         spatial = tuple(shape[1:])
@@ -160,7 +236,7 @@ class Slices2DDataset(_StoreDataset):
         return tuple(s for i, s in enumerate(spatial) if i != axis)
 
     def _problem(self, index: int) -> str | None:
-        shape = self.store[index].shape
+        shape = self.store.shape(index)
         if len(shape) - 1 not in (2, 3):
             return f"has {len(shape) - 1} spatial axes; 2D or 3D expected"
         plane = self._plane(shape)
@@ -183,26 +259,16 @@ class Slices2DDataset(_StoreDataset):
         return None
 
     def _prepare(self) -> None:
-        self._slices = []
-        for i in range(len(self.store)):
-            array = self.store[i]
-            if array.ndim == 3:
-                self._slices.append(None)
-                continue
-            axis = self._axis_of(array.shape)
-            mask = _foreground(array, self.foreground_threshold)
-            other = tuple(a for a in range(3) if a != axis)
-            fraction = mask.mean(axis=other)
-            good = np.flatnonzero(fraction >= self.min_foreground)
-            if good.size == 0:
-                good = np.arange(mask.shape[axis])
-            self._slices.append(good.astype(np.int64))
+        summary = slices_summary(self.axis, self.min_foreground, self.foreground_threshold)
+        self._slices = [
+            None if len(self.store.shape(i)) == 3 else self.store.summary(i, summary) for i in range(len(self.store))
+        ]
 
     def __getitem__(self, key: Key) -> torch.Tensor:
         """Image ``(C, H, W)`` for ``key = (index, seed)``."""
         index, seed = _split_key(key)
-        array = self.store[index]
         candidates = self._slices[index]
+        array = self.store[index]
         if candidates is not None:
             rng = np.random.default_rng(seed)
             k = int(candidates[rng.integers(len(candidates))])
@@ -230,7 +296,8 @@ class Patches3DDataset(_StoreDataset):
         pad: Zero-pad volumes smaller than the patch (placed at a random offset). When
             False such volumes are unusable (``DataError`` with ``on_bad_file="error"``).
         foreground_threshold: Foreground = above ``min + t * (max - min)`` of the volume.
-        max_points: Foreground voxels remembered per volume (a fixed random subset).
+        max_points: Foreground voxels remembered per volume (a fixed random subset,
+            :func:`foreground_points`).
         warn: Warn about images dropped as unusable.
 
     ``__getitem__((index, seed))`` returns float32 ``(C, D, H, W)``.
@@ -243,8 +310,8 @@ class Patches3DDataset(_StoreDataset):
         foreground_prob: float = 0.7,
         *,
         pad: bool = True,
-        foreground_threshold: float = 0.1,
-        max_points: int = 20000,
+        foreground_threshold: float = FOREGROUND_THRESHOLD,
+        max_points: int = MAX_POINTS,
         warn: bool = True,
     ) -> None:
         if not 0.0 <= foreground_prob <= 1.0:
@@ -258,7 +325,7 @@ class Patches3DDataset(_StoreDataset):
         super().__init__(store, warn=warn)
 
     def _problem(self, index: int) -> str | None:
-        spatial = tuple(self.store[index].shape[1:])
+        spatial = self.store.shape(index)[1:]
         if len(spatial) != 3:
             return "is a 2D image; 3D patches need volumes (use dim=2 for 2D data)"
         if not self.pad:
@@ -273,16 +340,11 @@ class Patches3DDataset(_StoreDataset):
         return None
 
     def _prepare(self) -> None:
-        rng = np.random.default_rng(0)
-        self._points = []
-        for i in range(len(self.store)):
-            points = np.argwhere(_foreground(self.store[i], self.foreground_threshold))
-            if len(points) > self.max_points:
-                points = points[rng.choice(len(points), self.max_points, replace=False)]
-            self._points.append(points.astype(np.int32))
+        summary = points_summary(self.foreground_threshold, self.max_points)
+        self._points = [self.store.summary(i, summary) for i in range(len(self.store))]
 
     def _start(self, rng: np.random.Generator, index: int) -> list[int]:
-        shape = self.store[index].shape[1:]
+        shape = self.store.shape(index)[1:]
         low = [min(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
         high = [max(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
         points = self._points[index]
@@ -398,6 +460,9 @@ def build_pretrain_dataset(
     slice_axis: int = 0,
     channels: bool = False,
     crop_size: tuple[int, ...] | None = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    share: tuple[int, int] = (0, 1),
+    progress: bool = False,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Build the pretraining dataset from a folder, an image file or a datalist.
 
@@ -412,12 +477,16 @@ def build_pretrain_dataset(
         preset: Intensity preset text, or ``None``/``"auto"`` to choose per file from its
             header's modality or its values (:func:`cover.data.presets.choose_preset`).
         spacing: Target voxel size in mm (one value per axis of the files), or ``None``.
-        cache_dir: Folder for the decoded ``.npy`` cache, or ``None``.
+        cache_dir: Folder of the shared decoded ``.npy`` cache, ``"auto"`` (the user's cache folder,
+            :func:`cover.data.store.default_cache_dir`), or ``None`` / ``"none"`` (memory only).
         on_bad_file: ``"skip"`` or ``"error"``.
         slice_axis: Axis normal to 2D slices taken from volumes (``dim=2``).
         channels: Keep colour / 4th-axis channels of single files; all images must agree on ``C``
             (an image given as one file per channel has one channel per file).
         crop_size: 2D: the crop ``source_size`` is made from, named when an image is too small.
+        memory_mb: Byte budget (MB) of the arrays one process holds (:class:`CachedVolumeStore`).
+        share: ``(rank, world_size)`` of the processes building the cache together.
+        progress: Show the decoding progress bar and log the cache line (the main process).
 
     Returns:
         ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
@@ -447,12 +516,27 @@ def build_pretrain_dataset(
     if left_out:
         warnings.warn(left_out_message(left_out), stacklevel=2)
     chosen = None if preset in (None, "", "auto") else preset
-    store = CachedVolumeStore(paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False)
+    store = CachedVolumeStore(
+        paths,
+        chosen,
+        spacing,
+        cache_dir,
+        on_bad_file,
+        channels=channels,
+        root=data,
+        warn=False,
+        summary=slices_summary(slice_axis) if dim == 2 else points_summary(),
+        memory_mb=memory_mb,
+        share=share,
+        progress=progress,
+    )
     if dim == 2:
         dataset: _StoreDataset = Slices2DDataset(store, size, axis=slice_axis, warn=False, crop_size=crop_size)
     else:
         dataset = Patches3DDataset(store, size, warn=False)
     store.report_skipped()
+    if progress:
+        logger.info(store.note())
     counts = sorted({int(m["shape"][0]) for m in store.meta})
     if len(counts) > 1:
         first = {count: next(m for m in store.meta if int(m["shape"][0]) == count) for count in counts}

@@ -1,11 +1,21 @@
-"""Decode-once cache of normalised images, shared by the pretraining datasets.
+"""Decoded, normalised images: decoded once into a shared disk cache, then read lazily.
 
-Every file is read with :func:`~cover.data.readers.read_image`, optionally resampled to a
-target spacing, normalised with an intensity preset and kept as float32 ``(C, *spatial)``.
-An image may be several files, one per channel (:mod:`cover.data.channels`).
-With ``cache_dir`` the arrays are also saved as ``.npy`` (keyed by a hash of path, mtime,
-size, preset, spacing and channel mode) and memory-mapped on the next run, so a dataset of
-DICOM series is decoded once across runs and DataLoader workers share pages.
+Every image is read with :func:`~cover.data.readers.read_image` (one file per channel:
+:mod:`cover.data.channels`), optionally resampled to a target spacing, normalised with an
+intensity preset and kept as float32 ``(C, *spatial)``.
+
+With a ``cache_dir`` (by default :func:`default_cache_dir`, shared by every run and process) each
+image becomes ``KEY.npy`` (memory-mapped when read) + ``KEY.json`` (its metadata), keyed by a hash
+of its files' paths, mtimes and sizes, the preset, the spacing and the channel mode; a dataset's
+per-image summary (e.g. foreground points for crop sampling) is cached beside it as
+``KEY.TAG.npy``. Missing entries are decoded by a pool of processes, with a progress bar; every
+file is written under a name unique to its writer and moved into place with ``os.replace``, the
+JSON last, so any number of processes may build the same cache at once and a reader never sees a
+partial entry. Without a cache folder images are decoded in memory.
+
+Arrays are then served through an LRU whose byte budget (``memory_mb``), not the data set, bounds
+what a process holds: memory maps of cache files, or decoded arrays (decoded again when evicted)
+without a cache.
 """
 
 from __future__ import annotations
@@ -13,8 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
+import uuid
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,16 +40,53 @@ import torch
 import torch.nn.functional as F
 
 from cover.data.channels import ImageSource, as_source, read_source, source_files, source_text
+from cover.data.index import header_info
 from cover.data.presets import IntensityPreset, choose_preset, normalize, parse_preset
 from cover.data.record import ImageRecord, data_error
 from cover.errors import ConfigError, DataError
+from cover.runtime import progress_bar
 
 logger = logging.getLogger(__name__)
 
 #: Bumped when the cached array layout changes, to invalidate old cache files.
 CACHE_VERSION = 2  # 2: files without a modality may be CT by their values
 
+#: Default byte budget (MB) of the arrays one process holds (:class:`ArrayLRU`).
+DEFAULT_MEMORY_MB = 4096
+
+#: Most decoding processes one process starts for a cache build.
+MAX_DECODERS = 8
+
+#: Builds of at least this many images show what they decode and a progress bar (small ones stay quiet).
+PROGRESS_FROM = 50
+
 OnBadFile = Literal["skip", "error"]
+
+#: A per-image summary a dataset needs from every image before training (e.g. foreground points):
+#: ``(tag, function)``; the tag names the function and its parameters (it is part of the cache file
+#: name), the function maps a normalised ``(C, *spatial)`` array to a small array and must be picklable.
+Summary = tuple[str, Callable[[np.ndarray], np.ndarray]]
+
+
+def default_cache_dir() -> Path:
+    """Cache folder of ``cache_dir="auto"``.
+
+    ``$COVER_CACHE_DIR``, else ``$XDG_CACHE_HOME/cover/arrays``, else ``~/.cache/cover/arrays``: one
+    folder for every run of the user, so a data set is decoded once, whatever ``--out`` says.
+    """
+    if os.environ.get("COVER_CACHE_DIR"):
+        return Path(os.environ["COVER_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "cover" / "arrays"
+
+
+def resolve_cache_dir(value: str | Path | None) -> Path | None:
+    """``None``/``"none"``: memory only; ``"auto"``: :func:`default_cache_dir`; else the folder given."""
+    if value is None or str(value).strip().lower() in ("", "none"):
+        return None
+    if str(value).strip().lower() == "auto":
+        return default_cache_dir()
+    return Path(value).expanduser()
 
 
 def _fingerprint(path: Path) -> str:
@@ -77,8 +131,212 @@ def resample(array: np.ndarray, spacing: Sequence[float], target: Sequence[float
     return out[0].numpy()
 
 
+def decode(
+    path: ImageSource, preset: IntensityPreset | None, spacing: tuple[float, ...] | None, channels: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read, resample and normalise one image.
+
+    Args:
+        path: A file, a DICOM series folder or a tuple of channel files.
+        preset: Intensity preset, or ``None`` to choose one from the header or the values.
+        spacing: Target voxel size in mm, or ``None``.
+        channels: Keep colour / 4th-axis channels.
+
+    Returns:
+        float32 ``(C, *spatial)`` and its metadata (see :class:`CachedVolumeStore`).
+
+    Raises:
+        DataError: An unreadable file, or one whose number of axes differs from ``len(spacing)``.
+    """
+    record = read_source(path, channels=channels)
+    preset, why = _preset_for(preset, record)
+    logger.debug("%s: intensity preset %s", path, preset.to_string())
+    array, final = record.array, record.spacing
+    if spacing is not None:
+        if len(spacing) != record.spatial_dims:
+            raise data_error(
+                source_text(path),
+                f"is {record.spatial_dims}D but the target spacing {spacing} has {len(spacing)} values",
+            )
+        array, final = resample(array, record.spacing, spacing), spacing
+    array = normalize(array, preset)
+    meta = {
+        "path": str(record.path),
+        "channel_files": [str(f) for f in source_files(path)],
+        "format": record.format,
+        "modality": record.modality,
+        "orientation": record.orientation,
+        "source_spacing": [float(s) for s in record.spacing],
+        "spacing": [float(s) for s in final],
+        "source_shape": list(record.array.shape),
+        "shape": list(array.shape),
+        "preset": preset.to_string(),
+        "preset_reason": why,
+        "spatial_dims": record.spatial_dims,
+    }
+    return array, meta
+
+
+def _preset_for(preset: IntensityPreset | None, record: ImageRecord) -> tuple[IntensityPreset, str]:
+    if preset is not None:
+        return preset, "given"
+    text, why = choose_preset(record)
+    return parse_preset(text), why
+
+
+def _unique(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy`` at ``path`` so that readers see the old file, none, or the whole new one."""
+    tmp = _unique(path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` atomically (see :func:`save_atomic`)."""
+    tmp = _unique(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One image for :func:`_build_one` (picklable: runs in a decoding process)."""
+
+    index: int
+    source: ImageSource
+    preset: IntensityPreset | None
+    spacing: tuple[float, ...] | None
+    channels: bool
+    cache_dir: Path | None
+    key: str | None
+    summary: Summary | None
+
+
+@dataclass
+class _Built:
+    """What :func:`_build_one` hands back: metadata and summary, the array only without a cache."""
+
+    index: int
+    meta: dict[str, Any] | None = None
+    summary: np.ndarray | None = None
+    array: np.ndarray | None = None
+    error: str | None = None
+    decoded: bool = False
+
+
+def _entry_paths(cache_dir: Path, key: str, summary: Summary | None) -> tuple[Path, Path, Path | None]:
+    tag = None if summary is None else cache_dir / f"{key}.{summary[0]}.npy"
+    return cache_dir / f"{key}.npy", cache_dir / f"{key}.json", tag
+
+
+def _read_entry(job: _Job) -> _Built | None:
+    """The cached entry of ``job`` when complete (its summary computed and saved when only that is missing)."""
+    if job.cache_dir is None or job.key is None:
+        return None
+    npy, info, tag = _entry_paths(job.cache_dir, job.key, job.summary)
+    if not info.is_file():  # written last: an entry without it is incomplete
+        return None
+    try:
+        meta = json.loads(info.read_text())
+        array = np.load(npy, mmap_mode="r")
+        if list(array.shape) != meta.get("shape"):
+            return None
+        summary = None
+        if tag is not None and job.summary is not None:
+            if tag.is_file():
+                summary = np.load(tag)
+            else:
+                summary = np.asarray(job.summary[1](array))
+                save_atomic(tag, summary)
+    except (OSError, ValueError):
+        return None
+    return _Built(job.index, meta, summary)
+
+
+def _build_one(job: _Job) -> _Built:
+    """Decode one image (unless another process cached it meanwhile) and cache it; errors as text."""
+    cached = _read_entry(job)
+    if cached is not None:
+        return cached
+    try:
+        array, meta = decode(job.source, job.preset, job.spacing, job.channels)
+    except DataError as exc:
+        return _Built(job.index, error=str(exc))
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    summary = None if job.summary is None else np.asarray(job.summary[1](array))
+    if job.cache_dir is None or job.key is None:
+        return _Built(job.index, meta, summary, array, decoded=True)
+    npy, info, tag = _entry_paths(job.cache_dir, job.key, job.summary)
+    save_atomic(npy, array)
+    if tag is not None:
+        save_atomic(tag, summary)
+    write_text_atomic(info, json.dumps(meta))
+    return _Built(job.index, meta, summary, decoded=True)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def decoder_count(jobs: int, world_size: int = 1) -> int:
+    """Decoding processes for ``jobs`` images: this process's share of the CPUs, at most :data:`MAX_DECODERS`."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(jobs, MAX_DECODERS, cpus // max(1, world_size)))
+
+
+class ArrayLRU:
+    """Arrays by index, the least recently used dropped once their bytes pass a budget.
+
+    Args:
+        load: Gives the array of an index (a memory map of a cache file, or a fresh decode).
+        budget: Bytes held at most (the most recent array is always kept).
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], budget: int) -> None:
+        self.load, self.budget = load, budget
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.bytes = 0
+        self.misses = 0
+
+    def get(self, index: int) -> np.ndarray:
+        """The array of ``index``, loaded on a miss."""
+        if index in self._items:
+            self._items.move_to_end(index)
+            return self._items[index]
+        self.misses += 1
+        array = self.load(index)
+        self.put(index, array)
+        return array
+
+    def put(self, index: int, array: np.ndarray) -> None:
+        """Hold ``array`` as the most recent, dropping the oldest past the budget."""
+        if index in self._items:
+            self.bytes -= self._items.pop(index).nbytes
+        self._items[index] = array
+        self.bytes += array.nbytes
+        while self.bytes > self.budget and len(self._items) > 1:
+            self.bytes -= self._items.popitem(last=False)[1].nbytes
+
+    def clear(self) -> None:
+        """Drop every array."""
+        self._items.clear()
+        self.bytes = 0
+
+
 class CachedVolumeStore:
-    """Reads, resamples and normalises a list of images once, then serves arrays.
+    """Decodes (or finds cached) a list of images once, then serves their arrays lazily.
 
     Args:
         paths: Image files or DICOM series folders; a tuple of files is one image with one file per
@@ -87,13 +345,20 @@ class CachedVolumeStore:
             per file from its header's modality or its values (:func:`~cover.data.presets.choose_preset`).
         spacing: Target voxel size in mm per spatial axis, or ``None`` to keep the native
             grid. Files whose number of axes differs from ``len(spacing)`` are bad files.
-        cache_dir: Folder for ``.npy`` cache files, or ``None`` for memory only.
+        cache_dir: Folder of the shared ``.npy`` cache, ``"auto"`` for :func:`default_cache_dir`,
+            or ``None`` / ``"none"`` for memory only.
         on_bad_file: ``"skip"``: collect unreadable files in :attr:`skipped` and warn once;
             ``"error"``: raise the first file's :class:`DataError`.
         channels: Keep colour / 4th-axis channels (see :func:`read_image`).
         root: Name used in the "no readable images" message (defaults to the common folder).
         warn: Emit the warning listing skipped files at the end of loading (callers that
             drop more files later may pass False and call :meth:`report_skipped` once).
+        summary: A per-image summary computed while decoding and cached with the image
+            (:data:`Summary`; read back with :meth:`summary`).
+        memory_mb: Byte budget (MB) of the arrays this process holds (:class:`ArrayLRU`).
+        share: ``(rank, world_size)`` of processes building the same cache: each starts on its own
+            share of the missing images (then helps with the rest), and uses its share of the CPUs.
+        progress: Show a progress bar while decoding.
 
     Attributes:
         paths: Sources of the usable images (a path, or a tuple of channel files), aligned with :attr:`meta`.
@@ -102,6 +367,7 @@ class CachedVolumeStore:
             ``spacing`` (after resampling), ``source_spacing``, ``shape`` ``(C, *spatial)``,
             ``preset``, ``preset_reason`` (why it was chosen), ``spatial_dims``.
         skipped: ``(path, reason)`` of every file that could not be used.
+        decoded: Images decoded by this store (the others came from the cache).
 
     Raises:
         DataError: A bad file with ``on_bad_file="error"``, or no usable image at all.
@@ -119,6 +385,10 @@ class CachedVolumeStore:
         channels: bool = False,
         root: str | Path | None = None,
         warn: bool = True,
+        summary: Summary | None = None,
+        memory_mb: float = DEFAULT_MEMORY_MB,
+        share: tuple[int, int] = (0, 1),
+        progress: bool = False,
     ) -> None:
         if on_bad_file not in ("skip", "error"):
             raise ConfigError(f"on_bad_file: must be 'skip' or 'error', got {on_bad_file!r}")
@@ -126,44 +396,62 @@ class CachedVolumeStore:
             spacing = tuple(float(s) for s in spacing)
             if len(spacing) not in (2, 3) or any(s <= 0 for s in spacing):
                 raise ConfigError(f"spacing: need 2 or 3 positive values in mm, got {spacing}")
+        if memory_mb <= 0:
+            raise ConfigError(f"cache_memory_mb: must be positive, got {memory_mb}")
         self.preset = None if preset is None else parse_preset(preset)
         self.spacing = spacing
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = resolve_cache_dir(cache_dir)
         self.on_bad_file = on_bad_file
         self.channels = channels
-        self.paths: list[ImageSource] = []
-        self.meta: list[dict[str, Any]] = []
+        self.summary_tag = None if summary is None else summary[0]
         self.skipped: list[tuple[ImageSource, str]] = []
-        self._arrays: list[np.ndarray] = []
-        paths = [as_source(p) for p in paths]
+        sources = [as_source(p) for p in paths]
         if root is None:
-            root = _common_root([source_files(p)[0] for p in paths])
+            root = _common_root([source_files(p)[0] for p in sources])
         self.root = Path(root) if root is not None else Path(".")
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            try:
-                array, meta = self._load(path)
-            except DataError as exc:
-                if on_bad_file == "error":
-                    raise
-                self.skipped.append((path, str(exc)))
-                continue
-            self.paths.append(path)
-            self._arrays.append(array)
-            self.meta.append(meta)
-        if warn or not self._arrays:
-            self.report_skipped()
-        if not self._arrays:
-            reason = f"; first problem: {self.skipped[0][1]}" if self.skipped else ""
-            raise data_error(self.root, f"no readable images ({len(self.skipped)} file(s) skipped){reason}")
+        self._lru = ArrayLRU(self._load, int(memory_mb * 2**20))
+        jobs = [self._job(i, source, summary) for i, source in enumerate(sources)]
+        built = self._build(jobs, share, progress)
+        self._keep(jobs, built, warn)
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """Normalised float32 array ``(C, *spatial)`` of image ``index``."""
-        return self._arrays[index]
+        """Normalised float32 array ``(C, *spatial)`` of image ``index`` (a read-only memory map when cached)."""
+        return self._lru.get(index)
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        """``(C, *spatial)`` of image ``index``, without reading it."""
+        return tuple(int(s) for s in self.meta[index]["shape"])
+
+    def summary(self, index: int, summary: Summary) -> np.ndarray:
+        """The per-image ``summary`` of image ``index`` (built with the store when its tag matches, else now)."""
+        if summary[0] == self.summary_tag:
+            return self._summaries[index]
+        return np.asarray(summary[1](self[index]))
+
+    @property
+    def nbytes(self) -> int:
+        """float32 bytes of all usable images."""
+        return sum(4 * int(np.prod(m["shape"])) for m in self.meta)
+
+    def note(self) -> str:
+        """One line saying how much is cached where, and how much one process holds."""
+        gb = self.nbytes / 1e9
+        budget = f"at most {self._lru.budget / 1e9:.1f} GB of arrays held per process"
+        if self.cache_dir is None:
+            return (
+                f"data: {len(self)} image(s), {gb:.2f} GB decoded in memory (no cache folder); {budget}, "
+                "the rest decoded again when drawn"
+            )
+        reused = len(self) - self.decoded
+        return (
+            f"data cache: {len(self)} image(s), {gb:.2f} GB in {self.cache_dir} ({self.decoded} decoded now, "
+            f"{reused} reused); {budget}"
+        )
 
     def drop(self, indices: Sequence[int], reason: Sequence[str]) -> None:
         """Remove images (e.g. too small for a dataset) and record why in :attr:`skipped`."""
@@ -171,9 +459,10 @@ class CachedVolumeStore:
         for i, why in zip(indices, reason, strict=True):
             self.skipped.append((self.paths[i], why))
         keep = [i for i in range(len(self)) if i not in gone]
-        self.paths = [self.paths[i] for i in keep]
-        self.meta = [self.meta[i] for i in keep]
-        self._arrays = [self._arrays[i] for i in keep]
+        for name in ("paths", "meta", "_jobs", "_summaries"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        self._lru.clear()
 
     def report_skipped(self) -> None:
         """Emit one warning listing the skipped files (the first 10; no-op when none)."""
@@ -182,74 +471,96 @@ class CachedVolumeStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _preset_for(self, record: ImageRecord) -> tuple[IntensityPreset, str]:
-        if self.preset is not None:
-            return self.preset, "given"
-        text, why = choose_preset(record)
-        return parse_preset(text), why
-
-    def _load(self, path: ImageSource) -> tuple[np.ndarray, dict[str, Any]]:
+    def _job(self, index: int, source: ImageSource, summary: Summary | None) -> _Job:
         key = None
         if self.cache_dir is not None:
             name = self.preset.to_string() if self.preset is not None else "auto"
-            key = cache_key(path, name, self.spacing, self.channels)
-            cached = self._from_cache(key)
-            if cached is not None:
-                return cached
-        record = read_source(path, channels=self.channels)
-        preset, why = self._preset_for(record)
-        logger.debug("%s: intensity preset %s", path, preset.to_string())
-        array = record.array
-        spacing = record.spacing
-        if self.spacing is not None:
-            if len(self.spacing) != record.spatial_dims:
-                raise data_error(
-                    source_text(path),
-                    f"is {record.spatial_dims}D but the target spacing {self.spacing} has {len(self.spacing)} values",
+            try:
+                key = cache_key(source, name, self.spacing, self.channels)
+            except OSError:
+                key = None  # a missing file: decoding names the problem
+        return _Job(index, source, self.preset, self.spacing, self.channels, self.cache_dir, key, summary)
+
+    def _build(self, jobs: list[_Job], share: tuple[int, int], progress: bool) -> list[_Built]:
+        """Every job's entry: cached ones read, the others decoded (in a process pool when worth it)."""
+        rank, world = share
+        show = progress and rank == 0
+        quiet = not show or len(jobs) < 10 * PROGRESS_FROM
+        index = progress_bar(jobs, desc="reading the cache", unit="img", disable=quiet)
+        built: list[_Built | None] = [_read_entry(job) for job in index]
+        missing = [job for job, done in zip(jobs, built, strict=True) if done is None]
+        if missing:
+            start = rank * len(missing) // max(1, world)
+            missing = missing[start:] + missing[:start]  # each process starts on its own share
+            show = show and len(missing) >= PROGRESS_FROM
+            self._announce_build(missing, show)
+            for result in self._decode(missing, decoder_count(len(missing), world), show):
+                built[result.index] = result
+        self.decoded = sum(b.decoded for b in built if b is not None)
+        return [b for b in built if b is not None]
+
+    def _decode(self, jobs: list[_Job], workers: int, progress: bool) -> list[_Built]:
+        bar = progress_bar(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
+        results = []
+        with bar:
+            if workers <= 1 or len(jobs) < 4:
+                for job in jobs:
+                    results.append(_build_one(job))
+                    bar.update()
+                return results
+            # Forked like DataLoader workers, one intra-op thread each (the pool is the parallelism).
+            with ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_one_thread) as pool:
+                for result in pool.map(_build_one, jobs, chunksize=max(1, min(16, len(jobs) // (8 * workers)))):
+                    results.append(result)
+                    bar.update()
+        return results
+
+    def _announce_build(self, jobs: list[_Job], show: bool) -> None:
+        """Say what is about to be decoded, from headers only; refuse early when the cache's disk is too small."""
+        infos = [header_info(job.source, channels=self.channels) for job in jobs]
+        known = [info.decoded_bytes(self.spacing) for info in infos if info is not None]
+        estimate = sum(known) * len(jobs) / max(1, len(known)) if known else 0
+        where = f"into {self.cache_dir}" if self.cache_dir is not None else "in memory"
+        if show:
+            logger.info(f"decoding {len(jobs)} image(s) (about {estimate / 1e9:.2f} GB as float32) {where}")
+        if self.cache_dir is not None and estimate:
+            free = shutil.disk_usage(self.cache_dir).free
+            if estimate > free:
+                raise DataError(
+                    f"{self.cache_dir}: the data cache needs about {estimate / 1e9:.1f} GB but the disk has "
+                    f"{free / 1e9:.1f} GB free; pass another --cache-dir (or --cache-dir none for memory only)"
                 )
-            array = resample(array, record.spacing, self.spacing)
-            spacing = self.spacing
-        array = normalize(array, preset)
-        meta = {
-            "path": str(record.path),
-            "channel_files": [str(f) for f in source_files(path)],
-            "format": record.format,
-            "modality": record.modality,
-            "orientation": record.orientation,
-            "source_spacing": [float(s) for s in record.spacing],
-            "spacing": [float(s) for s in spacing],
-            "source_shape": list(record.array.shape),
-            "shape": list(array.shape),
-            "preset": preset.to_string(),
-            "preset_reason": why,
-            "spatial_dims": record.spatial_dims,
-        }
-        if key is not None:
-            self._to_cache(key, array, meta)
-            array = np.load(self.cache_dir / f"{key}.npy", mmap_mode="r")
-        return array, meta
 
-    def _from_cache(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
-        assert self.cache_dir is not None
-        npy, info = self.cache_dir / f"{key}.npy", self.cache_dir / f"{key}.json"
-        if not (npy.is_file() and info.is_file()):
-            return None
-        try:
-            meta = json.loads(info.read_text())
-            array = np.load(npy, mmap_mode="r")
-        except (OSError, ValueError):
-            return None
-        if list(array.shape) != meta.get("shape"):
-            return None
-        return array, meta
+    def _keep(self, jobs: list[_Job], built: list[_Built], warn: bool) -> None:
+        """Keep the usable images (in input order), hold what fits of arrays decoded in memory."""
+        self.paths: list[ImageSource] = []
+        self.meta: list[dict[str, Any]] = []
+        self._jobs: list[_Job] = []
+        self._summaries: list[np.ndarray | None] = []
+        for result in sorted(built, key=lambda b: b.index):
+            job = jobs[result.index]
+            if result.error is not None:
+                if self.on_bad_file == "error":
+                    raise DataError(result.error)
+                self.skipped.append((job.source, result.error))
+                continue
+            if result.array is not None and self._lru.bytes + result.array.nbytes <= self._lru.budget:
+                self._lru.put(len(self.paths), result.array)
+            self.paths.append(job.source)
+            self.meta.append(result.meta)
+            self._jobs.append(job)
+            self._summaries.append(result.summary)
+        if warn or not self.paths:
+            self.report_skipped()
+        if not self.paths:
+            reason = f"; first problem: {self.skipped[0][1]}" if self.skipped else ""
+            raise data_error(self.root, f"no readable images ({len(self.skipped)} file(s) skipped){reason}")
 
-    def _to_cache(self, key: str, array: np.ndarray, meta: dict[str, Any]) -> None:
-        assert self.cache_dir is not None
-        npy, info = self.cache_dir / f"{key}.npy", self.cache_dir / f"{key}.json"
-        tmp = npy.with_suffix(".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
-        tmp.replace(npy)
-        info.write_text(json.dumps(meta))
+    def _load(self, index: int) -> np.ndarray:
+        job = self._jobs[index]
+        if job.cache_dir is not None and job.key is not None:
+            return np.load(job.cache_dir / f"{job.key}.npy", mmap_mode="r")
+        return decode(job.source, job.preset, job.spacing, job.channels)[0]
 
 
 def skipped_message(skipped: Sequence[tuple[Path, str]], limit: int = 10) -> str:

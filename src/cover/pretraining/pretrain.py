@@ -56,11 +56,14 @@ def source_size(config: PretrainConfig) -> tuple[int, ...]:
     return tuple(int(round(s * config.views.source_scale)) for s in config.size)
 
 
-def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, Any]]:
+def build_datasets(
+    config: PretrainConfig, context: DistributedContext | None = None
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
     """Training and held-out datasets following the ``(index, seed)`` key contract.
 
     Args:
         config: Resolved config.
+        context: The processes building the data cache together (the main one shows progress).
 
     Returns:
         ``(train, heldout, metadata)``.
@@ -83,6 +86,9 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
         slice_axis=config.slice_axis,
         channels=config.in_channels > 1,
         crop_size=config.size,
+        memory_mb=config.cache_memory_mb,
+        share=(context.rank, context.world_size) if context is not None else (0, 1),
+        progress=context is None or context.is_main,
     )
     if metadata["channels"] != config.in_channels:
         raise ConfigError(
@@ -261,7 +267,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     )
     parts = Parts(model, optimizer, scheduler, grad_scaler(config.amp, device))
     resumed = _resume(config, state, state_path, parts)
-    train_set, heldout, data_metadata = build_datasets(config)
+    train_set, heldout, data_metadata = build_datasets(config, context)
     check_memory(config, model, context)
     metadata = run_metadata(config, data_metadata, model)
     out = _prepare_output(config, resumed=state is not None, context=context)
