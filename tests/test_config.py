@@ -70,9 +70,9 @@ def test_yaml_round_trip_is_plain(tmp_path):
 
 
 BAD_KEYS_AND_TYPES = [
-    ({"stepz": 3}, "unknown config key 'stepz' (did you mean 'steps'? allowed: method, data, dim,"),
-    ({"model": {"chanels": [8]}}, "unknown config key 'model.chanels' (did you mean 'model.channels'?"),
-    ({"views": {"zoom": 2}}, "unknown config key 'views.zoom' (allowed: rotation_deg,"),
+    ({"stepz": 3}, "stepz: unknown key, did you mean steps?"),
+    ({"model": {"chanels": [8]}}, "model.chanels: unknown key, did you mean model.channels?"),
+    ({"views": {"zoom": 2}}, "views.zoom: unknown key (allowed: rotation_deg,"),
     ({"steps": "ten"}, "steps: expected an integer, got 'ten'"),
     ({"steps": 2.5}, "steps: expected an integer, got 2.5"),
     ({"batch_size": True}, "batch_size: expected an integer, got True"),
@@ -129,7 +129,7 @@ IMPOSSIBLE_VALUES = [
     ({"con_weight": -1}, "con_weight: must be >= 0"),
     ({"device": "gpu0"}, "device: 'gpu0' is not a device (allowed: auto, cpu, cuda, cuda:N)"),
     ({"device": "meta"}, "device: 'meta' is not supported (allowed: auto, cpu, cuda, cuda:N)"),
-    ({"preset": "ct:abc"}, "preset:"),
+    ({"intensity": "ct:abc"}, "intensity: parameters of 'ct:abc' must be numbers"),
 ]
 
 
@@ -266,3 +266,56 @@ def test_resuming_a_run_saved_before_recipes_keeps_the_paper_objective(tmp_path)
     save_yaml({"method": "cover", "method_options": {"recipe": "vicreg"}, "out": str(out)}, out / "config.yaml")
     assert run_values(None, {"out": str(out), "resume": "auto"}, "unused")["method_options"] == {"recipe": "vicreg"}
     assert "method_options" not in run_values(None, {"out": str(out)}, "unused")
+
+
+# ---------------------------------------------------------------- one name: intensity
+
+
+@pytest.mark.parametrize("resolve", ["pretrain", "finetune"])
+def test_intensity_is_the_key_and_preset_its_old_name_read_with_a_notice(resolve, tmp_path, caplog):
+    from cover.config import save_yaml
+    from cover.downstream.config import resolve_finetune_config
+
+    def run(values):
+        return resolve_pretrain_config(values) if resolve == "pretrain" else resolve_finetune_config(values)
+
+    with caplog.at_level("WARNING"):
+        new = run({"intensity": "ct:-175,250"})
+    assert new.intensity == "ct:-175,250" and caplog.messages == []
+    with caplog.at_level("WARNING"):
+        old = run({"preset": "ct:-175,250"})
+    assert old == new
+    assert caplog.messages == ["preset is deprecated (the intensity preset): use intensity"]
+    with pytest.raises(ConfigError, match="intensity: given as 'ct' and under its old name preset as 'mri'"):
+        run({"intensity": "ct", "preset": "mri"})
+    save_yaml(new, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "intensity: ct:-175,250" in text and "preset" not in text
+
+
+def test_a_run_saved_by_an_older_version_with_preset_resumes_silently(tmp_path, caplog):
+    from cover.config import run_values
+
+    (tmp_path / "config.yaml").write_text("preset: mri\ndim: 2\nsteps: 5\n")
+    with caplog.at_level("WARNING"):
+        values = run_values({"out": str(tmp_path), "resume": "auto"}, {}, "unused")
+        config = resolve_pretrain_config(values)
+    assert config.intensity == "mri" and config.steps == 5 and "preset" not in values
+    assert caplog.messages == []  # the user did not write the old name: nothing to change
+
+
+def test_the_python_api_takes_intensity_and_its_old_name():
+    from cover.config import intensity_argument
+
+    assert intensity_argument("ct", None) == "ct"
+    assert intensity_argument(None, "mri") == "mri"
+    with pytest.raises(ConfigError, match="intensity: given as 'ct'"):
+        intensity_argument("ct", "mri")
+
+
+def test_an_unknown_finetune_key_names_its_section_and_the_nearest_key():
+    from cover.downstream.config import resolve_finetune_config
+
+    with pytest.raises(ConfigError) as error:
+        resolve_finetune_config({"augment": {"flip_prb": 0.0}})
+    assert str(error.value) == "augment.flip_prb: unknown key, did you mean augment.flip_prob?"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 import typing
@@ -22,7 +23,14 @@ import yaml
 from cover.errors import ConfigError
 from cover.views import ViewConfig
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CHANNELS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
+
+#: Config keys renamed since earlier versions: old name -> new name. The old name is still read:
+#: from the user (YAML, Python API) with a one-line notice, from a run's saved ``config.yaml`` or a
+#: checkpoint's config (written by an older version) silently.
+RENAMED_KEYS: dict[str, str] = {"preset": "intensity"}
 
 
 @dataclass
@@ -85,8 +93,8 @@ class PretrainConfig:
         log_every: Steps between log lines (CSV, TensorBoard).
         num_workers: DataLoader worker processes.
         eval_pairs: Held-out view pairs for the final endpoint error and the flow figure.
-        preset: Intensity preset (``ct``, ``ct:-175,250``, ``mri``, ``xray``, ...); ``None``
-            chooses from each file's modality.
+        intensity: Intensity preset (``ct``, ``ct:-175,250``, ``mri``, ``xray``, ...); ``None``
+            chooses from each file's modality (formerly ``preset``, still read).
         spacing: Resample volumes to this spacing in mm (``None`` keeps it).
         slice_axis: Axis along which 2D slices are taken from 3D volumes.
         in_channels: Image channels.
@@ -125,7 +133,7 @@ class PretrainConfig:
     log_every: int = 10
     num_workers: int = 0
     eval_pairs: int = 8
-    preset: str | None = None
+    intensity: str | None = None
     spacing: tuple[float, ...] | None = None
     slice_axis: int = 2
     in_channels: int = 1
@@ -302,11 +310,74 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(annotation)}")
 
 
+def renamed_keys(instance: Any, values: dict[str, Any], prefix: str = "", notice: bool = True) -> dict[str, Any]:
+    """``values`` with the old names of :data:`RENAMED_KEYS` replaced by the names ``instance`` uses.
+
+    A key is renamed only where ``instance`` (a config dataclass) has the new field and not the
+    old one (``cover benchmark``'s own ``preset`` is its preset, not the intensity preset).
+
+    Args:
+        instance: The config dataclass the values are for.
+        values: Config keys to values.
+        prefix: Key prefix used in messages (``"pretrain."``).
+        notice: Log a one-line deprecation notice per old name used.
+
+    Returns:
+        The values under their current names.
+
+    Raises:
+        ConfigError: An old and a new name given with different values.
+    """
+    names = {f.name for f in dataclasses.fields(instance)}
+    out = dict(values)
+    for old, new in RENAMED_KEYS.items():
+        if old not in out or old in names or new not in names:
+            continue
+        value = out.pop(old)
+        if out.get(new) is not None and value is not None and out[new] != value:
+            raise ConfigError(
+                f"{prefix}{new}: given as {out[new]!r} and under its old name {prefix}{old} as {value!r}; "
+                f"give {prefix}{new} only"
+            )
+        if notice:
+            log.warning("%s%s is deprecated (the intensity preset): use %s%s", prefix, old, prefix, new)
+        out[new] = value if out.get(new) is None else out[new]
+    return out
+
+
+def intensity_argument(intensity: str | None, preset: str | None) -> str | None:
+    """A Python function's ``intensity`` argument, or its old name ``preset`` (with a one-line notice).
+
+    Raises:
+        ConfigError: Both given with different values.
+    """
+    values = renamed_keys(PretrainConfig(), {"intensity": intensity, "preset": preset}) if preset is not None else {}
+    return values.get("intensity", intensity)
+
+
+def unknown_key_error(key: str, names: list[str], prefix: str = "") -> ConfigError:
+    """One line for an unknown config key, naming its section and the nearest allowed key.
+
+    Args:
+        key: The unknown key.
+        names: The section's allowed keys.
+        prefix: The section (``"pretrain_3d."``, ``""`` at the top level).
+
+    Returns:
+        ``pretrain_3d.batchsize: unknown key, did you mean pretrain_3d.batch_size?``, or the
+        allowed keys when none is near.
+    """
+    close = difflib.get_close_matches(str(key), names, n=1)
+    if close:
+        return ConfigError(f"{prefix}{key}: unknown key, did you mean {prefix}{close[0]}?")
+    return ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(names)})")
+
+
 def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") -> Any:
     """Return a copy of a config dataclass with ``values`` applied, checking keys and types.
 
     Nested dataclass fields are updated key by key, so a YAML ``views: {rotation_deg: 5}``
-    keeps the other view settings.
+    keeps the other view settings. Old key names (:data:`RENAMED_KEYS`) are read with a notice.
 
     Args:
         instance: A config dataclass instance.
@@ -319,11 +390,9 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
     hints = typing.get_type_hints(type(instance))
     names = [f.name for f in dataclasses.fields(instance)]
     changes = {}
-    for key, value in values.items():
+    for key, value in renamed_keys(instance, values, prefix).items():
         if key not in hints:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            guess = f"did you mean '{prefix}{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}' ({guess}allowed: {', '.join(names)})")
+            raise unknown_key_error(key, names, prefix)
         current = getattr(instance, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = update_dataclass(current, value, prefix=f"{prefix}{key}.")
@@ -368,7 +437,7 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
         fallback = default_out(values) if callable(default_out) else default_out
         saved = Path(values.get("out") or fallback) / "config.yaml"
         if saved.is_file():
-            merged = load_yaml(saved)
+            merged = {RENAMED_KEYS.get(k, k): v for k, v in load_yaml(saved).items()}  # a file of an older version
             for key in ("resume", "overwrite"):
                 merged.pop(key, None)
             if merged.get("method") == "cover" and "recipe" not in (merged.get("method_options") or {}):
@@ -656,10 +725,10 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
         if not ok:
             raise ConfigError(f"{key}: {message}")
     _validate_device(config.device)
-    if config.preset not in (None, "", "auto"):
+    if config.intensity not in (None, "", "auto"):
         from cover.data.presets import parse_preset
 
-        parse_preset(config.preset)
+        parse_preset(config.intensity)
 
 
 def _validate_device(name: str) -> None:

@@ -7,30 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
+from _support.tasks import write_blobs
 from cover.benchmark.config import PRESETS, resolve_benchmark_config
 from cover.benchmark.report import aggregate, dice_table
 from cover.benchmark.runner import benchmark
 from cover.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
-
-
-def write_blobs(root, seed=0):
-    """A tiny labeled task: discs (label 1) with a core (label 2) on noise, 32 x 32."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", 3), ("test", 2)):
-        for role in ("images", "labels"):
-            (root / split / role).mkdir(parents=True)
-        for i in range(count):
-            yy, xx = np.indices((32, 32))
-            cy, cx = rng.integers(10, 22, 2)
-            radius = (yy - cy) ** 2 + (xx - cx) ** 2
-            labels = np.where(radius < 9, 2, np.where(radius < 36, 1, 0)).astype(np.uint8)
-            image = (labels * 80 + rng.integers(0, 30, (32, 32))).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"c{i}.png")
-            Image.fromarray(labels).save(root / split / "labels" / f"c{i}.png")
 
 
 def micro(tmp_path):
@@ -43,7 +27,7 @@ def micro(tmp_path):
         "test_images": str(data / "test" / "images"),
         "test_labels": str(data / "test" / "labels"),
         "budgets": [1, 2],
-        "preset": "minmax",
+        "intensity": "minmax",
     }
     return {
         "out": str(tmp_path / "bench"),
@@ -128,7 +112,7 @@ def test_default_preset_pretrains_with_the_task_like_views():
 def test_custom_task_example_resolves():
     config = resolve_benchmark_config(CONFIGS / "custom_task.yaml")
     (task,) = config.task_configs()
-    assert task.name == "liver-ct" and task.dim == 3 and task.preset == "ct:-175,250"
+    assert task.name == "liver-ct" and task.dim == 3 and task.intensity == "ct:-175,250"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +126,10 @@ def test_custom_task_example_resolves():
         ({"tasks": [{"name": "mni-regions-2d", "budgets": [1, 22]}], "val_fraction": 0.2}, "regions-2d'.budgets"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"finetune": {"select": "last"}}, "set by the benchmark"),
-        ({"tasks": [{"name": "mni-tissue-2d", "bugdets": [1]}]}, "unknown config key 'tasks\\[0\\].bugdets'"),
+        (
+            {"tasks": [{"name": "mni-tissue-2d", "bugdets": [1]}]},
+            "tasks\\[0\\].bugdets: unknown key, did you mean tasks\\[0\\].budgets\\?",
+        ),
         ({"analyze": {"samples": 3}}, "analyze: unknown keys"),
         ({"preset": "huge"}, "preset"),
     ],
@@ -250,3 +237,32 @@ def test_protocol_scales_steps_with_the_budget_and_tests_the_best_validated_chec
     assert validation[0] == validation[1]  # the same held-out case for both budgets of a seed
     assert "best-validated checkpoint tested" in (out / "results.md").read_text()
     assert "blobs` (your task, 2D)" in (out / "results.md").read_text()
+
+
+def test_a_failed_cell_is_recorded_and_a_corrected_rerun_redoes_it(tmp_path, monkeypatch):
+    import cover.downstream.evaluate as evaluate_module
+
+    config = {**micro(tmp_path), "methods": ["scratch"], "analyze": False}
+    config["tasks"][0]["budgets"] = [1]
+    original = evaluate_module.evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("test disk full")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="test disk full"):
+        benchmark(config)
+    out = Path(config["out"])
+    record = json.loads((out / "cells" / "blobs__scratch__n1__seed0.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "test disk full"
+    monkeypatch.setattr(evaluate_module, "evaluate", original)
+    corrected = {**config, "finetune": {**config["finetune"], "steps": 3}}
+    again = benchmark(corrected)  # other settings: redone from the start, no file to delete by hand
+    assert again["cells"] == 1 and again["ran"] == 1 and again["skipped"] == 0
+    record = json.loads((out / "cells" / "blobs__scratch__n1__seed0.json").read_text())
+    assert record["status"] == "done" and record["steps"] == 3
+    run = out / "finetune" / "blobs" / "scratch"
+    assert (run / "n1-seed0.superseded").is_dir()  # the failed attempt's run is kept, moved aside
+    assert benchmark(corrected)["skipped"] == 1  # finished work with the same settings is reused
+    with pytest.raises(ConfigError, match="is finished work made with other settings"):
+        benchmark(config)  # finished work is never silently replaced

@@ -25,7 +25,7 @@ from cover.geometry import field_jacobian_determinant, warp
 
 def test_mni_tissue_2d_finetune_and_test_slabs_are_disjoint_and_far_apart(tmp_path):
     task = resolve_task({"name": "mni-tissue-2d", "size": 32}, 0)
-    assert task.dim == 2 and task.preset == "mri" and task.class_names[3] == "WM"
+    assert task.dim == 2 and task.intensity == "mri" and task.class_names[3] == "WM"
     data = task_data(task, tmp_path)
     train = sorted(p.name for p in (tmp_path / "mni-tissue-2d" / "train" / "images").iterdir())
     test = sorted(p.name for p in (tmp_path / "mni-tissue-2d" / "test" / "images").iterdir())

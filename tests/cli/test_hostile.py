@@ -33,7 +33,7 @@ import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from _support.cli import run_cli
+from _support.cli import run_cli, run_cli_output
 from cover.engine.checkpoint import list_checkpoints, load_checkpoint
 
 TINY_MODEL = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
@@ -172,15 +172,15 @@ CONFIG_CASES = {
     "missing config": (lambda t, e: ["--config", t / "nope.yaml"], "config file not found"),
     "unknown key": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"stepz": 3})],
-        "unknown config key 'stepz' (did you mean 'steps'?",
+        "stepz: unknown key, did you mean steps?",
     ),
     "unknown model key": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"model": {"chanels": [8]}})],
-        "unknown config key 'model.chanels'",
+        "model.chanels: unknown key, did you mean model.channels?",
     ),
     "unknown views key": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"views": {"rotation": 3}})],
-        "unknown config key 'views.rotation'",
+        "views.rotation: unknown key, did you mean views.rotation_deg?",
     ),
     "log_every not a number": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"log_every": "ten"})],
@@ -207,7 +207,7 @@ CONFIG_CASES = {
     "bad device": (lambda t, e: ["--device", "gpu0"], "device: 'gpu0' is not a device"),
     "CUDA without a GPU": (lambda t, e: ["--device", "cuda"], "no CUDA device is available"),
     "fp16 on CPU": (lambda t, e: ["--amp", "fp16"], "amp: fp16 needs a CUDA device"),
-    "bad intensity preset": (lambda t, e: ["--intensity", "ctt"], "preset: unknown intensity preset 'ctt'"),
+    "bad intensity preset": (lambda t, e: ["--intensity", "ctt"], "intensity: unknown intensity preset 'ctt'"),
     "negative spacing": (lambda t, e: ["--spacing", "1,-1,1"], "spacing: [1.0, -1.0, 1.0] is not allowed"),
     "heads of the wrong length": (
         lambda t, e: ["--config", _yaml(t, "c.yaml", {"model": {**TINY_MODEL, "heads": [1, 1]}})],
@@ -421,7 +421,9 @@ def test_palette_label_maps_keep_their_indices(tmp_path, monkeypatch, capsys):
     assert len(json.loads((out / "split.json").read_text())["unused"]) == 1  # its palette label counted too
     note = "data: intensity preset chosen per file (no --intensity): minmax for 3 file(s) (e.g. "
     assert any(
-        line.startswith(note) and line.endswith(": no modality in the header); pass --intensity to choose one for all")
+        line.startswith(note)
+        and ": no modality in the header, values " in line
+        and line.endswith("); pass --intensity to choose one for all")
         for line in lines
     ), lines
 
@@ -797,3 +799,119 @@ def test_label_values_map_masks_for_training_evaluation_and_prediction(tmp_path,
     assert code == 0, lines
     again = json.loads((tmp_path / "e2" / "metrics.json").read_text())
     assert again["mean_dice"] == pytest.approx(metrics["mean_dice"])
+
+
+# ------------------------------------------------------------- messages in the user's words
+
+
+def test_4d_files_without_in_channels_name_the_flag_once(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "fmri"
+    folder.mkdir()
+    for i in range(3):
+        _nifti(folder / f"v{i}.nii.gz", np.random.default_rng(i).random((16, 16, 16, 2)).astype(np.float32))
+    args = ["pretrain", "--config", _yaml(tmp_path, "tiny.yaml", {}), "--dim", "3", "--size", "16", "--steps", "1"]
+    with pytest.warns(UserWarning) as warned:
+        code, lines = run_cli(
+            [*args, "--device", "cpu", "--data", folder, "--out", tmp_path / "out"], monkeypatch, capsys
+        )
+    assert code == 2 and len(lines) == 1
+    (skipped,) = [str(w.message) for w in warned if "unusable file" in str(w.message)]
+    for line in (skipped, lines[0]):
+        assert line.count("--in-channels 2") == 1 and "channels=True" not in line, line
+    assert "(3 files: v0.nii.gz, v1.nii.gz, v2.nii.gz)" in skipped  # the advice said once for the 3 files
+
+
+def test_a_crop_size_too_large_for_the_images_names_the_size_given_and_the_limit(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for i in range(2):
+        _png(folder / f"p{i}.png", np.random.default_rng(i).integers(0, 255, (64, 64), dtype=np.uint8))
+    code, lines = run_cli(_pretrain_args(tmp_path, folder, tmp_path / "out", "--size", "4096"), monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1
+    assert "image is 64x64 px, too small for --size 4096x4096" in lines[0]
+    assert "these images allow --size 341 at most" in lines[0]  # 64 px x 8 / 1.5 (views.source_scale)
+
+
+def test_endpoint_error_on_training_images_says_so(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(2):
+        _png(folder / f"p{i}.png", np.random.default_rng(i).integers(0, 255, (40, 40), dtype=np.uint8))
+    out = tmp_path / "out"
+    code, lines = run_cli(_pretrain_args(tmp_path, folder, out), monkeypatch, capsys)
+    assert code == 0, lines
+    said = "view pairs of the training images (no image held out) with transforms never drawn in training"
+    assert any(line.startswith("endpoint error ") and said in line for line in lines), lines
+    assert not any("held-out endpoint error" in line for line in lines)
+    assert said in json.loads((out / "summary.json").read_text())["epe_pairs"]
+
+
+def test_ctrl_c_during_the_final_evaluation_still_writes_the_summary(tmp_path, monkeypatch, capsys):
+    import cover.pretraining.pretrain as pretrain_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module, "evaluate_fields", interrupted)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _png(folder / "p.png", np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8))
+    out = tmp_path / "out"
+    code, lines = run_cli(_pretrain_args(tmp_path, folder, out), monkeypatch, capsys)
+    assert code == 130 and lines[-1].startswith("interrupted during the final evaluation (the endpoint error)")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_evaluation"] == "interrupted: the endpoint error was not computed"
+    assert summary["steps"] == 1 and summary["checkpoint"] and "epe" not in summary
+
+
+def test_ctrl_c_during_the_demo_finetuning_test_still_writes_the_summary(tmp_path, monkeypatch, capsys):
+    import cover.downstream.finetune as finetune_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "_demo_test", interrupted)
+    out = tmp_path / "demo"
+    code, lines = run_cli(["finetune", *FINETUNE, "--out", out], monkeypatch, capsys)
+    assert code == 130 and lines[-1].startswith("interrupted during the final evaluation (the demo's test-slab")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_evaluation"] == "interrupted: the demo's test-slab evaluation was not computed"
+    assert summary["steps"] == 1 and (out / "last.pt").is_file()
+
+
+def test_finetune_takes_dim_from_a_3d_checkpoint_and_refuses_a_contradicting_dim(tmp_path, monkeypatch, capsys):
+    from cover.pretraining.pretrain import pretrain
+
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    for i in range(2):
+        _nifti(volumes / f"v{i}.nii.gz", np.random.default_rng(i).random((16, 16, 16)).astype(np.float32))
+    run = tmp_path / "pre3d"
+    pretrain(data=str(volumes), out=str(run), dim=3, size=16, batch_size=1, steps=1, device="cpu", **TINY)
+    images, labels = seg_task_2d(tmp_path)
+    base = ["finetune", "--checkpoint", run, "--images", images, "--labels", labels, "--out", tmp_path / "ft"]
+    code, out, lines = run_cli_output([*base, "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and yaml.safe_load(out)["dim"] == 3, lines  # not the default 2
+    code, lines = run_cli([*base, "--dim", "2", *FINETUNE[4:]], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: dim: 2 but the pretrained checkpoint ")
+    assert lines[0].endswith("is 3D; use --dim 3") and not (tmp_path / "ft").exists()
+
+
+def test_finetune_says_an_intensity_preset_comes_from_the_checkpoint(earlier, tmp_path, monkeypatch, capsys):
+    images, labels = seg_task_2d(tmp_path)
+    args = ["finetune", *FINETUNE, "--checkpoint", earlier, "--images", images, "--labels", labels]
+    code, lines = run_cli([*args, "--out", tmp_path / "ft"], monkeypatch, capsys)
+    assert code == 0, lines
+    (note,) = [line for line in lines if line.startswith("data: intensity preset ")]
+    assert note == "data: intensity preset mri (from checkpoint) for 4 file(s)", note
+
+
+def test_a_checkpoint_of_an_older_version_naming_preset_loads_silently(earlier, tmp_path, caplog):
+    from cover.models.loading import load_vector_model
+
+    state = load_checkpoint(list_checkpoints(earlier)[-1])
+    state["config"]["preset"] = state["config"].pop("intensity")  # as written before the rename
+    torch.save(state, tmp_path / "old.pt")
+    with caplog.at_level("WARNING"):
+        _, metadata, _ = load_vector_model(tmp_path / "old.pt")
+    assert metadata["spatial_dims"] == 2 and caplog.messages == []

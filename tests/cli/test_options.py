@@ -64,7 +64,7 @@ def test_intensity_with_preset_as_a_deprecated_alias(command, tmp_path, monkeypa
     code, out, lines = run([command, "--intensity", "ct:-175,250", "--dry-run"], monkeypatch, capsys)
     assert code == 0 and lines == []
     given = yaml.safe_load(out)
-    assert given["preset"] == "ct:-175,250"
+    assert given["intensity"] == "ct:-175,250" and "preset" not in given
     code, out, lines = run([command, "--preset", "ct:-175,250", "--dry-run"], monkeypatch, capsys)
     assert code == 0 and lines == ["warning: --preset is deprecated for the intensity preset; use --intensity"]
     assert yaml.safe_load(out) == given

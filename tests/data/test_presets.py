@@ -42,7 +42,7 @@ def test_defaults_and_params():
 def test_bad_presets_are_one_line_config_errors(text, match):
     with pytest.raises(ConfigError, match=match) as info:
         parse_preset(text)
-    assert "\n" not in str(info.value) and str(info.value).startswith("preset:")
+    assert "\n" not in str(info.value) and str(info.value).startswith("intensity:")
 
 
 def test_ct_window():
@@ -142,3 +142,17 @@ def test_choose_preset_reads_the_header_then_the_values(low, high, modality, exp
         assert why == f"no modality in the header; values {low:g}..{high:g} look like CT in HU"
     elif modality is not None:
         assert why == f"modality {modality} in the header"
+
+
+def test_ct_padded_below_air_gets_minmax_with_the_values_seen_and_the_flag_to_pass():
+    from cover.data.presets import choose_preset
+
+    values = np.linspace(-1000, 1500, 60).reshape(3, 4, 5)
+    values[0, 0, :2] = -32768  # padding outside the field of view
+    preset, why = choose_preset(_record(values, None))
+    assert preset == "minmax"
+    assert (
+        why == "no modality in the header, values -32768..1500 (CT in HU padded with -32768? then pass --intensity ct)"
+    )
+    _, why = choose_preset(_record(np.linspace(0, 255, 60).reshape(3, 4, 5), None))
+    assert why == "no modality in the header, values 0..255"  # no CT advice for a picture

@@ -41,7 +41,7 @@ def test_evaluate_scores_hand_made_masks_exactly(seg2d, tmp_path, monkeypatch):
     """The 'images' are the predicted masks themselves; the network is replaced by their one-hot."""
     summary = finetune(
         images=seg2d[0], labels=seg2d[1], dim=2, size=32, steps=1, val_every=1, model=TINY,
-        preset="none", num_classes=3, out=str(tmp_path / "run"),
+        intensity="none", num_classes=3, out=str(tmp_path / "run"),
     )  # fmt: skip
     images, labels = tmp_path / "pred", tmp_path / "true"
     images.mkdir()

@@ -325,6 +325,7 @@ def analyze(
     datalist: str | None = None,
     out: str | Path = "cover_runs/analyze",
     *,
+    intensity: str | None = None,
     preset: str | None = None,
     class_names: list[str] | None = None,
     samples_per_class: int = 500,
@@ -348,7 +349,8 @@ def analyze(
         labels: Label-map folder.
         datalist: JSON/CSV datalist with ``image`` and ``label`` (instead of the folders).
         out: Output folder (never silently overwritten).
-        preset: Intensity preset of the images (default: the checkpoint's, else per file).
+        intensity: Intensity preset of the images (default: the checkpoint's, else per file).
+        preset: Old name of ``intensity`` (deprecated).
         class_names: Names of labels 0, 1, ... for the figures.
         samples_per_class: Pixels sampled per class for the class distances.
         max_distance: Largest neighbour distance in pixels.
@@ -378,9 +380,11 @@ def analyze(
         method and checkpoint, and the data source. The printed line gives the scale-free
         measure, the untrained reference and "collapsed" / "not collapsed".
     """
+    from cover.config import intensity_argument
     from cover.downstream.outputs import prepare_output
     from cover.engine.distributed import resolve_device
 
+    intensity = intensity_argument(intensity, preset)
     if embedding not in EMBEDDINGS:
         raise ConfigError(f"embedding: {embedding!r} is not allowed (allowed: {', '.join(EMBEDDINGS)})")
     for key, value, low in (("samples_per_class", samples_per_class, 2), ("max_distance", max_distance, 1)):
@@ -396,7 +400,7 @@ def analyze(
         "labels": labels,
         "datalist": datalist,
         "out": str(out),
-        "preset": preset,
+        "intensity": intensity,
         "samples_per_class": samples_per_class,
         "max_distance": max_distance,
         "include_background": include_background,
@@ -419,7 +423,7 @@ def analyze(
             labels,
             datalist,
             dim=info["spatial_dims"],
-            preset=preset or info["preset"],
+            preset=intensity or info["preset"],
             in_channels=info["in_channels"],
             max_images=max_images,
         )

@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from cover.benchmark.tasks import TaskConfig, resolve_task
-from cover.config import deep_merge, load_yaml, update_dataclass
+from cover.config import (
+    ModelConfig,
+    PretrainConfig,
+    deep_merge,
+    load_yaml,
+    renamed_keys,
+    resolve_pretrain_config,
+    to_dict,
+    update_dataclass,
+)
 from cover.errors import ConfigError
 
 HALF_CHANNELS = [16, 32, 64, 128, 256, 128, 64, 32, 16]
@@ -162,6 +171,8 @@ class BenchmarkConfig:
         return [resolve_task(dict(t), i) for i, t in enumerate(self.tasks)]
 
 
+#: The sections of :class:`cover.config.PretrainConfig` keys.
+PRETRAIN_SECTIONS = ("pretrain", "pretrain_2d", "pretrain_3d")
 #: Keys a benchmark controls itself in the pretraining and fine-tuning configs.
 _RESERVED_PRETRAIN = ("method", "method_options", "out", "dim", "resume", "overwrite", "model", "device")
 _RESERVED_FINETUNE = (
@@ -211,9 +222,108 @@ def resolve_benchmark_config(
     for key in ("tasks", "methods", "seeds"):  # lists replace, they do not merge
         if key in values:
             base.pop(key, None)
-    resolved = update_dataclass(BenchmarkConfig(), deep_merge(base, values))
+    resolved = update_dataclass(BenchmarkConfig(), _current_names(deep_merge(base, values)))
     validate_benchmark_config(resolved)
     return resolved
+
+
+def _current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """The sections' old key names (``preset`` for the intensity preset) replaced, each with a notice."""
+    from cover.downstream.config import FinetuneConfig
+
+    values = dict(values)
+    for key in PRETRAIN_SECTIONS:
+        if isinstance(values.get(key), dict):
+            values[key] = renamed_keys(PretrainConfig(), values[key], f"{key}.")
+    if isinstance(values.get("finetune"), dict):
+        values["finetune"] = renamed_keys(FinetuneConfig(), values["finetune"], "finetune.")
+    tasks = values.get("tasks")
+    if isinstance(tasks, (list, tuple)):
+        values["tasks"] = [_task_names(t, i) if isinstance(t, dict) else t for i, t in enumerate(tasks)]
+    return values
+
+
+def _task_names(task: dict[str, Any], index: int) -> dict[str, Any]:
+    from cover.downstream.config import FinetuneConfig
+
+    task = renamed_keys(TaskConfig(), task, f"tasks[{index}].")
+    if isinstance(task.get("finetune"), dict):
+        task["finetune"] = renamed_keys(FinetuneConfig(), task["finetune"], f"tasks[{index}].finetune.")
+    return task
+
+
+def model_options(config: BenchmarkConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pretraining ``model`` and fine-tuning (scratch) ``model`` from the shared model settings."""
+    model = to_dict(update_dataclass(ModelConfig(), config.model, prefix="model."))
+    return model, {"backbone": model["backbone"], "channels": model["channels"]}
+
+
+def pretrain_values(config: BenchmarkConfig, method: str, dim: int) -> dict[str, Any]:
+    """The :func:`cover.pretrain` values of one method's pretraining in ``dim`` dimensions."""
+    values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
+    values.update(
+        method=method,
+        dim=dim,
+        model=model_options(config)[0],
+        method_options=dict(config.method_options.get(method, {})),
+    )
+    return values
+
+
+def finetune_values(
+    config: BenchmarkConfig, task: TaskConfig, data: dict[str, str | None], budget: int, seed: int
+) -> dict[str, Any]:
+    """The :func:`cover.finetune` values of one cell (task, label budget, seed)."""
+    values = deep_merge(config.finetune, task.finetune)
+    values.update(
+        task="seg",
+        dim=task.dim,
+        images=data["images"],
+        labels=data["labels"],
+        datalist=data["datalist"],
+        num_labeled=budget,
+        val_fraction=config.val_fraction,
+        select="best" if config.val_fraction > 0 else "last",
+        seed=seed,
+        intensity=task.intensity,
+        class_names=list(task.class_names) if task.class_names else None,
+        model=model_options(config)[1],
+        evaluate_test=False,
+    )
+    if task.label_values:  # only when given: the fingerprints of runs without it stay as they were
+        values["label_values"] = list(task.label_values)
+    if config.steps_per_case:
+        values["steps"] = max(values.get("steps") or 0, config.steps_per_case * budget)
+    return values
+
+
+def _check_sections(config: BenchmarkConfig, tasks: list[TaskConfig]) -> None:
+    """Every key of the pretraining and fine-tuning sections, and each run's resolved config.
+
+    A mistake in a section (an unknown key, a size the network cannot take) is reported
+    before any pretraining starts, named by its section.
+    """
+    from cover.downstream.config import FinetuneConfig, resolve_finetune_config
+    from cover.methods.scratch import is_pretrained
+
+    for key in PRETRAIN_SECTIONS:
+        update_dataclass(PretrainConfig(), getattr(config, key), prefix=f"{key}.")
+    update_dataclass(FinetuneConfig(), config.finetune, prefix="finetune.")
+    for dim in sorted({t.dim for t in tasks}):
+        for method in filter(is_pretrained, config.methods):
+            try:
+                resolve_pretrain_config(pretrain_values(config, method, dim))
+            except ConfigError as error:
+                raise ConfigError(f"pretrain ({method}, {dim}D): {error}") from None
+    for index, task in enumerate(tasks):
+        update_dataclass(FinetuneConfig(), task.finetune, prefix=f"tasks[{index}].finetune.")
+        paths = {"images": task.images, "labels": task.labels, "datalist": task.datalist}
+        if task.builtin:  # its files are written when the benchmark starts
+            paths = {"images": "built-in", "labels": "built-in", "datalist": None}
+        try:
+            resolve_finetune_config(finetune_values(config, task, paths, max(task.budgets), config.seeds[0]))
+        except ConfigError as error:
+            raise ConfigError(f"tasks[{index}] '{task.name}' fine-tuning: {error}") from None
 
 
 def validate_benchmark_config(config: BenchmarkConfig) -> None:
@@ -271,3 +381,4 @@ def validate_benchmark_config(config: BenchmarkConfig) -> None:
                 raise ConfigError(
                     f"tasks '{task.name}'.budgets: {error} (val_fraction {config.val_fraction})"
                 ) from None
+    _check_sections(config, tasks)

@@ -13,7 +13,11 @@ is also measured by :func:`cover.analyze` on the first task's test images.
 Every finished unit of work leaves a small JSON record in ``OUT/cells/`` holding a
 fingerprint of the settings that produced it; re-running skips records whose fingerprint
 matches, resumes an interrupted pretraining or fine-tuning from its checkpoint
-(``resume=auto``), and refuses records made with other settings (choose another ``out``).
+(``resume=auto``), and refuses finished records made with other settings (choose another
+``out``). A unit that failed or was interrupted is recorded as such (``failed`` with its error,
+``interrupted``); when a corrected rerun changes its settings it is redone from the start, its
+earlier run folder moved aside (``NAME.superseded``, never deleted) with a warning naming it.
+Before any work, :func:`cover.benchmark.checks.check_data` reads every user task's files.
 SIGTERM/SIGINT inside a training run checkpoint it; between training runs the benchmark
 stops after the current unit; either way it exits with the command that continues.
 
@@ -25,22 +29,32 @@ under ``pretrain/``, ``finetune/``, ``analysis/`` and generated task data under 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cover.benchmark.config import BenchmarkConfig, resolve_benchmark_config
+from cover.benchmark.checks import check_data
+from cover.benchmark.config import (
+    BenchmarkConfig,
+    finetune_values,
+    model_options,
+    pretrain_values,
+    resolve_benchmark_config,
+)
 from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 from cover.benchmark.tasks import TaskConfig, describe_task, task_data
-from cover.config import deep_merge, save_yaml, to_dict
+from cover.config import save_yaml, to_dict
 from cover.engine.guards import StopSignals
 from cover.errors import ConfigError, TrainingInterrupted
 from cover.methods.scratch import is_pretrained
@@ -60,6 +74,9 @@ def fingerprint(values: Any) -> str:
 class Records:
     """The JSON records of finished (and started) work in ``OUT/cells``.
 
+    A record's ``status`` is ``running`` while its unit works, then ``done``, ``failed`` (with
+    the error) or ``interrupted``; a unit killed outright stays ``running``.
+
     Args:
         folder: ``OUT/cells``.
     """
@@ -72,22 +89,35 @@ class Records:
         """Record file of a unit of work."""
         return self.folder / f"{name}.json"
 
-    def get(self, name: str, print_: str) -> dict[str, Any] | None:
-        """The finished record of ``name`` when made with fingerprint ``print_``.
+    def get(self, name: str, print_: str) -> tuple[dict[str, Any] | None, bool]:
+        """The finished record of ``name`` made with fingerprint ``print_``, and whether to resume.
+
+        Returns:
+            ``(record, resume)``: the ``done`` record (else ``None``), and whether an unfinished
+            attempt with the same settings left a run to continue (an unfinished attempt with
+            other settings is redone from the start).
 
         Raises:
-            ConfigError: The record was made with other settings.
+            ConfigError: Finished work made with other settings.
         """
         path = self.path(name)
         if not path.is_file():
-            return None
+            return None, False
         record = json.loads(path.read_text())
-        if record.get("fingerprint") != print_:
-            raise ConfigError(
-                f"out: {path} was made with other settings than this run's; choose another --out "
-                "(or delete that record to redo it)"
-            )
-        return record if record.get("status") == "done" else None
+        same = record.get("fingerprint") == print_
+        if record.get("status") == "done":
+            if not same:
+                raise ConfigError(
+                    f"out: {path} is finished work made with other settings than this run's; choose another "
+                    "--out (or delete that record to redo it)"
+                )
+            return record, False
+        if not same:
+            log.warning(
+                "benchmark: redoing %s from the start: its earlier attempt (%s) used other settings", name,
+                record.get("status", "unfinished"),
+            )  # fmt: skip
+        return None, same
 
     def put(self, name: str, record: dict[str, Any]) -> None:
         """Write a record atomically."""
@@ -95,6 +125,40 @@ class Records:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(record, indent=2))
         os.replace(temporary, path)
+
+    @contextlib.contextmanager
+    def attempt(self, name: str, record: dict[str, Any]) -> Iterator[None]:
+        """Mark ``name`` running; on an error or interruption, record it as ``failed``/``interrupted``."""
+        self.put(name, {**record, "status": "running"})
+        try:
+            yield
+        except (TrainingInterrupted, KeyboardInterrupt):
+            self.put(name, {**record, "status": "interrupted"})
+            raise
+        except Exception as error:
+            self.put(name, {**record, "status": "failed", "error": str(error)[:2000]})
+            raise
+
+
+def _set_aside(folder: Path, resume: bool) -> bool:
+    """Whether ``folder`` holds a run to resume; a run of other settings is moved aside (never deleted).
+
+    Args:
+        folder: The unit's run folder.
+        resume: The unit's record says an unfinished attempt had the same settings.
+    """
+    if not (folder.is_dir() and any(folder.iterdir())):
+        return False
+    if resume:
+        return True
+    aside = folder.with_name(f"{folder.name}.superseded")
+    for number in itertools.count(2):
+        if not aside.exists():
+            break
+        aside = folder.with_name(f"{folder.name}.superseded-{number}")
+    folder.rename(aside)
+    log.warning("benchmark: %s came from an attempt with other settings; moved to %s", folder, aside.name)
+    return False
 
 
 def _prepare(out: Path) -> Path:
@@ -110,32 +174,31 @@ def _prepare(out: Path) -> Path:
     return out
 
 
-def _model_options(config: BenchmarkConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Pretraining ``model`` and fine-tuning (scratch) ``model`` from the shared model settings."""
-    from cover.config import ModelConfig, update_dataclass
+def _stable(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings as fingerprinted: the intensity preset under its former name ``preset``.
 
-    model = to_dict(update_dataclass(ModelConfig(), config.model, prefix="model."))
-    return model, {"backbone": model["backbone"], "channels": model["channels"]}
+    Records written before the key was renamed ``intensity`` thus still match the same settings.
+    """
+    return {("preset" if k == "intensity" else k): v for k, v in values.items()}
 
 
 def _pretrain(
-    config: BenchmarkConfig, method: str, dim: int, out: Path, records: Records, model: dict[str, Any]
+    config: BenchmarkConfig, method: str, dim: int, out: Path, records: Records
 ) -> tuple[dict[str, Any], bool]:
     """Pretrain one method for one dimension, or reuse the finished run; ``(record, reused)``."""
     from cover.pretraining.pretrain import pretrain
 
-    values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
-    values.update(method=method, dim=dim, model=model, method_options=dict(config.method_options.get(method, {})))
+    values = pretrain_values(config, method, dim)
     name = f"pretrain__{method}__{dim}d"
-    print_ = fingerprint(values)
-    found = records.get(name, print_)
+    print_ = fingerprint(_stable(values))
+    found, resume = records.get(name, print_)
     if found is not None:
         return found, True
     folder = out / "pretrain" / f"{method}-{dim}d"
-    started = folder.is_dir() and any(folder.iterdir())
-    records.put(name, {"fingerprint": print_, "status": "running", "settings": values})
+    started = _set_aside(folder, resume)
     log.info("benchmark: pretraining %s (%dD)%s -> %s", method, dim, " (resuming)" if started else "", folder)
-    summary = pretrain(values, out=str(folder), device=config.device, resume="auto" if started else None)
+    with records.attempt(name, {"fingerprint": print_, "settings": values}):
+        summary = pretrain(values, out=str(folder), device=config.device, resume="auto" if started else None)
     record = {
         "fingerprint": print_,
         "status": "done",
@@ -153,57 +216,22 @@ def _pretrain(
     return record, False
 
 
-def _finetune_cell(
+def _finetune_and_test(
     config: BenchmarkConfig,
-    task: TaskConfig,
-    data: dict[str, str | None],
-    method: str,
-    budget: int,
-    seed: int,
+    values: dict[str, Any],
+    test: dict[str, str | None],
     pretrained: dict[str, Any] | None,
-    scratch_model: dict[str, Any],
+    folder: Path,
+    started: bool,
     out: Path,
-    records: Records,
-) -> tuple[dict[str, Any], bool]:
-    """Fine-tune and test one cell, or reuse its record; ``(record, reused)``."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fine-tune one cell (continuing an interrupted run of the same settings) and test it."""
     from cover.downstream.evaluate import evaluate
     from cover.downstream.finetune import finetune
 
-    values = deep_merge(config.finetune, task.finetune)
-    values.update(
-        task="seg",
-        dim=task.dim,
-        images=data["images"],
-        labels=data["labels"],
-        datalist=data["datalist"],
-        num_labeled=budget,
-        val_fraction=config.val_fraction,
-        select="best" if config.val_fraction > 0 else "last",
-        seed=seed,
-        preset=task.preset,
-        class_names=list(task.class_names) if task.class_names else None,
-        model=scratch_model,
-        evaluate_test=False,
-    )
-    if task.label_values:  # only when given: the fingerprints of runs without it stay as they were
-        values["label_values"] = list(task.label_values)
-    if config.steps_per_case:
-        values["steps"] = max(values.get("steps") or 0, config.steps_per_case * budget)
-    test = {k: data[k] for k in ("test_images", "test_labels", "test_datalist")}
-    name = f"{task.name}__{method}__n{budget}__seed{seed}"
-    print_ = fingerprint({"finetune": values, "test": test, "pretrain": pretrained and pretrained["fingerprint"]})
-    found = records.get(name, print_)
-    if found is not None:
-        return found, True
-    folder = out / "finetune" / task.name / method / f"n{budget}-seed{seed}"
-    records.put(name, {"fingerprint": print_, "status": "running"})
-    tic = time.monotonic()
-    checkpoint = str(out / pretrained["checkpoint"]) if pretrained else None
-    # An interrupted fine-tuning (same settings: the fingerprint matched) continues from its checkpoint.
-    started = folder.is_dir() and any(folder.iterdir())
     summary = finetune(
         values,
-        pretrained=checkpoint,
+        pretrained=str(out / pretrained["checkpoint"]) if pretrained else None,
         out=str(folder),
         resume="auto" if started else None,
         overwrite=not started,
@@ -218,6 +246,33 @@ def _finetune_cell(
         device=config.device,
         overwrite=True,
     )
+    return summary, scores
+
+
+def _finetune_cell(
+    config: BenchmarkConfig,
+    task: TaskConfig,
+    data: dict[str, str | None],
+    method: str,
+    budget: int,
+    seed: int,
+    pretrained: dict[str, Any] | None,
+    out: Path,
+    records: Records,
+) -> tuple[dict[str, Any], bool]:
+    """Fine-tune and test one cell, or reuse its record; ``(record, reused)``."""
+    values = finetune_values(config, task, data, budget, seed)
+    test = {k: data[k] for k in ("test_images", "test_labels", "test_datalist")}
+    name = f"{task.name}__{method}__n{budget}__seed{seed}"
+    pretrained_print = pretrained and pretrained["fingerprint"]
+    print_ = fingerprint({"finetune": _stable(values), "test": test, "pretrain": pretrained_print})
+    found, resume = records.get(name, print_)
+    if found is not None:
+        return found, True
+    folder = out / "finetune" / task.name / method / f"n{budget}-seed{seed}"
+    with records.attempt(name, {"fingerprint": print_}):
+        tic = time.monotonic()
+        summary, scores = _finetune_and_test(config, values, test, pretrained, folder, _set_aside(folder, resume), out)
     record = {
         "fingerprint": print_,
         "status": "done",
@@ -258,26 +313,25 @@ def _analyse(
     builtin = task.name == "mni-tissue-2d"  # analyze's built-in default: the same test-slab slices
     source = {} if builtin else {"images": data["test_images"], "labels": data["test_labels"]}
     if not builtin:
-        source.update(datalist=data["test_datalist"], preset=task.preset)
+        source.update(datalist=data["test_datalist"], intensity=task.intensity)
     model = {**scratch_model, "spatial_dims": task.dim, "in_channels": 1}
     name = f"analysis__{task.name}__{method}"
-    print_ = fingerprint(
-        {"options": options, "source": source, "model": model, "pretrain": pretrained and pretrained["fingerprint"]}
-    )
-    found = records.get(name, print_)
+    pretrained_print = pretrained and pretrained["fingerprint"]
+    print_ = fingerprint({"options": options, "source": _stable(source), "model": model, "pretrain": pretrained_print})
+    found, _ = records.get(name, print_)
     if found is not None:
         return found, True
-    records.put(name, {"fingerprint": print_, "status": "running"})
-    result = analyze(
-        str(out / pretrained["checkpoint"]) if pretrained else None,
-        out=out / "analysis" / method,
-        overwrite=True,
-        device=config.device,
-        model=None if pretrained else model,
-        class_names=list(task.class_names) if task.class_names else None,
-        **source,
-        **options,
-    )
+    with records.attempt(name, {"fingerprint": print_}):
+        result = analyze(
+            str(out / pretrained["checkpoint"]) if pretrained else None,
+            out=out / "analysis" / method,
+            overwrite=True,
+            device=config.device,
+            model=None if pretrained else model,
+            class_names=list(task.class_names) if task.class_names else None,
+            **source,
+            **options,
+        )
     record = {"fingerprint": print_, "status": "done", "task": task.name, "method": method, **result}
     records.put(name, record)
     return record, False
@@ -377,7 +431,7 @@ def _write_report(
     lines += [
         "## Pretraining",
         "",
-        "| method | dim | steps | minutes | final loss | held-out EPE (px) |",
+        "| method | dim | steps | minutes | final loss | EPE on new view pairs (px) |",
         "|---|---|---|---|---|---|",
     ]
     for (method, dim), record in sorted(pretrains.items()):
@@ -403,8 +457,26 @@ def _write_report(
     }
 
 
+def plan(config: BenchmarkConfig, tasks: list[TaskConfig]) -> list[str]:
+    """The units of work of a benchmark, one line each (``--dry-run``)."""
+    pretrained = [m for m in config.methods if is_pretrained(m)]
+    lines = [f"pretrain {m} ({d}D)" for d in sorted({t.dim for t in tasks}) for m in pretrained]
+    if config.analyze is not False:
+        lines += [f"analyse {m} on {tasks[0].name}" for m in config.methods]
+    for task in tasks:
+        cells = len(task.budgets) * len(config.methods) * len(config.seeds)
+        grid = f"budgets {sorted(task.budgets)} x methods {list(config.methods)} x seeds {list(config.seeds)}"
+        intensity = task.intensity or "from the checkpoint"
+        lines.append(f"fine-tune + test {task.name} ({task.dim}D, intensity {intensity}): {grid} = {cells} cells")
+    return lines
+
+
 def benchmark(
-    config: BenchmarkConfig | dict[str, Any] | str | Path | None = None, *, command: str | None = None, **options: Any
+    config: BenchmarkConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    command: str | None = None,
+    dry_run: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Pretrain every method, fine-tune and test on every task, budget and seed; write the tables.
 
@@ -412,6 +484,8 @@ def benchmark(
         config: A :class:`~cover.benchmark.config.BenchmarkConfig`, a dict of its keys, a YAML
             path, or ``None`` (with ``preset=...``).
         command: The command line to print in ``results.md`` (the CLI passes it).
+        dry_run: Check everything (config and data) and return ``config`` and ``plan`` (the units
+            of work, one line each) without writing anything.
         **options: Config keys overriding ``config`` (``preset``, ``out``, ``device``, ...).
 
     Returns:
@@ -421,6 +495,10 @@ def benchmark(
     """
     tic = time.monotonic()
     config = resolve_benchmark_config(config, **options)
+    tasks = config.task_configs()
+    check_data(config, tasks)  # before any work: a bad task must not wait for the pretraining
+    if dry_run:
+        return {"config": {**to_dict(config), "tasks": [to_dict(t) for t in tasks]}, "plan": plan(config, tasks)}
     out = _prepare(Path(config.out))
     again = command or "cover.benchmark(...) with the same settings"
     with StopSignals() as signals:
@@ -443,14 +521,14 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
     tasks = config.task_configs()
     save_yaml(config, out / "config.yaml")
     records = Records(out / "cells")
-    model, scratch_model = _model_options(config)
+    scratch_model = model_options(config)[1]
     datas = {t.name: task_data(t, out / "data") for t in tasks}
     pretrains: dict[tuple[str, int], dict[str, Any]] = {}
     ran, skipped = 0, 0
     for dim in sorted({t.dim for t in tasks}):
         for method in config.methods:
             if is_pretrained(method):
-                pretrains[(method, dim)], reused = _pretrain(config, method, dim, out, records, model)
+                pretrains[(method, dim)], reused = _pretrain(config, method, dim, out, records)
                 ran, skipped = ran + (not reused), skipped + reused
                 check_stop()
     analyses: dict[str, dict[str, Any]] = {}
@@ -482,7 +560,6 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
             budget,
             seed,
             pretrains.get((method, task.dim)),
-            scratch_model,
             out,
             records,
         )

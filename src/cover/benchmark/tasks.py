@@ -79,8 +79,8 @@ class TaskConfig:
         test_labels: Folder of their label maps.
         test_datalist: Test datalist instead of the two folders.
         budgets: Numbers of labeled training cases to fine-tune with.
-        preset: Intensity preset of the images (``None``: the pretrained checkpoint's, else each
-            file's default); built-in tasks use ``mri``.
+        intensity: Intensity preset of the images (``None``: the pretrained checkpoint's, else each
+            file's default); built-in tasks use ``mri``. Formerly ``preset`` (still read).
         class_names: Optional names of labels 0, 1, ...
         label_values: Values the label maps (training and test) hold, background first: value
             ``i`` is class ``i`` (``[0, 255]`` for binary masks saved as 0/255); ``None``: the
@@ -102,7 +102,7 @@ class TaskConfig:
     test_labels: str | None = None
     test_datalist: str | None = None
     budgets: tuple[int, ...] = (1, 2, 4, 8)
-    preset: str | None = None
+    intensity: str | None = None
     class_names: tuple[str, ...] | None = None
     label_values: tuple[int, ...] | None = None
     size: int = 96
@@ -125,7 +125,7 @@ def resolve_task(values: dict[str, Any], index: int) -> TaskConfig:
         index: Its position in ``tasks`` (for messages).
 
     Returns:
-        The task config, with the built-in tasks' dimension, preset and class names filled in.
+        The task config, with the built-in tasks' dimension, intensity preset and class names filled in.
     """
     if not isinstance(values, dict) or "name" not in values:
         raise ConfigError(f"tasks[{index}]: expected a mapping with a 'name' (e.g. name: mni-tissue-2d)")
@@ -135,7 +135,7 @@ def resolve_task(values: dict[str, Any], index: int) -> TaskConfig:
         task = dataclasses.replace(
             task,
             dim=dim,
-            preset=task.preset or "mri",
+            intensity=task.intensity or "mri",
             class_names=task.class_names or (CLASS_NAMES if kind == "tissue" else REGION_NAMES),
             num_train=task.num_train or num_train,
             num_test=task.num_test or num_test,

@@ -44,7 +44,7 @@ def analyze(
         labels,
         datalist,
         out,
-        preset=intensity_option(intensity, preset),
+        intensity=intensity_option(intensity, preset),
         class_names=[n.strip() for n in class_names.split(",")] if class_names else None,
         samples_per_class=samples_per_class,
         max_distance=max_distance,

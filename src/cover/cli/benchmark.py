@@ -31,6 +31,9 @@ def benchmark(
     seeds: Annotated[str | None, Opt(help="Comma-separated fine-tuning seeds, e.g. 0,1,2.")] = None,
     device: Annotated[str | None, Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     notes: Annotated[str | None, Opt(help="Free text for results.md (e.g. the machine's load).")] = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="Check the config and every task's files; print the config and plan; run nothing.")
+    ] = False,
 ) -> None:
     """Pretrain each method, fine-tune on each task/label budget/seed, write results.md (a small Table 1)."""
     from cover.benchmark.runner import benchmark as run
@@ -46,5 +49,13 @@ def benchmark(
         "notes": notes,
     }
     command = "cover " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if dry_run:
+        import yaml
+
+        checked = run(config, dry_run=True, **options)
+        print(yaml.safe_dump(checked["config"], sort_keys=False), end="")
+        print("# plan (config and data checked; nothing run or written):")
+        print("\n".join(f"#   {line}" for line in checked["plan"]))
+        return
     summary = run(config, command=command, **options)
     print((Path(summary["out"]) / "results.md").read_text())

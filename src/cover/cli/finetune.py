@@ -38,7 +38,7 @@ def finetune(
     val_images: Annotated[str | None, Opt(help="Explicit validation images (else --val-fraction).")] = None,
     val_labels: Annotated[str | None, Opt(help="Labels of --val-images.")] = None,
     val_datalist: Annotated[str | None, Opt(help="Explicit validation datalist.")] = None,
-    dim: Annotated[int | None, Opt(help="2 or 3.")] = None,
+    dim: Annotated[int | None, Opt(help="2 or 3 (default: the pretrained checkpoint's, else 2).")] = None,
     num_classes: Annotated[int | None, Opt(help="Classes incl. background (default: from the labels).")] = None,
     label_values: Annotated[str | None, Opt(help=LABEL_VALUES_HELP)] = None,
     label_fraction: Annotated[float | None, Opt(help="Fraction of the training cases that are labeled.")] = None,
@@ -110,7 +110,7 @@ def finetune(
         "amp": amp,
         "channels_last": channels_last,
         "size": size,
-        "preset": intensity_option(intensity, preset),
+        "intensity": intensity_option(intensity, preset),
         "in_channels": in_channels,
         "val_every": val_every,
         "patience": patience,
@@ -126,9 +126,10 @@ def finetune(
     }
     if dry_run:
         from cover.config import run_values
-        from cover.downstream.config import FinetuneConfig, resolve_finetune_config
+        from cover.downstream.config import FinetuneConfig, dim_of_checkpoint, resolve_finetune_config
 
-        show_config(resolve_finetune_config(run_values(config_values(config, options), {}, FinetuneConfig.out)))
+        values = run_values(config_values(config, options), {}, FinetuneConfig.out)
+        show_config(resolve_finetune_config(dim_of_checkpoint(values)))
         return
     if devices and devices > 1:
         import sys

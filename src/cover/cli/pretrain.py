@@ -93,7 +93,7 @@ def pretrain(
         "device": device,
         "out": out,
         "seed": seed,
-        "preset": intensity_option(intensity, preset),
+        "intensity": intensity_option(intensity, preset),
         "spacing": spacing,
         "in_channels": in_channels,
         "num_workers": num_workers,

@@ -118,6 +118,8 @@ class Slices2DDataset(_StoreDataset):
         max_upscale: Images (or slices) needing more than this up-scaling factor to reach
             ``source_size`` are refused as too small.
         warn: Warn about images dropped as unusable.
+        crop_size: The pretraining crop (``--size``) that ``source_size`` was made from, to name
+            it (and the largest one the image allows) when an image is too small.
 
     ``__getitem__((index, seed))`` returns float32 ``(C, H, W)``.
     """
@@ -132,7 +134,9 @@ class Slices2DDataset(_StoreDataset):
         foreground_threshold: float = 0.1,
         max_upscale: float = 8.0,
         warn: bool = True,
+        crop_size: Sequence[int] | None = None,
     ) -> None:
+        self.crop_size = None if crop_size is None else _size_tuple(crop_size, 2, "size")
         if axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis: must be 0, 1 or 2, got {axis!r}")
         self.source_size = _size_tuple(source_size, 2)
@@ -164,6 +168,14 @@ class Slices2DDataset(_StoreDataset):
             if side * self.max_upscale < want:
                 size = "x".join(map(str, plane))
                 target = "x".join(map(str, self.source_size))
+                if self.crop_size is not None:
+                    crops = zip(plane, self.source_size, self.crop_size, strict=True)
+                    limit = min(int(s * self.max_upscale * c / w) for s, w, c in crops)
+                    return (
+                        f"image is {size} px, too small for --size {'x'.join(map(str, self.crop_size))}: crops are "
+                        f"cut from the image resized to {target} (views.source_scale x the size), at most "
+                        f"{self.max_upscale:g}x up-scaled; these images allow --size {limit} at most"
+                    )
                 return (
                     f"image is {size} px, too small to resize to {target} (more than "
                     f"{self.max_upscale:g}x up-scaling); remove it or lower the crop size"
@@ -330,17 +342,18 @@ def left_out_message(left_out: Sequence[tuple[Path, str]]) -> str:
     )
 
 
-def preset_note(metas: Sequence[dict[str, Any]], *, given: bool) -> str:
+def preset_note(metas: Sequence[dict[str, Any]], *, given: bool, origin: str = "given") -> str:
     """One line naming the intensity preset(s) used and why, e.g. for the start of a run.
 
     Args:
         metas: Per-file metadata with ``path``, ``preset`` and ``preset_reason``
             (:attr:`CachedVolumeStore.meta`).
-        given: The preset was given by the user (not chosen per file).
+        given: One preset was set for every file (not chosen per file).
+        origin: Where that one preset came from (``given``, ``from checkpoint``).
     """
     presets = Counter(m["preset"] for m in metas)
     if given:
-        return f"intensity preset {next(iter(presets))} (given) for {len(metas)} file(s)"
+        return f"intensity preset {next(iter(presets))} ({origin}) for {len(metas)} file(s)"
     parts = []
     for preset, count in presets.most_common():
         first = next(m for m in metas if m["preset"] == preset)
@@ -384,6 +397,7 @@ def build_pretrain_dataset(
     on_bad_file: str,
     slice_axis: int = 0,
     channels: bool = False,
+    crop_size: tuple[int, ...] | None = None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Build the pretraining dataset from a folder, an image file or a datalist.
 
@@ -403,6 +417,7 @@ def build_pretrain_dataset(
         slice_axis: Axis normal to 2D slices taken from volumes (``dim=2``).
         channels: Keep colour / 4th-axis channels of single files; all images must agree on ``C``
             (an image given as one file per channel has one channel per file).
+        crop_size: 2D: the crop ``source_size`` is made from, named when an image is too small.
 
     Returns:
         ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
@@ -434,7 +449,7 @@ def build_pretrain_dataset(
     chosen = None if preset in (None, "", "auto") else preset
     store = CachedVolumeStore(paths, chosen, spacing, cache_dir, on_bad_file, channels=channels, root=data, warn=False)
     if dim == 2:
-        dataset: _StoreDataset = Slices2DDataset(store, size, axis=slice_axis, warn=False)
+        dataset: _StoreDataset = Slices2DDataset(store, size, axis=slice_axis, warn=False, crop_size=crop_size)
     else:
         dataset = Patches3DDataset(store, size, warn=False)
     store.report_skipped()

@@ -95,23 +95,23 @@ def parse_preset(text: str | IntensityPreset) -> IntensityPreset:
     name = name.strip().lower()
     if name not in PRESETS:
         known = ", ".join(PRESETS)
-        raise ConfigError(f"preset: unknown intensity preset {raw!r}; choose one of {known}")
+        raise ConfigError(f"intensity: unknown intensity preset {raw!r}; choose one of {known}")
     default = PRESETS[name]
     if not args.strip():
         return IntensityPreset(name, default)
     if not default:
-        raise ConfigError(f"preset: {name!r} takes no parameters, got {raw!r}")
+        raise ConfigError(f"intensity: {name!r} takes no parameters, got {raw!r}")
     try:
         params = tuple(float(a) for a in args.split(","))
     except ValueError as exc:
-        raise ConfigError(f"preset: parameters of {raw!r} must be numbers, e.g. ct:-175,250") from exc
+        raise ConfigError(f"intensity: parameters of {raw!r} must be numbers, e.g. ct:-175,250") from exc
     if len(params) != len(default):
-        raise ConfigError(f"preset: {name!r} takes {len(default)} parameters (low,high), got {raw!r}")
+        raise ConfigError(f"intensity: {name!r} takes {len(default)} parameters (low,high), got {raw!r}")
     low, high = params
     if not high > low:
-        raise ConfigError(f"preset: {raw!r} needs low < high")
+        raise ConfigError(f"intensity: {raw!r} needs low < high")
     if name in ("mri", "xray") and not (0.0 <= low and high <= 100.0):
-        raise ConfigError(f"preset: percentiles in {raw!r} must lie in [0, 100]")
+        raise ConfigError(f"intensity: percentiles in {raw!r} must lie in [0, 100]")
     return IntensityPreset(name, params)
 
 
@@ -223,8 +223,18 @@ def choose_preset(record: ImageRecord) -> tuple[str, str]:
         low, high = float(record.array.min()), float(record.array.max())
         name, why = "ct", f"no modality in the header; values {low:g}..{high:g} look like CT in HU"
     else:
-        name, why = "minmax", "no modality in the header"
+        name, why = "minmax", _not_ct(record.array)
     return parse_preset(name).to_string(), why
+
+
+def _not_ct(array: np.ndarray) -> str:
+    """Why a file without a modality got ``minmax``: the values seen, and ``--intensity ct`` where CT is likely."""
+    low, high = float(np.min(array)), float(np.max(array))
+    why = f"no modality in the header, values {low:g}..{high:g}"
+    if low < CT_MINIMUM_RANGE[0] and high >= CT_MAXIMUM_AT_LEAST:
+        # A CT volume padded outside its field of view with a value below any scanner's air (-32768).
+        why += f" (CT in HU padded with {low:g}? then pass --intensity ct)"
+    return why
 
 
 def default_preset_for(record: ImageRecord) -> str:

@@ -214,8 +214,8 @@ def _read_nifti(path: Path, fmt: str, channels: bool) -> ImageRecord:
         size = "x".join(str(s) for s in img.shape)
         raise data_error(
             path,
-            f"is a {len(img.shape)}D image ({size}) but a 3D volume is expected; split it "
-            f"into 3D files or read it with channels=True",
+            f"is a {len(img.shape)}D image ({size}) but a 3D volume is expected; if its last axis holds "
+            f"{shape[3]} channels pass --in-channels {shape[3]}, else split it into 3D files",
         )
     file_shape = [int(s) for s in img.shape]
     if len(img.shape) == 2:  # a true 2D NIfTI: a volume of one slice along its third axis
@@ -431,7 +431,7 @@ def _read_numpy(path: Path, fmt: str, channels: bool) -> ImageRecord:
     if values.ndim == 2 or (values.ndim == 3 and not channels):
         values = values[None]
     elif not (values.ndim == 4 and (channels or values.shape[0] == 1)) and not (values.ndim == 3 and channels):
-        hint = "; if axis 0 is channels read it with channels=True" if values.ndim == 4 else ""
+        hint = f"; if axis 0 holds channels pass --in-channels {values.shape[0]}" if values.ndim == 4 else ""
         raise data_error(path, f"array of shape {values.shape} is not a 2D image or 3D volume{hint}")
     dims = values.ndim - 1
     if spacing is not None and len(spacing) != dims:

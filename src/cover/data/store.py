@@ -253,10 +253,25 @@ class CachedVolumeStore:
 
 
 def skipped_message(skipped: Sequence[tuple[Path, str]], limit: int = 10) -> str:
-    """One line summarising skipped files: count, then up to ``limit`` reasons."""
-    listing = "; ".join(reason for _, reason in skipped[:limit])
-    more = f"; ... and {len(skipped) - limit} more" if len(skipped) > limit else ""
-    return f"skipped {len(skipped)} unusable file(s): {listing}{more}"
+    """One line summarising skipped files: count, then up to ``limit`` reasons, each said once.
+
+    Files skipped for the same problem share one entry (``problem (3 files: a.nii.gz, b.nii.gz,
+    c.nii.gz)``), so advice is not repeated once per file.
+    """
+    groups: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        name = source_text(path)
+        named = reason.startswith(f"{name}: ")
+        groups.setdefault(reason[len(name) + 2 :] if named else reason, []).append(name if named else "")
+    parts = []
+    for problem, names in list(groups.items())[:limit]:
+        if len(names) == 1:
+            parts.append(f"{names[0]}: {problem}" if names[0] else problem)
+        else:
+            shown = ", ".join(Path(n).name for n in names[:3]) + (", ..." if len(names) > 3 else "")
+            parts.append(f"{problem} ({len(names)} files: {shown})")
+    more = f"; ... and {len(groups) - limit} more" if len(groups) > limit else ""
+    return f"skipped {len(skipped)} unusable file(s): {'; '.join(parts)}{more}"
 
 
 def _common_root(paths: Sequence[Path]) -> Path | None:

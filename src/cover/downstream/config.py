@@ -129,8 +129,8 @@ class FinetuneConfig:
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
             iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
             on GPUs).
-        preset: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
-            file's default (from its modality).
+        intensity: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
+            file's default (from its modality). Formerly ``preset`` (still read).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
         val_every: Steps between validations (``None``: about 10 per run).
         patience: Stop after this many validations without improvement (``None``: never).
@@ -184,7 +184,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     amp: str = "none"
     channels_last: bool = False
-    preset: str | None = None
+    intensity: str | None = None
     foreground_prob: float = 0.5
     val_every: int | None = None
     patience: int | None = None
@@ -218,7 +218,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "batch_size": 4,
     "steps": 200,
     "val_every": 25,
-    "preset": "mri",
+    "intensity": "mri",
     "select": "last",  # the demo validates on its test slab, so it reports the last checkpoint
     "class_names": ("background", "CSF", "GM", "WM"),
 }
@@ -242,6 +242,20 @@ def _values(config: FinetuneConfig | dict[str, Any] | str | Path | None, options
         values = dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
     return {k: v for k, v in values.items() if v is not None}
+
+
+def dim_of_checkpoint(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``dim`` taken from the ``pretrained`` checkpoint when not given (as ``predict`` does).
+
+    A ``dim`` that is given stays: one that contradicts the checkpoint is refused when the
+    checkpoint is loaded, as is a checkpoint that does not exist (left alone here, so that
+    ``--dry-run`` can show a config for a checkpoint still to be made).
+    """
+    if values.get("dim") is not None or values.get("pretrained") is None or not Path(values["pretrained"]).exists():
+        return values
+    from cover.models.loading import read_checkpoint
+
+    return {**values, "dim": int(read_checkpoint(values["pretrained"]).metadata["spatial_dims"])}
 
 
 def resolve_finetune_config(

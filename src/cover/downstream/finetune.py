@@ -42,7 +42,7 @@ from cover.data.presets import PER_FILE
 from cover.data.record import data_error
 from cover.downstream.batches import BatchSampler
 from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
-from cover.downstream.config import FinetuneConfig, resolve_finetune_config, resolve_steps
+from cover.downstream.config import FinetuneConfig, dim_of_checkpoint, resolve_finetune_config, resolve_steps
 from cover.downstream.finetune_task import CHECKPOINT_FORMAT, FinetuneTask, Progress, Validation
 from cover.downstream.flips import check_flips
 from cover.downstream.loading import LoadedCase, load_case
@@ -51,6 +51,7 @@ from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
 from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
+from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
 from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed
 from cover.engine.memory import fit_or_stop
@@ -262,7 +263,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
         The run summary (also ``OUT/summary.json``): steps, best/last validation score,
         checkpoint paths, case counts and, for the demo, the test metrics.
     """
-    config = resolve_finetune_config(run_values(config, options, FinetuneConfig.out))
+    config = resolve_finetune_config(dim_of_checkpoint(run_values(config, options, FinetuneConfig.out)))
     context = init_distributed(config.device)
     try:
         return _finetune(config, context)
@@ -326,7 +327,8 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
             {"path": str(source_files(c.case.image)[0]), "preset": c.preset, "preset_reason": c.preset_reason}
             for c in loaded
         ]
-        log.info("data: %s", preset_note(files, given=bool(cases.preset)))
+        origin = "given" if config.intensity else "from checkpoint"
+        log.info("data: %s", preset_note(files, given=bool(cases.preset), origin=origin))
     parts = _parts(config, spec, pretrained, cases.num_classes, context)
     network = parts.model
     resumed, progress = _resume(config, state, state_path, parts, out, context)
@@ -384,7 +386,7 @@ def _cases(
         )  # fmt: skip
     else:
         data = _data_sources(config)
-    preset = config.preset or source.get("pretrained_preset")
+    preset = config.intensity or source.get("pretrained_preset")
     train_cases, val_cases, unused, class_names = _select_cases(config, data)
     theirs = None if pretrained is None else pretrained.metadata.get("channel_names")
     names_from = data.datalist or (data.images if data.labels is None else None)
@@ -551,7 +553,8 @@ def _finish(
     }
     _plot_curves(out, metric)
     if config.is_demo and config.evaluate_test:
-        _demo_test(summary, selected, cases.data, context.device)
+        with summary_if_interrupted(summary, out / "summary.json", "the demo's test-slab evaluation"):
+            _demo_test(summary, selected, cases.data, context.device)
     summary = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     score = summary.get("test", {}).get("mean_dice")

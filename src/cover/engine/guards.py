@@ -8,15 +8,45 @@ not finite is skipped and counted, and too many in a row abort the run with a cl
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cover.errors import CoverError
+from cover.errors import CoverError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def summary_if_interrupted(summary: dict[str, Any], path: Path, what: str) -> Iterator[None]:
+    """Around a run's final evaluation: on Ctrl-C, still write ``summary`` (marked interrupted) to ``path``.
+
+    Training is finished and its checkpoints are written when the final evaluation starts, so
+    an interruption there loses only the evaluation: the summary says so and the run stops with
+    one line (:class:`cover.errors.TrainingInterrupted`, exit status 130).
+
+    Args:
+        summary: The run summary so far (``final_evaluation`` is added).
+        path: ``OUT/summary.json``.
+        what: The evaluation, in words (``the endpoint error``).
+    """
+    from cover.downstream.metrics import json_safe
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        summary["final_evaluation"] = f"interrupted: {what} was not computed"
+        path.write_text(json.dumps(json_safe(summary), indent=2))
+        raise TrainingInterrupted(
+            f"interrupted during the final evaluation ({what}); training finished, its checkpoints and "
+            f"{path} (marked interrupted) are written"
+        ) from None
 
 
 class StopSignals:

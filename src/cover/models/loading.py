@@ -404,7 +404,7 @@ def load_vector_model(path: str | Path, device: torch.device | str = "cpu") -> t
     Returns:
         ``(model in eval mode, checkpoint metadata, checkpoint file)``.
     """
-    from cover.config import resolve_pretrain_config
+    from cover.config import RENAMED_KEYS, resolve_pretrain_config
     from cover.models.networks import build_model
 
     checkpoint = read_checkpoint(path)
@@ -414,7 +414,9 @@ def load_vector_model(path: str | Path, device: torch.device | str = "cpu") -> t
     state, source = checkpoint.state, checkpoint.source
     if not isinstance(state.get("config"), dict):
         raise CoverError(f"{source}: checkpoint has no 'config'; use one written by cover pretrain")
-    config = resolve_pretrain_config({k: v for k, v in state["config"].items() if k not in ("resume",)})
+    # A checkpoint of an older version names the intensity preset ``preset``: read silently.
+    saved = {RENAMED_KEYS.get(k, k): v for k, v in state["config"].items() if k not in ("resume",)}
+    config = resolve_pretrain_config(saved)
     if config.method != "cover":
         raise CoverError(f"{source}: method {config.method!r} has no vector head; this command needs {needs}")
     model = build_model(config)
@@ -425,7 +427,7 @@ def load_vector_model(path: str | Path, device: torch.device | str = "cpu") -> t
     metadata = dict(checkpoint.metadata)
     metadata.setdefault("spatial_dims", config.dim)
     metadata.setdefault("in_channels", config.in_channels)
-    metadata.setdefault("data", {"preset": config.preset, "spacing": config.spacing})
+    metadata.setdefault("data", {"preset": config.intensity, "spacing": config.spacing})
     metadata["divisor"] = int(model.backbone.divisor)
     metadata["slice_axis"] = config.slice_axis
     return model.to(device).eval(), metadata, source

@@ -2,7 +2,7 @@
 
 Checks the config, the output folder, the resumed checkpoint, the model and the data before
 anything is written, then trains the method's :class:`~cover.pretraining.task.PretrainTask` with
-the :class:`~cover.engine.loop.Engine`, and ends with the held-out endpoint error, figures and
+the :class:`~cover.engine.loop.Engine`, and ends with the endpoint error on new view pairs, figures and
 ``summary.json``.
 """
 
@@ -32,6 +32,7 @@ from cover.config import (
 )
 from cover.engine.checkpoint import list_checkpoints, load_states, remove_partial_files, resume_state
 from cover.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
+from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
 from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed, adam_warmup_cosine
 from cover.engine.memory import fit_or_stop
@@ -75,12 +76,13 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
         config.data,
         dim=config.dim,
         source_size=size,
-        preset=config.preset,
+        preset=config.intensity,
         spacing=config.spacing,
         cache_dir=config.cache_dir,
         on_bad_file=config.on_bad_file,
         slice_axis=config.slice_axis,
         channels=config.in_channels > 1,
+        crop_size=config.size,
     )
     if metadata["channels"] != config.in_channels:
         raise ConfigError(
@@ -384,6 +386,21 @@ def _summary(
     return summary
 
 
+def _epe_source(config: PretrainConfig) -> str:
+    """Which view pairs the final endpoint error is measured on, in words.
+
+    With the user's data the pairs are new views of the training images (no image is held out:
+    a small folder has none to spare), and the text says so; the demo holds out a slab.
+    """
+    if not config.is_demo:
+        source = "the training images (no image held out)"
+    elif config.dim == 2:
+        source = "the demo's held-out slab (never trained on)"
+    else:
+        source = "patches centred in the demo's test slab (3D patches of the one template overlap the training region)"
+    return f"{config.eval_pairs} view pairs of {source} with transforms never drawn in training"
+
+
 def _finish(
     config: PretrainConfig,
     model: torch.nn.Module,
@@ -398,19 +415,12 @@ def _finish(
     from cover.pretraining.figures import plot_flow
 
     if hasattr(model, "predict_field"):
-        result = evaluate_fields(model, heldout, generator, config.eval_pairs, config.seed, device)
+        with summary_if_interrupted(summary, out / "summary.json", "the endpoint error"):
+            result = evaluate_fields(model, heldout, generator, config.eval_pairs, config.seed, device)
         summary["epe"] = result["epe"]
         summary["epe_zero"] = result["epe_zero"]
         summary["epe_ratio"] = result["epe"] / max(result["epe_zero"], 1e-9)
-        source = "the training images"
-        if config.is_demo:
-            source = (
-                "the demo's held-out slab (never trained on)"
-                if config.dim == 2
-                else "patches centred in the demo's test slab (3D patches of the one template overlap the training "
-                "region)"
-            )
-        summary["epe_pairs"] = f"{config.eval_pairs} view pairs from {source} with transforms never drawn in training"
+        summary["epe_pairs"] = _epe_source(config)
         views, phi = result["views"], result["phi"]
         plot_flow(views.view_a, views.view_b, views.phi_gt, phi, warp(views.view_a, phi), views.mask, out / "flow.png")
     columns = tuple(k for k in model.logged if k != "loss") or ("loss",)
@@ -418,8 +428,8 @@ def _finish(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if "epe" in summary:
         log.info(
-            f"held-out endpoint error {summary['epe']:.3f} px (zero field {summary['epe_zero']:.3f} px, "
-            f"ratio {summary['epe_ratio']:.2f}); results in {out}"
+            f"endpoint error {summary['epe']:.3f} px (zero field {summary['epe_zero']:.3f} px, "
+            f"ratio {summary['epe_ratio']:.2f}) on {summary['epe_pairs']}; results in {out}"
         )
     else:
         log.info("done; results in %s", out)
