@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk  # noqa: N813
 from PIL import Image
 
-from cover.data.labels import read_label_map
+from cover.data.labels import check_label_values, count_classes, original_values, read_label_map
 from cover.data.readers import read_image
 from cover.data.record import as_planar
-from cover.errors import DataError
+from cover.errors import ConfigError, DataError
 
 AFFINE = np.array([[0.0, 0.0, 2.0, -30.0], [-1.5, 0.0, 0.0, 40.0], [0.0, 1.0, 0.0, -12.5], [0, 0, 0, 1]])
 
@@ -176,3 +176,50 @@ def test_a_picture_or_noise_given_as_labels_is_refused(tmp_path, image):
     few = np.random.default_rng(3).integers(0, 16, size=(6, 7, 5)).astype(np.int16)  # 16 values: any arrangement
     read = read_label_map(_nifti(tmp_path / "few.nii.gz", few), image)  # RAS order: compare the counts
     np.testing.assert_array_equal(np.bincount(read.ravel()), np.bincount(few.ravel()))
+
+
+# ------------------------------------------------------------------ label values (issue 24)
+
+
+def test_count_classes_needs_the_indices_0_to_k_minus_1_unless_declared():
+    found = [("a.png", np.array([0, 1])), ("b.png", np.array([0, 2]))]
+    assert count_classes(found, None, "") == 3
+    assert count_classes([("a.png", np.array([0]))], None, "") == 2  # background only: still two classes
+    assert count_classes([("a.png", np.array([0, 2]))], 4, "num_classes is 4") == 4  # classes 1, 3 absent: declared
+    with pytest.raises(DataError) as error:
+        count_classes([("a.png", np.array([0, 1])), ("b.png", np.array([0, 1, 7]))], None, "")
+    assert str(error.value) == (
+        "b.png: holds values 0, 1, 7 but the label maps hold values 0, 1, 7 together; label values must be the "
+        "class indices 0..K-1: pass --label-values 0,1,7 (label_values in a YAML file) to make value i of the list "
+        "class i"
+    )
+    with pytest.raises(DataError, match=r"^b.png: holds values 0, 255 but num_classes is 2; .*--label-values 0,255 "):
+        count_classes([("a.png", np.array([0])), ("b.png", np.array([0, 255]))], 2, "num_classes is 2")
+    with pytest.raises(DataError, match=r"^a.png: holds value 9 but num_classes is 3; .* 0..K-1 \(0..2 here\)$"):
+        count_classes([("a.png", np.array([9]))], 3, "num_classes is 3")
+
+
+def test_label_values_map_each_listed_value_to_its_position_and_back(tmp_path):
+    masks = np.zeros((6, 9), np.uint8)
+    masks[1:3, 2:7], masks[4, 8] = 255, 127  # listed as 0, 255, 127: classes by list order, not value order
+    path = tmp_path / "m.png"
+    Image.fromarray(masks).save(path)
+    classes = read_label_map(path, (6, 9), (0, 255, 127))
+    expected = np.select([masks == 255, masks == 127], [1, 2], 0)  # 255 listed second: class 1
+    np.testing.assert_array_equal(classes, expected)
+    np.testing.assert_array_equal(original_values(classes, 3, (0, 255, 127)), masks)
+    assert original_values(classes, 3, None).dtype == np.uint8
+    wide = original_values(np.array([[0, 1]]), 2, (0, 1000))
+    assert wide.dtype == np.uint16 and wide.tolist() == [[0, 1000]]
+    with pytest.raises(DataError, match=r"m.png: holds value 127, which label_values \[0, 255\] does not list"):
+        read_label_map(path, (6, 9), (0, 255))
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [([1], "needs at least two values"), ([0, -1], "holds a negative value"), ([0, 5, 5], "repeats a value")],
+)
+def test_bad_label_values_are_one_line(values, words):
+    with pytest.raises(ConfigError, match=rf"^label_values: \[.*\] {words}"):
+        check_label_values(values)
+    assert check_label_values(None) is None and check_label_values(["0", 255.0]) == (0, 255)
