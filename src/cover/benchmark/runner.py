@@ -118,14 +118,33 @@ def _model_options(config: BenchmarkConfig) -> tuple[dict[str, Any], dict[str, A
     return model, {"backbone": model["backbone"], "channels": model["channels"]}
 
 
+def pretrain_values(
+    config: BenchmarkConfig, method: str, dim: int, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``cover pretrain`` values of one method and dimension (``model``: the shared model settings).
+
+    Args:
+        config: The benchmark config.
+        method: A pretraining method.
+        dim: 2 or 3.
+        model: Resolved model values; ``None`` resolves ``config.model``.
+
+    Returns:
+        Values for :func:`cover.pretraining.pretrain.pretrain` (``out`` and ``device`` aside).
+    """
+    values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
+    model = _model_options(config)[0] if model is None else model
+    values.update(method=method, dim=dim, model=model, method_options=dict(config.method_options.get(method, {})))
+    return values
+
+
 def _pretrain(
     config: BenchmarkConfig, method: str, dim: int, out: Path, records: Records, model: dict[str, Any]
 ) -> tuple[dict[str, Any], bool]:
     """Pretrain one method for one dimension, or reuse the finished run; ``(record, reused)``."""
     from cover.pretraining.pretrain import pretrain
 
-    values = deep_merge(config.pretrain, config.pretrain_2d if dim == 2 else config.pretrain_3d)
-    values.update(method=method, dim=dim, model=model, method_options=dict(config.method_options.get(method, {})))
+    values = pretrain_values(config, method, dim, model)
     name = f"pretrain__{method}__{dim}d"
     print_ = fingerprint(values)
     found = records.get(name, print_)
