@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from cover.config import (
     ViewConfig,
@@ -293,3 +294,14 @@ def test_recipe_paper_with_data_is_the_release_run_and_leaves_the_demo_and_other
     assert three.lr == pytest.approx(1e-4 * 4 / 256) and three.steps == 100_000
     with pytest.raises(ConfigError, match=r"^views.style: 'paper' is not allowed \(allowed: cover, authors\)$"):
         resolve_pretrain_config({"views": "paper"})
+
+
+def test_pretrain_views_option_names_the_style_and_rejects_others_in_one_line(monkeypatch, capsys, tmp_path):
+    from _support.cli import run_cli_output
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli_output(["pretrain", "--views", "authors", "--dry-run"], monkeypatch, capsys)
+    views = yaml.safe_load(out)["views"]
+    assert code == 0 and views["style"] == "authors" and views["rotation_deg"] == 10.0  # the demo's ranges stay
+    code, _, lines = run_cli_output(["pretrain", "--views", "bogus", "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: views.style: 'bogus' is not allowed (allowed: cover, authors)"]
