@@ -35,7 +35,8 @@ class ModelConfig:
         heads: MoV heads per pyramid level, coarse to fine.
         head_dim: Channels per head ``d``.
         window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
-        backbone_args: Extra arguments of the backbone beyond ``channels`` (for
+        backbone_args: Extra arguments of the backbone beyond ``channels`` (for ``unet``:
+            ``init``, ``cover`` or ``authors``, :class:`cover.nn.unet.UNet`; for
             ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
             ``upsample`` of ``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``,
             ``configuration``, ``num_classes``, see :mod:`cover.nn.nnunet_backbone`).
