@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from cover.config import (
     ViewConfig,
@@ -320,3 +321,41 @@ def test_an_unknown_finetune_key_names_its_section_and_the_nearest_key():
     with pytest.raises(ConfigError) as error:
         resolve_finetune_config({"augment": {"flip_prb": 0.0}})
     assert str(error.value) == "augment.flip_prb: unknown key, did you mean augment.flip_prob?"
+
+
+def test_recipe_paper_with_data_is_the_release_run_and_leaves_the_demo_and_other_recipes_alone():
+    """``--recipe paper --data``: lr 1e-4 * batch / 256, 467,200 steps (100 epochs of 112,120 images
+    at batch 24), no warm-up, the authors' U-Net initialisation; values the user gives still win."""
+    from cover.config import lr_notes, resolve_pretrain_config
+
+    paper = resolve_pretrain_config({"data": "d", "method_options": {"recipe": "paper"}, "views": "authors"})
+    assert paper.lr == pytest.approx(9.375e-6) and paper.steps == 100 * -(-112_120 // 24) == 467_200
+    assert paper.warmup_steps == 0 and paper.model.backbone_args == {"init": "authors"}
+    assert paper.views.style == "authors" and paper.views.rotation_deg == 30.0  # the reference ranges
+    assert lr_notes(paper.lr, 24, "paper")[0] == "recipe paper: 1e-4 x batch/256"
+    given = resolve_pretrain_config(
+        {"data": "d", "method_options": {"recipe": "paper"}, "batch_size": 48, "steps": 10, "lr": 1e-3}
+    )
+    assert (given.lr, given.steps, given.warmup_steps) == (1e-3, 10, 0)
+    assert resolve_pretrain_config({"data": "d", "method_options": {"recipe": "paper"}, "batch_size": 48}).lr == (
+        pytest.approx(1e-4 * 48 / 256)
+    )
+    default = resolve_pretrain_config({"data": "d"})
+    assert (default.steps, default.model.backbone_args, default.views.style) == (200_000, {}, "cover")
+    demo = resolve_pretrain_config({"method_options": {"recipe": "paper"}})
+    assert (demo.lr, demo.steps, demo.warmup_steps, demo.model.backbone_args) == (1e-3, 300, 20, {})
+    three = resolve_pretrain_config({"data": "d", "dim": 3, "method_options": {"recipe": "paper"}})
+    assert three.lr == pytest.approx(1e-4 * 4 / 256) and three.steps == 100_000
+    with pytest.raises(ConfigError, match=r"^views.style: 'paper' is not allowed \(allowed: cover, authors\)$"):
+        resolve_pretrain_config({"views": "paper"})
+
+
+def test_pretrain_views_option_names_the_style_and_rejects_others_in_one_line(monkeypatch, capsys, tmp_path):
+    from _support.cli import run_cli_output
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli_output(["pretrain", "--views", "authors", "--dry-run"], monkeypatch, capsys)
+    views = yaml.safe_load(out)["views"]
+    assert code == 0 and views["style"] == "authors" and views["rotation_deg"] == 10.0  # the demo's ranges stay
+    code, _, lines = run_cli_output(["pretrain", "--views", "bogus", "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: views.style: 'bogus' is not allowed (allowed: cover, authors)"]

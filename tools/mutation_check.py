@@ -67,6 +67,7 @@ VPA = "src/cover/nn/vpa.py"
 MOV = "src/cover/nn/mov.py"
 UNET = "src/cover/nn/unet.py"
 VIEWS = "src/cover/views.py"
+AUTHORS_VIEWS = "src/cover/authors_views.py"
 COVER = "src/cover/methods/cover.py"
 DENSE = "src/cover/methods/dense_infonce.py"
 INFONCE = "src/cover/losses/infonce.py"
@@ -81,6 +82,7 @@ T_VPA = "tests/nn/test_vpa.py"
 T_MOV = "tests/nn/test_mov.py"
 T_UNET = "tests/nn/test_unet.py"
 T_VIEWS = "tests/test_views.py"
+T_AUTHORS_VIEWS = "tests/test_authors_views.py"
 T_COVER = "tests/methods/test_cover.py"
 T_RECIPES = "tests/methods/test_cover_recipes.py"
 T_LOSSES = "tests/losses/test_masked.py"
@@ -292,8 +294,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "views-elastic-ignored",
         VIEWS,
-        "            phi_full = phi_full + random_elastic_field(",
-        "            phi_full = phi_full + 0 * random_elastic_field(",
+        "        return phi + random_elastic_field(",
+        "        return phi + 0 * random_elastic_field(",
         (T_VIEWS + "::test_elastic_views_have_a_non_affine_phi_gt",),
         "elastic setting has no effect",
     ),
@@ -301,9 +303,50 @@ MUTANTS: list[Mutant] = [
         "views-appearance-in-view-b",
         VIEWS,
         "view_b = sample_at(source, crop_coords + phi_gt)",
-        "view_b = sample_at(self.appearance(source, generator), crop_coords + phi_gt)",
+        "view_b = sample_at(self.appearance(source), crop_coords + phi_gt)",
         (T_VIEWS + "::test_appearance_changes_reach_view_a_only",),
         "view b gets noise, blur and in-painting too",
+    ),
+    Mutant(
+        "views-authors-rotations-added",
+        AUTHORS_VIEWS,
+        "rotation_matrices(draws.angles[:, 0] - draws.angles[:, 1], 2)",
+        "rotation_matrices(draws.angles[:, 0] + draws.angles[:, 1], 2)",
+        (T_AUTHORS_VIEWS,),
+        "authors' style: the two rotations collapse to the sum of the angles instead of the difference",
+    ),
+    Mutant(
+        "views-authors-centre",
+        AUTHORS_VIEWS,
+        "[s // 2 - (s - 1) / 2 for s in src_size]",
+        "[0.0 for s in src_size]",
+        (T_AUTHORS_VIEWS,),
+        "authors' style: the map about (s - 1) / 2 only, without the release's half-voxel re-centring",
+    ),
+    Mutant(
+        "views-authors-shear-transposed",
+        AUTHORS_VIEWS,
+        "return rotation @ torch.diag_embed(draws.scales) @ shear",
+        "return rotation @ torch.diag_embed(draws.scales) @ shear.transpose(1, 2)",
+        (T_AUTHORS_VIEWS,),
+        "authors' style: the shear terms in the other off-diagonal places",
+    ),
+    Mutant(
+        "views-authors-contrast-per-sample",
+        AUTHORS_VIEWS,
+        "mean = x.mean()  # over the whole batch, as the release does",
+        "mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)",
+        (T_AUTHORS_VIEWS,),
+        "authors' style: contrast about each image's mean instead of the batch's",
+    ),
+    Mutant(
+        "views-authors-blocks-before-contrast",
+        AUTHORS_VIEWS,
+        "    x = (x - mean) * (low + (high - low) * scalar()) + mean\n",
+        "    x = noise_blocks(config, x, generator) if config.max_blocks > 0 else x\n"
+        "    x = (x - mean) * (low + (high - low) * scalar()) + mean\n",
+        (T_AUTHORS_VIEWS,),
+        "authors' style: noise blocks drawn before the contrast change",
     ),
     # ------------------------------------------------------------- COVER losses (cover.methods)
     Mutant(

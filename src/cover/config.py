@@ -43,7 +43,8 @@ class ModelConfig:
         heads: MoV heads per pyramid level, coarse to fine.
         head_dim: Channels per head ``d``.
         window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
-        backbone_args: Extra arguments of the backbone beyond ``channels`` (for
+        backbone_args: Extra arguments of the backbone beyond ``channels`` (for ``unet``:
+            ``init``, ``cover`` or ``authors``, :class:`cover.nn.unet.UNet`; for
             ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
             ``upsample`` of ``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``,
             ``configuration``, ``num_classes``, see :mod:`cover.nn.nnunet_backbone`).
@@ -217,12 +218,29 @@ def default_lr(batch_size: int) -> float:
     return 1e-3 * math.sqrt(batch_size / 4)
 
 
-def lr_notes(lr: float, batch_size: int) -> tuple[str, str | None]:
+#: The paper's pretraining learning rate (recipe ``paper``), see :func:`paper_lr`.
+PAPER_LR_RULE = "1e-4 x batch/256"
+
+
+def paper_lr(batch_size: int) -> float:
+    """The paper's (and the release's) learning rate, ``1e-4 * batch_size / 256``: 9.4e-6 at batch 24.
+
+    Args:
+        batch_size: Global batch size.
+
+    Returns:
+        The learning rate.
+    """
+    return 1e-4 * batch_size / 256
+
+
+def lr_notes(lr: float, batch_size: int, recipe: str | None = None) -> tuple[str, str | None]:
     """Where a pretraining learning rate comes from, and a warning when it is far too small.
 
     Args:
         lr: The learning rate in use.
         batch_size: Global batch size.
+        recipe: The run's COVER recipe (its ``lr_rule`` names the rule), if any.
 
     Returns:
         ``(origin, warning)``: ``origin`` names the rule for the default rate (else
@@ -231,18 +249,47 @@ def lr_notes(lr: float, batch_size: int) -> tuple[str, str | None]:
     reference = default_lr(batch_size)
     if math.isclose(lr, reference, rel_tol=1e-9):
         return f"default {LR_RULE}", None
+    if _lr_rule(recipe) == "paper" and math.isclose(lr, paper_lr(batch_size), rel_tol=1e-9):
+        return f"recipe {recipe}: {PAPER_LR_RULE}", _too_small(lr, batch_size)
+    return "configured", _too_small(lr, batch_size)
+
+
+def _too_small(lr: float, batch_size: int) -> str | None:
+    reference = default_lr(batch_size)
     if lr * 10 <= reference:
-        return "configured", (
+        return (
             f"warning: lr {lr:.3g} is {reference / lr:.0f}x below {reference:.3g} ({LR_RULE} at batch {batch_size}), "
             "the rate pretraining has been measured to learn with; it may learn nothing"
         )
-    return "configured", None
+    return None
+
+
+def _recipe_schedule(recipe: str | None) -> dict[str, Any]:
+    """A COVER recipe's settings beyond the loss (:data:`cover.methods.cover.RECIPE_SCHEDULES`)."""
+    from cover.methods.cover import RECIPE_SCHEDULES
+
+    return RECIPE_SCHEDULES.get(recipe or "", {})
+
+
+def _given_recipe(values: dict[str, Any]) -> str | None:
+    """The COVER recipe a run will use (the named one, else the default); ``None`` for other methods."""
+    if values.get("method", "cover") != "cover":
+        return None
+    from cover.methods.cover import DEFAULT_RECIPE
+
+    options = values.get("method_options") or {}
+    return (options.get("recipe") if isinstance(options, dict) else None) or DEFAULT_RECIPE
+
+
+def _lr_rule(recipe: str | None) -> str:
+    return _recipe_schedule(recipe).get("lr_rule", "default")
 
 
 ALLOWED_CHOICES: dict[str, tuple[Any, ...]] = {
     "dim": (2, 3),
     "amp": ("none", "bf16", "fp16"),
     "on_bad_file": ("skip", "error"),
+    "views.style": ("cover", "authors"),
 }
 
 
@@ -566,9 +613,14 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         The resolved, validated :class:`PretrainConfig`.
     """
     values = lift_model_keys({k: v for k, v in values.items() if v is not None})
+    if isinstance(values.get("views"), str):  # ``views: authors`` names the style, ranges stay the defaults
+        values["views"] = {"style": values["views"]}
     probe = update_dataclass(PretrainConfig(), {k: values[k] for k in ("dim", "data") if k in values})
     dim = probe.dim
     base = dict(DEMO_OVERRIDES[dim] if probe.is_demo else DATA_DEFAULTS[dim])
+    recipe = _given_recipe(values)
+    if not probe.is_demo:
+        base.update(_recipe_schedule(recipe).get(dim, {}))  # e.g. recipe paper: the release's run length
     given_model = values.get("model")
     if isinstance(given_model, dict) and any(key in given_model for key in ("backbone", "channels", "heads")):
         base.pop("model", None)  # the user's network, from the paper's defaults, not the demo's
@@ -585,7 +637,10 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         divisors = pyramid_shape(config.model, dim)[1]
         changes["size"] = tuple(-(-s // d) * d for s, d in zip(changes["size"], divisors, strict=True))
     if config.lr is None:
-        changes["lr"] = default_lr(config.batch_size)
+        changes["lr"] = paper_lr(config.batch_size) if _lr_rule(recipe) == "paper" else default_lr(config.batch_size)
+    init = _recipe_schedule(recipe).get("init")
+    if init and not probe.is_demo and config.model.backbone == "unet" and "init" not in config.model.backbone_args:
+        changes["model"] = dataclasses.replace(config.model, backbone_args={**config.model.backbone_args, "init": init})
     if config.warmup_steps is None:
         changes["warmup_steps"] = max(1, config.steps // 20)
     if config.checkpoint_every is None:

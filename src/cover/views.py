@@ -38,7 +38,8 @@ class ViewConfig:
 
     Attributes:
         rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
-        num_rotations: Rotation factors around the scale/shear (2 in the 2D reference).
+        num_rotations: Rotation factors around the scale/shear (2 in the 2D reference; the
+            ``authors`` style ignores it, its rotation factors collapse into one).
         scale_range: Per-axis scale uniform in this range.
         translation: Translation uniform in ``±translation * size`` per axis.
         shear_deg: Shear angles uniform in ``±shear_deg``.
@@ -51,7 +52,8 @@ class ViewConfig:
         brightness_std: Additive brightness shift ``N(0, brightness_std)``.
         max_blocks: Maximum number of in-painted uniform-noise blocks.
         block_prob: Probability that each next block is drawn.
-        block_size_range: Block side uniform in this range, fraction of the size.
+        block_size_range: Block side uniform in this range, fraction of the size (``authors``:
+            of the crop, in whole voxels).
         source_scale: Source images are this factor larger than the crop (1.5 in the paper).
         gamma_range: Contrast change ``x.clamp(min=0) ** gamma`` of view a, gamma uniform in
             this range (first of the appearance changes); ``(1, 1)``: off.
@@ -64,6 +66,8 @@ class ViewConfig:
             voxels along any axis; ``None``: no limit. The vector pyramid can only find
             partners within its capture range ``r * (2**levels - 1)`` voxels (62 for the
             paper's U-Net with ``r = 2``: :func:`capture_range`).
+        style: ``cover`` (this module's generator) or ``authors`` (the authors' release's way of
+            drawing views with the same ranges, :mod:`cover.authors_views`; docs/method.md §3).
     """
 
     rotation_deg: float = 30.0
@@ -86,6 +90,7 @@ class ViewConfig:
     bias_std: float = 0.0
     bias_spacing: float = 0.5
     max_displacement: float | None = None
+    style: str = "cover"
 
     @classmethod
     def reference(cls, spatial_dims: int) -> ViewConfig:
@@ -162,6 +167,10 @@ class ViewGenerator:
         if len(self.size) != ndim or any(c > s for c, s in zip(self.size, src_size, strict=True)):
             raise ValueError(f"crop size {self.size} does not fit source size {src_size}")
         dev = source.device
+        if cfg.style == "authors":
+            from cover.authors_views import authors_view_pair  # it imports this module
+
+            return authors_view_pair(self, source, generator)
 
         def uniform(shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
             return low + (high - low) * torch.rand(shape, generator=generator, device=dev)
@@ -184,22 +193,53 @@ class ViewGenerator:
         offset = torch.floor(torch.rand((batch, ndim), generator=generator, device=dev) * (room + 1))
         offset = offset.view(batch, ndim, *([1] * ndim))
         crop_coords = identity_grid(self.size, device=dev) + offset  # (B, ndim, *size) on source
-        phi_full = affine_field(matrix, translation, src_size)
-        if cfg.elastic:
-            spacing = max(2, int(round(cfg.elastic_spacing * min(src_size))))
-            magnitude = cfg.elastic_magnitude * min(src_size)
-            phi_full = phi_full + random_elastic_field(
-                batch, src_size, magnitude=magnitude, control_spacing=spacing, generator=generator, device=dev
-            )
+        phi_full = self.add_elastic(affine_field(matrix, translation, src_size), generator)
         # phi_gt(p) = phi_full(o + p): read the source-grid field at the crop's coordinates.
         phi_gt = sample_at(phi_full, crop_coords, padding="border")
-        if cfg.max_displacement is not None:
+        view_a = sample_at(self.appearance(source, generator), crop_coords)
+        return self.pair(source, crop_coords, phi_gt, view_a)
+
+    def add_elastic(self, phi: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``phi`` plus a smooth random elastic field when ``elastic`` is on (else ``phi``, no draws).
+
+        Args:
+            phi: ``(B, ndim, *source_size)`` field on the source grid.
+            generator: Random generator on ``phi.device``.
+
+        Returns:
+            ``(B, ndim, *source_size)``.
+        """
+        cfg = self.config
+        if not cfg.elastic:
+            return phi
+        src_size = tuple(phi.shape[2:])
+        spacing = max(2, int(round(cfg.elastic_spacing * min(src_size))))
+        magnitude = cfg.elastic_magnitude * min(src_size)
+        return phi + random_elastic_field(
+            phi.shape[0], src_size, magnitude=magnitude, control_spacing=spacing, generator=generator, device=phi.device
+        )
+
+    def pair(
+        self, source: torch.Tensor, crop_coords: torch.Tensor, phi_gt: torch.Tensor, view_a: torch.Tensor
+    ) -> ViewPair:
+        """The view pair from a crop window and its field: ``max_displacement``, view b, mask.
+
+        Args:
+            source: ``(B, C, *source_size)`` images.
+            crop_coords: ``(B or 1, ndim, *size)`` source coordinates ``o + p`` of the window.
+            phi_gt: ``(B, ndim, *size)`` the transform's field read at the window.
+            view_a: ``(B, C, *size)`` the finished view a.
+
+        Returns:
+            The :class:`ViewPair`.
+        """
+        batch, ndim, dev = source.shape[0], source.dim() - 2, source.device
+        if self.config.max_displacement is not None:
             # Scaling the field scales the transform towards the identity; view b follows from it.
             largest = phi_gt.abs().flatten(1).amax(dim=1).clamp(min=1e-6)
-            shrink = (cfg.max_displacement / largest).clamp(max=1.0)
+            shrink = (self.config.max_displacement / largest).clamp(max=1.0)
             phi_gt = phi_gt * shrink.view(batch, *([1] * (ndim + 1)))
         view_b = sample_at(source, crop_coords + phi_gt)
-        view_a = sample_at(self.appearance(source, generator), crop_coords)
         target = identity_grid(self.size, device=dev) + phi_gt
         upper = torch.tensor(self.size, device=dev, dtype=phi_gt.dtype).view(1, ndim, *([1] * ndim)) - 1
         inside = ((target >= 0) & (target <= upper)).all(dim=1, keepdim=True)
@@ -226,16 +266,7 @@ class ViewGenerator:
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(shape, generator=generator, device=dev)
 
-        if tuple(cfg.gamma_range) != (1.0, 1.0):
-            low, high = cfg.gamma_range
-            x = x.clamp(min=0) ** (low + (high - low) * rand(batch)).view(per_sample)
-        if cfg.bias_std > 0:
-            spatial = x.shape[2:]
-            spacing = max(2, int(round(cfg.bias_spacing * min(spatial))))
-            bias = random_elastic_field(
-                batch, spatial, magnitude=cfg.bias_std, control_spacing=spacing, generator=generator, device=dev
-            )
-            x = x * torch.exp(bias[:, :1])
+        x = tone_changes(cfg, x, generator)
         if cfg.blur_sigma_max > 0:
             x = gaussian_blur(x, rand(batch) * cfg.blur_sigma_max)
         mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
@@ -273,6 +304,32 @@ class ViewGenerator:
             covered |= box & active[:, k].view((batch,) + (1,) * (ndim + 1))
         noise = torch.rand(x.shape, generator=generator, device=dev)
         return torch.where(covered, noise, x)
+
+
+def tone_changes(config: ViewConfig, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gamma change then smooth multiplicative bias field, per sample; each draws only when on.
+
+    Args:
+        config: ``gamma_range``, ``bias_std``, ``bias_spacing``.
+        x: ``(B, C, *spatial)`` images.
+        generator: Random generator on ``x.device``.
+
+    Returns:
+        ``(B, C, *spatial)`` (``x`` itself when both are off).
+    """
+    batch, ndim, dev = x.shape[0], x.dim() - 2, x.device
+    if tuple(config.gamma_range) != (1.0, 1.0):
+        low, high = config.gamma_range
+        gamma = low + (high - low) * torch.rand(batch, generator=generator, device=dev)
+        x = x.clamp(min=0) ** gamma.view((batch,) + (1,) * (ndim + 1))
+    if config.bias_std > 0:
+        spatial = x.shape[2:]
+        spacing = max(2, int(round(config.bias_spacing * min(spatial))))
+        bias = random_elastic_field(
+            batch, spatial, magnitude=config.bias_std, control_spacing=spacing, generator=generator, device=dev
+        )
+        x = x * torch.exp(bias[:, :1])
+    return x
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -266,3 +266,24 @@ def test_a_failed_cell_is_recorded_and_a_corrected_rerun_redoes_it(tmp_path, mon
     assert benchmark(corrected)["skipped"] == 1  # finished work with the same settings is reused
     with pytest.raises(ConfigError, match="is finished work made with other settings"):
         benchmark(config)  # finished work is never silently replaced
+
+
+def test_paper_preset_dry_run_shows_the_paper_recipe_for_every_pretraining(monkeypatch, capsys, tmp_path):
+    """``--preset paper --dry-run``: 384 px crops from 576, batch 24, lr 1e-4 * 24 / 256, no warm-up,
+    467,200 steps, the authors' views with the release's ranges, recipe paper, the authors' init;
+    nothing is written."""
+    from _support.cli import run_cli_output
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli_output(["benchmark", "--preset", "paper", "--dry-run"], monkeypatch, capsys)
+    assert code == 0 and not any(tmp_path.iterdir())
+    runs = yaml.safe_load(out[out.index("pretraining:") :])["pretraining"]
+    assert set(runs) == {f"{m}-{d}d" for m in ("dense-infonce", "simclr", "cover") for d in (2, 3)}
+    cover = runs["cover-2d"]
+    assert (cover["size"], cover["batch_size"], cover["steps"], cover["warmup_steps"]) == ([384, 384], 24, 467_200, 0)
+    assert cover["lr"] == pytest.approx(1e-4 * 24 / 256) and cover["views"]["source_scale"] == 1.5
+    assert cover["method_options"] == {"recipe": "paper"} and cover["model"]["backbone_args"] == {"init": "authors"}
+    views = cover["views"]
+    assert views["style"] == "authors" and views["rotation_deg"] == 30 and views["scale_range"] == [0.25, 1.75]
+    assert views["translation"] == 0.3 and views["shear_deg"] == 8.4375
+    assert runs["cover-3d"]["views"]["style"] == "authors" and runs["cover-3d"]["lr"] == pytest.approx(1e-4 * 4 / 256)

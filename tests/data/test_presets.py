@@ -12,7 +12,7 @@ from cover.data.record import ImageRecord
 from cover.errors import ConfigError
 
 
-@pytest.mark.parametrize("text", ["ct", "ct:-175,250", "mri", "mri:1,99", "xray", "zscore", "minmax", "none"])
+@pytest.mark.parametrize("text", ["ct", "ct:-175,250", "mri", "mri:1,99", "xray", "zscore", "minmax", "uint8", "none"])
 def test_parse_round_trip(text):
     preset = parse_preset(text)
     assert parse_preset(preset.to_string()) == preset
@@ -73,6 +73,17 @@ def test_zscore_nonzero_and_minmax_and_none():
     constant = np.full((1, 3, 3), 7.0, np.float32)
     for name in ("minmax", "mri", "zscore"):
         assert np.all(normalize(constant, name) == 0)
+
+
+def test_uint8_divides_by_255_without_rescaling_the_image_range():
+    """The authors' input: 8-bit values / 255, so an image spanning 20..200 stays at 20/255..200/255
+    (``minmax`` would stretch it to 0..1); values above 255 are not clipped."""
+    values = np.array([[20.0, 51.0, 200.0], [0.0, 255.0, 510.0]], dtype=np.float32)
+    out = normalize(values, "uint8")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[20 / 255, 0.2, 200 / 255], [0.0, 1.0, 2.0]], rtol=1e-6)
+    with pytest.raises(ConfigError, match="takes no parameters"):
+        parse_preset("uint8:0,255")
 
 
 def test_multichannel_is_per_channel():

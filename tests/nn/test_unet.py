@@ -69,3 +69,26 @@ def test_pyramid_matches_the_functional_reference(dim, size):
     assert len(pyramid) == len(expected) == 3
     for got, want in zip(pyramid, expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_authors_init_is_kaiming_with_relu_gain_and_default_biases():
+    """``init: authors``: weights N(0, 2 / fan_in) (Kaiming, ``a = 0``) and PyTorch's default biases
+    (uniform in ±1/sqrt(fan_in)); ``cover``: gain for slope 0.2 (std 1.9 % lower) and zero biases."""
+    import math
+
+    def pooled(net):
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        net.requires_grad_(False)
+        fan_ins = [m.weight[0].numel() for m in convs]
+        weights = torch.cat([m.weight.flatten() * math.sqrt(f / 2) for m, f in zip(convs, fan_ins, strict=True)])
+        biases = torch.cat([m.bias * math.sqrt(f) for m, f in zip(convs, fan_ins, strict=True)])
+        return float(weights.std()), biases
+
+    torch.manual_seed(0)
+    std, biases = pooled(UNet(2, 1, init="authors"))
+    assert abs(std - 1.0) < 0.003
+    assert float(biases.abs().max()) <= 1.0 and float(biases.std()) == pytest.approx(1 / math.sqrt(3), abs=0.03)
+    std, biases = pooled(UNet(2, 1))
+    assert abs(std - 1 / math.sqrt(1.04)) < 0.003 and not biases.any()
+    with pytest.raises(ConfigError, match="init: 'he' is not allowed"):
+        UNet(2, 1, init="he")

@@ -51,6 +51,7 @@ from cover.benchmark.config import (
     model_options,
     pretrain_values,
     resolve_benchmark_config,
+    resolved_pretraining,
 )
 from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 from cover.benchmark.tasks import TaskConfig, describe_task, task_data
@@ -498,7 +499,11 @@ def benchmark(
     tasks = config.task_configs()
     check_data(config, tasks)  # before any work: a bad task must not wait for the pretraining
     if dry_run:
-        return {"config": {**to_dict(config), "tasks": [to_dict(t) for t in tasks]}, "plan": plan(config, tasks)}
+        return {
+            "config": {**to_dict(config), "tasks": [to_dict(t) for t in tasks]},
+            "pretraining": resolved_pretraining(config, tasks),
+            "plan": plan(config, tasks),
+        }
     out = _prepare(Path(config.out))
     again = command or "cover.benchmark(...) with the same settings"
     with StopSignals() as signals:

@@ -35,7 +35,11 @@ def benchmark(
         bool, Opt("--dry-run", help="Check the config and every task's files; print the config and plan; run nothing.")
     ] = False,
 ) -> None:
-    """Pretrain each method, fine-tune on each task/label budget/seed, write results.md (a small Table 1)."""
+    """Pretrain each method, fine-tune on each task/label budget/seed, write results.md (a small Table 1).
+
+    --dry-run checks the config and every task's files, then prints the resolved benchmark config,
+    each pretraining run as ``cover pretrain`` resolves it, and the plan.
+    """
     from cover.benchmark.runner import benchmark as run
 
     if config is None and preset is None:
@@ -54,6 +58,7 @@ def benchmark(
 
         checked = run(config, dry_run=True, **options)
         print(yaml.safe_dump(checked["config"], sort_keys=False), end="")
+        print(yaml.safe_dump({"pretraining": checked["pretraining"]}, sort_keys=False), end="")
         print("# plan (config and data checked; nothing run or written):")
         print("\n".join(f"#   {line}" for line in checked["plan"]))
         return

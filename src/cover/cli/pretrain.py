@@ -48,6 +48,9 @@ def pretrain(
     recipe: Annotated[
         str | None, typer.Option(help="COVER loss recipe (paper, centred, vicreg, ...; docs/method.md).")
     ] = None,
+    views: Annotated[
+        str | None, typer.Option(help="View generator style: cover or authors (the release's; docs/method.md §3).")
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone (unet, monai-basicunet, nnunet).")] = None,
     plans: Annotated[str | None, typer.Option(help="--backbone nnunet: nnU-Net plans file (nnUNetPlans.json).")] = None,
     configuration: Annotated[
@@ -127,6 +130,7 @@ def pretrain(
             if v is not None
         },
         "method_options": {"recipe": recipe} if recipe is not None else {},
+        "views": {"style": views} if views is not None else None,
     }
     nnunet_args = {k: v for k, v in {"plans": plans, "configuration": configuration}.items() if v is not None}
     if nnunet_args:

@@ -12,6 +12,8 @@ name       parameters (default)   output
 ``zscore`` none                   per channel, ``(x - mean) / std`` over non-zero voxels;
                                   zero voxels stay 0 (background)
 ``minmax`` none                   per channel, ``[min, max] -> [0, 1]``
+``uint8``  none                   ``x / 255``, unclipped: the authors' release's input for
+                                  8-bit PNGs (docs/method.md §11 D8)
 ``none``   none                   values unchanged (float32)
 =========  =====================  ==========================================================
 
@@ -35,6 +37,7 @@ PRESETS: dict[str, tuple[float, ...]] = {
     "xray": (0.5, 99.5),
     "zscore": (),
     "minmax": (),
+    "uint8": (),
     "none": (),
 }
 
@@ -156,12 +159,14 @@ def normalize(array: np.ndarray, preset: str | IntensityPreset) -> np.ndarray:
 
     Returns:
         float32 array of the same shape; in ``[0, 1]`` for ``ct``, ``mri``, ``xray``,
-        ``minmax``; zero-mean unit-variance foreground for ``zscore``.
+        ``minmax`` (and ``uint8`` on 8-bit values); zero-mean unit-variance foreground for ``zscore``.
     """
     preset = parse_preset(preset)
     values = np.asarray(array, dtype=np.float32)
     if preset.name == "none":
         return values.copy()
+    if preset.name == "uint8":
+        return values / np.float32(255.0)
     if preset.name == "ct":
         return _scale(values, *preset.params).astype(np.float32)
     out = np.empty_like(values)

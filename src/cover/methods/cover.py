@@ -48,6 +48,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     "centred-vicreg": {"con_features": "centred", "var_weight": 1.0, "cov_weight": 0.04},
     "balanced": {"vec_norm": "relative"},
 }
+#: What a recipe sets beyond the loss (``cover pretrain --data``; docs/method.md §8, §10):
+#: ``lr_rule`` (``paper``: ``1e-4 * batch / 256``, the authors' rule; else cover's default, see
+#: :func:`cover.config.default_lr`), ``init`` (the U-Net's initialisation, :class:`cover.nn.unet.UNet`)
+#: and, per dimension, run settings that replace the data defaults. ``paper`` in 2D: the
+#: release's run, 100 epochs of ChestX-ray14's 112,120 images at batch 24
+#: (``100 * ceil(112120 / 24)`` steps), no warm-up, cosine decay to 0.
+RECIPE_SCHEDULES: dict[str, dict[Any, Any]] = {
+    "paper": {"lr_rule": "paper", "init": "authors", 2: {"steps": 467_200, "warmup_steps": 0}},
+}
 #: The recipe of ``cover pretrain --method cover`` when none is named: chosen by measurement
 #: (``benchmarks/RESULTS.md``, *COVER loss recipes*); ``paper`` stays available by name.
 DEFAULT_RECIPE = "vicreg"

@@ -30,8 +30,8 @@ def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
 
 
 @register_backbone("unet")
-def _unet(spatial_dims: int, in_channels: int, channels: tuple[int, ...], **_: Any) -> nn.Module:
-    return UNet(spatial_dims, in_channels, channels)
+def _unet(spatial_dims: int, in_channels: int, channels: tuple[int, ...], init: str = "cover", **_: Any) -> nn.Module:
+    return UNet(spatial_dims, in_channels, channels, init=init)
 
 
 @register_backbone("monai-basicunet")

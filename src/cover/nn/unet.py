@@ -12,6 +12,8 @@ from cover.errors import ConfigError
 from cover.geometry import linear_mode
 
 DEFAULT_CHANNELS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
+#: Initialisations of :class:`UNet` (``backbone_args: {init: NAME}``).
+INITS = ("cover", "authors")
 
 
 def conv_nd(spatial_dims: int) -> type[nn.Module]:
@@ -70,6 +72,10 @@ class UNet(nn.Module):
         in_channels: Image channels.
         channels: Encoder widths followed by decoder widths (odd length ``2L + 1``).
         negative_slope: LeakyReLU slope.
+        init: Initialisation of the convolutions (docs/method.md §4): ``cover``: Kaiming-normal
+            for the LeakyReLU slope in use (``a = negative_slope``), zero biases; ``authors``: as the
+            authors' release, Kaiming-normal with ``a = 0`` (the gain of a plain ReLU) and PyTorch's
+            default biases (uniform in ``±1/sqrt(fan_in)``).
     """
 
     def __init__(
@@ -78,11 +84,14 @@ class UNet(nn.Module):
         in_channels: int = 1,
         channels: Sequence[int] = DEFAULT_CHANNELS,
         negative_slope: float = 0.2,
+        init: str = "cover",
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if init not in INITS:
+            raise ConfigError(f"model.backbone_args.init: {init!r} is not allowed (allowed: {', '.join(INITS)})")
         if len(channels) % 2 == 0 or len(channels) < 3:
             raise ConfigError(f"model.channels needs an odd length >= 3 (encoder + decoder), got {channels}")
         self.spatial_dims = spatial_dims
@@ -103,10 +112,13 @@ class UNet(nn.Module):
         self.pool = (nn.MaxPool2d, nn.MaxPool3d)[spatial_dims - 2](2)
         self.pyramid_channels: tuple[int, ...] = (enc[-1], *dec)
         self.divisor = 2**depth
+        self.init = init
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-                nn.init.kaiming_normal_(module.weight, a=negative_slope, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
+                slope = negative_slope if init == "cover" else 0.0
+                nn.init.kaiming_normal_(module.weight, a=slope, nonlinearity="leaky_relu")
+                if init == "cover":
+                    nn.init.zeros_(module.bias)
 
     def check_size(self, spatial: Sequence[int]) -> None:
         """Raise a clear error when a spatial size is not divisible by ``2**depth``.

@@ -317,7 +317,7 @@ def _announce(
     """The run's first lines: method, sizes, learning rate and its origin, parameters, data notes."""
     backbone_params, head_params = _parameter_counts(model)
     recipe = f" recipe={model.recipe}" if hasattr(model, "recipe") else ""
-    lr_origin, lr_warning = lr_notes(config.lr, config.batch_size)
+    lr_origin, lr_warning = lr_notes(config.lr, config.batch_size, getattr(model, "recipe", None))
     if lr_warning:
         log.warning(lr_warning.removeprefix("warning: "))
     log.info(
