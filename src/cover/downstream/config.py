@@ -125,6 +125,8 @@ class FinetuneConfig:
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
             iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
             on GPUs).
+        compile: Compile the training steps' network with ``torch.compile`` (validation and
+            evaluation run it uncompiled).
         preset: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
             file's default (from its modality).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
@@ -179,6 +181,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     amp: str = "none"
     channels_last: bool = False
+    compile: bool = False
     preset: str | None = None
     foreground_prob: float = 0.5
     val_every: int | None = None
