@@ -9,7 +9,21 @@ the window ``{-r..r}^ndim``::
     v_j(p)    = sum_o w_j(p, o) o
     u(p)      = mean_j v_j(p)
 
-How the kernel works (:class:`_MoVFunction`, one code path for 2D and 3D):
+Two schedules compute this (same result to float rounding; one code path each for 2D and 3D),
+chosen by ``schedule`` / the model setting ``mov_schedule`` (:func:`resolve_schedule`):
+
+* ``fused`` (:func:`_fused_mov`, the default off the CPU): a handful of whole-tensor operations
+  on ``unfold`` views of the padded keys, differentiated by autograd, so a GPU gets a few large
+  kernels per level instead of thousands of small ones, and ``torch.compile`` traces it whole.
+  Its one large temporary, the ``(B*J, d, *S, W)`` product of queries and windows, is bounded
+  by :data:`FUSED_CHUNK_ELEMENTS` (slabs along the first axis past it).
+* ``chunked`` (:class:`_MoVFunction`, the default on a CPU, where it is at least as fast):
+  cache-sized chunks with a hand-scheduled backward, described below. ``torch.compile``
+  leaves it out of the graph.
+
+Operation counts, memory and CPU step times of both: ``benchmarks/RESULTS.md`` ("MoV schedules").
+
+How the chunked kernel works:
 
 * ``q`` and ``k`` are zero-padded by ``r`` on every side and flattened to ``(B*J, d, Np)``.
   A voxel ``p`` is addressed by its *window origin* ``P = sum_i p_i * stride_i`` in the padded
@@ -28,8 +42,8 @@ How the kernel works (:class:`_MoVFunction`, one code path for 2D and 3D):
   from the forward pass when small (``KEEP_WEIGHTS_BYTES``) and recomputed chunk by chunk
   otherwise, so a large 3D MoV needs little more memory than its inputs.
 
-Python loops run over chunks and channels, never over window offsets. Inputs in bf16/fp16
-(autocast) are computed in float32; the result is float32.
+Its Python loops run over chunks and channels, never over window offsets. In both schedules,
+inputs in bf16/fp16 (autocast) are computed in float32; the result is float32.
 """
 
 from __future__ import annotations
