@@ -22,7 +22,9 @@ The MoV kernel is swapped by replacing ``cover.nn.mov.mixture_of_vectors`` (what
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -126,12 +128,22 @@ class Iteration:
         channels_last: Put the model and views in channels-last memory format.
     """
 
-    def __init__(self, dim: int, size: int, batch: int, amp: str, device: torch.device, channels_last: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        size: int,
+        batch: int,
+        amp: str,
+        device: torch.device,
+        channels_last: bool = False,
+        model: dict | None = None,
+    ):
         torch.manual_seed(0)
         # Naming the backbone gives the paper's U-Net also in 3D (the built-in 3D demo trains a
         # half-width one); the layout is this benchmark's own choice, not the demo's.
+        model = {"backbone": "unet"} if model is None else model
         self.config = resolve_pretrain_config(
-            {"dim": dim, "size": size, "batch_size": batch, "amp": amp, "model": {"backbone": "unet"}}
+            {"dim": dim, "size": size, "batch_size": batch, "amp": amp, "model": model}
         )
         self.config.channels_last = channels_last
         self.model = build_model(self.config).to(device)
@@ -181,6 +193,41 @@ def run_case(
         mov.mixture_of_vectors = KERNELS["fast"]
 
 
+def interleaved_schedules(dim: int, size: int, batch: int, rounds: int, device: torch.device) -> list[str]:
+    """Step seconds of the demo's model with the ``chunked`` and ``fused`` MoV, timed alternately.
+
+    The two iterations run in one process, A B A B ... (``rounds`` each, after one warm-up each),
+    so that a load change on a shared machine affects both alike. Returns one table row: wall and
+    process-CPU medians of each and the ratios fused / chunked.
+    """
+    demo = resolve_pretrain_config({"dim": dim})  # the built-in demo's model and layout
+    runs = {}
+    for schedule in ("chunked", "fused"):
+        model = {**mov_model(demo), "mov_schedule": schedule}
+        runs[schedule] = Iteration(dim, size, batch, "none", device, demo.channels_last, model=model)
+        runs[schedule]()  # warm-up
+    wall = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, iteration in runs.items():
+            tic, cpu_tic = time.perf_counter(), time.process_time()
+            iteration()
+            wall[name].append(time.perf_counter() - tic)
+            cpu[name].append(time.process_time() - cpu_tic)
+    med = {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in runs}
+    return [
+        f"{dim}D {size}^{dim} B={batch}",
+        f"{1e3 * med['chunked'][0]:.1f} / {1e3 * med['chunked'][1]:.1f}",
+        f"{1e3 * med['fused'][0]:.1f} / {1e3 * med['fused'][1]:.1f}",
+        f"{med['fused'][0] / med['chunked'][0]:.2f} / {med['fused'][1] / med['chunked'][1]:.2f}",
+    ]
+
+
+def mov_model(config) -> dict:
+    """The model settings of a resolved config as a plain dict."""
+    return {k: getattr(config.model, k) for k in ("backbone", "channels", "heads", "head_dim", "window_radius")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -203,9 +250,26 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="also profile each case: convolutions vs everything else (CPU only)"
     )
+    parser.add_argument(
+        "--interleave-schedules",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="instead: the demo model's steps with the chunked and fused MoV, alternately ROUNDS times each "
+        "(2D 64^2 B=4, 3D 24^3 B=1)",
+    )
     args = parser.parse_args()
     setup_threads(args.threads)
     device = torch.device(args.device)
+    if args.interleave_schedules:
+        print(heading("MoV schedules, interleaved"))
+        rows = [
+            interleaved_schedules(d, s, b, args.interleave_schedules, device) for d, s, b in ((2, 64, 4), (3, 24, 1))
+        ]
+        header = ["case", "chunked ms: wall / CPU", "fused ms: wall / CPU", "fused / chunked: wall / CPU"]
+        print(markdown_table(header, rows))
+        print(f"\n{args.interleave_schedules} steps each, alternating. Load average after: {load_average()}")
+        return
     if args.breakdown and device.type != "cpu":
         parser.error("--breakdown profiles CPU operator time; leave it out on CUDA")
     print(heading("Training iteration"))

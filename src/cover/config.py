@@ -48,6 +48,9 @@ class ModelConfig:
             ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
             ``upsample`` of ``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``,
             ``configuration``, ``num_classes``, see :mod:`cover.nn.nnunet_backbone`).
+        mov_schedule: How the MoV is computed (same result): ``fused`` (few large operations:
+            GPUs, ``torch.compile``), ``chunked`` (cache-sized chunks) or ``auto`` (``fused`` on
+            CUDA, the faster one on a CPU; :func:`cover.nn.mov.resolve_schedule`).
     """
 
     backbone: str = "unet"
@@ -56,6 +59,7 @@ class ModelConfig:
     head_dim: int = 8
     window_radius: int = 2
     backbone_args: dict[str, Any] = field(default_factory=dict)
+    mov_schedule: str = "auto"
 
 
 @dataclass
@@ -290,6 +294,7 @@ ALLOWED_CHOICES: dict[str, tuple[Any, ...]] = {
     "amp": ("none", "bf16", "fp16"),
     "on_bad_file": ("skip", "error"),
     "views.style": ("cover", "authors"),
+    "model.mov_schedule": ("auto", "fused", "chunked"),
 }
 
 
@@ -502,7 +507,7 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
 
 #: Options of the network that the command line and the YAML top level name without ``model.``
 #: (``--window-radius`` / ``window_radius: 1`` = ``model: {window_radius: 1}``).
-MODEL_KEYS = ("backbone", "channels", "heads", "head_dim", "window_radius", "backbone_args")
+MODEL_KEYS = ("backbone", "channels", "heads", "head_dim", "window_radius", "backbone_args", "mov_schedule")
 
 
 def lift_model_keys(values: dict[str, Any]) -> dict[str, Any]:

@@ -86,18 +86,21 @@ def test_benchmark_preset_keeps_its_configuration_meaning():
 def test_pretrain_network_and_loss_flags_reach_the_resolved_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = ["--channels", "8,16,32,16,8", "--heads", "3,2,1", "--head-dim", "5", "--window-radius", "3"]
-    flags += ["--vec-weight", "0.25", "--con-weight", "2.5", "--dim", "3", "--size", "32"]
+    flags += ["--vec-weight", "0.25", "--con-weight", "2.5", "--dim", "3", "--size", "32", "--mov-schedule", "fused"]
     code, out, lines = run(["pretrain", *flags, "--dry-run"], monkeypatch, capsys)
     assert code == 0 and lines == []
     shown = yaml.safe_load(out)
     assert shown["model"]["channels"] == [8, 16, 32, 16, 8] and shown["model"]["heads"] == [3, 2, 1]
     assert shown["model"]["head_dim"] == 5 and shown["model"]["window_radius"] == 3
+    assert shown["model"]["mov_schedule"] == "fused"
     assert shown["vec_weight"] == 0.25 and shown["con_weight"] == 2.5
     assert shown["dim"] == 3 and shown["size"] == [32, 32, 32] and shown["out"] == "cover_runs/pretrain-3d"
     code, out, lines = run(
         ["pretrain", "--heads", "1,1", "--channels", "8,16,32,16,8", "--dry-run"], monkeypatch, capsys
     )
     assert code == 2 and lines == ["error: model.heads: needs one entry per pyramid level (3)"]
+    code, out, lines = run(["pretrain", "--mov-schedule", "tiled", "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: model.mov_schedule: 'tiled' is not allowed (allowed: auto, fused, chunked)"]
     assert list(tmp_path.iterdir()) == []
 
 

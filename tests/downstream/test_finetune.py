@@ -335,3 +335,15 @@ def test_a_monai_datalist_keeps_its_own_validation_list(tmp_path):
     # without a validation list the split is still drawn from the seed
     (tmp_path / "train_only.json").write_text(json.dumps({"training": datalist["training"]}))
     assert datalist_validation(str(tmp_path / "train_only.json")) is None
+
+
+def test_compiled_fine_tuning_runs_end_to_end(seg2d, tmp_path, monkeypatch):
+    import functools
+
+    # aot_eager: Dynamo and AOT autograd trace what inductor would get, without C++ compilation.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    summary = finetune(**seg_options(*seg2d, tmp_path / "run", dim=2, steps=4, val_every=2, compile=True))
+    assert summary["steps"] == 4 and (tmp_path / "run" / "best.pt").is_file()
+    assert "compile: true" in (tmp_path / "run" / "config.yaml").read_text()
+    weights = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    assert not any("_orig_mod" in key for key in weights)  # saved under the plain network's names

@@ -58,6 +58,7 @@ def finetune(
     channels_last: Annotated[
         bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
     ] = None,
+    compile: Annotated[bool | None, Opt("--compile", help="Use torch.compile for the training steps.")] = None,
     size: Annotated[str | None, Opt(help="Training crop / input size: 96 or 96,96 (multiple of 16).")] = None,
     intensity: Annotated[str | None, Opt(help="Intensity preset (default: the pretrained checkpoint's).")] = None,
     preset: Annotated[str | None, Opt(hidden=True, help="Deprecated alias of --intensity.")] = None,
@@ -109,6 +110,7 @@ def finetune(
         "lr": lr,
         "amp": amp,
         "channels_last": channels_last,
+        "compile": compile,
         "size": size,
         "intensity": intensity_option(intensity, preset),
         "in_channels": in_channels,

@@ -42,6 +42,10 @@ def pretrain(
     ] = None,
     heads: Annotated[str | None, typer.Option(help="MoV heads per level, coarse to fine, e.g. 4,4,4,1,1.")] = None,
     head_dim: Annotated[int | None, typer.Option(help="Channels per MoV head.")] = None,
+    mov_schedule: Annotated[
+        str | None,
+        typer.Option(help="MoV schedule: auto (fused on CUDA, chunked on CPU), fused or chunked (same result)."),
+    ] = None,
     vec_weight: Annotated[float | None, typer.Option(help="Weight of the COVER vector (registration) loss.")] = None,
     con_weight: Annotated[float | None, typer.Option(help="Weight of the COVER consistency loss.")] = None,
     method: Annotated[str | None, typer.Option(help="Pretraining method (cover, ...).")] = None,
@@ -126,6 +130,7 @@ def pretrain(
                 "channels": channels,
                 "heads": heads,
                 "head_dim": head_dim,
+                "mov_schedule": mov_schedule,
             }.items()
             if v is not None
         },

@@ -129,6 +129,8 @@ class FinetuneConfig:
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
             iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
             on GPUs).
+        compile: Compile the training steps' network with ``torch.compile`` (validation and
+            evaluation run it uncompiled).
         intensity: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
             file's default (from its modality). Formerly ``preset`` (still read).
         foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
@@ -184,6 +186,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     amp: str = "none"
     channels_last: bool = False
+    compile: bool = False
     intensity: str | None = None
     foreground_prob: float = 0.5
     val_every: int | None = None

@@ -440,7 +440,8 @@ def _parts(
         network, config.lr, config.weight_decay, config.steps, config.warmup_steps, loaded,
         config.backbone_lr_scale, config.freeze_steps,
     )  # fmt: skip
-    return Parts(network, optimizer, scheduler, grad_scaler(config.amp, device), parameters=trainable)
+    compiled = torch.compile(network) if config.compile else None
+    return Parts(network, optimizer, scheduler, grad_scaler(config.amp, device), compiled, trainable)
 
 
 def _resume(

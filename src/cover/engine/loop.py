@@ -281,7 +281,9 @@ class Engine:
         """
         if self.resumed.rng is not None:
             restore_rng_state(self.resumed.rng)
-        self.network = self._wrap(self.parts.network or self.parts.model)
+        # `is None`, not `or`: a compiled module proxies len() to its module, so its truth value raises.
+        network = self.parts.model if self.parts.network is None else self.parts.network
+        self.network = self._wrap(network)
         main = self.context.is_main
         self.logger = RunLogger(self.out, self.task.columns, self.done) if main else None
         self.guard = NonFiniteGuard(self.options.max_nonfinite_steps, self.out, main, self.resumed.skipped)

@@ -89,6 +89,7 @@ class CoverMethod(PretrainMethod):
         heads: MoV heads per pyramid level, coarse to fine.
         head_dim: Channels per head ``d``.
         window_radius: MoV window radius ``r``.
+        mov_schedule: MoV schedule (``auto``, ``fused``, ``chunked``; :mod:`cover.nn.mov`).
         vec_weight: Weight of the vector loss.
         con_weight: Weight of the consistency loss.
         recipe: Name of the recipe (recorded; the options below carry its meaning).
@@ -109,6 +110,7 @@ class CoverMethod(PretrainMethod):
         heads: tuple[int, ...] = (4, 4, 4, 1, 1),
         head_dim: int = 8,
         window_radius: int = 2,
+        mov_schedule: str = "auto",
         vec_weight: float = 1.0,
         con_weight: float = 1.0,
         recipe: str = "paper",
@@ -120,7 +122,7 @@ class CoverMethod(PretrainMethod):
     ) -> None:
         super().__init__(backbone)
         self.head = VectorPyramidAggregation(
-            backbone.spatial_dims, backbone.pyramid_channels, heads, head_dim, window_radius
+            backbone.spatial_dims, backbone.pyramid_channels, heads, head_dim, window_radius, mov_schedule
         )
         self.vec_weight = vec_weight
         self.con_weight = con_weight
@@ -249,6 +251,7 @@ def build_cover(
         heads=tuple(model.heads),
         head_dim=model.head_dim,
         window_radius=model.window_radius,
+        mov_schedule=model.mov_schedule,
         vec_weight=vec_weight,
         con_weight=con_weight,
         recipe=recipe,

@@ -9,7 +9,21 @@ the window ``{-r..r}^ndim``::
     v_j(p)    = sum_o w_j(p, o) o
     u(p)      = mean_j v_j(p)
 
-How the kernel works (:class:`_MoVFunction`, one code path for 2D and 3D):
+Two schedules compute this (same result to float rounding; one code path each for 2D and 3D),
+chosen by ``schedule`` / the model setting ``mov_schedule`` (:func:`resolve_schedule`):
+
+* ``fused`` (:func:`_fused_mov`, the default off the CPU): a handful of whole-tensor operations
+  on ``unfold`` views of the padded keys, differentiated by autograd, so a GPU gets a few large
+  kernels per level instead of thousands of small ones, and ``torch.compile`` traces it whole.
+  Its one large temporary, the ``(B*J, d, *S, W)`` product of queries and windows, is bounded
+  by :data:`FUSED_CHUNK_ELEMENTS` (slabs along the first axis past it).
+* ``chunked`` (:class:`_MoVFunction`, the default on a CPU, where it is at least as fast):
+  cache-sized chunks with a hand-scheduled backward, described below. ``torch.compile``
+  leaves it out of the graph.
+
+Operation counts, memory and CPU step times of both: ``benchmarks/RESULTS.md`` ("MoV schedules").
+
+How the chunked kernel works:
 
 * ``q`` and ``k`` are zero-padded by ``r`` on every side and flattened to ``(B*J, d, Np)``.
   A voxel ``p`` is addressed by its *window origin* ``P = sum_i p_i * stride_i`` in the padded
@@ -28,19 +42,21 @@ How the kernel works (:class:`_MoVFunction`, one code path for 2D and 3D):
   from the forward pass when small (``KEEP_WEIGHTS_BYTES``) and recomputed chunk by chunk
   otherwise, so a large 3D MoV needs little more memory than its inputs.
 
-Python loops run over chunks and channels, never over window offsets. Inputs in bf16/fp16
-(autocast) are computed in float32; the result is float32.
+Its Python loops run over chunks and channels, never over window offsets. In both schedules,
+inputs in bf16/fp16 (autocast) are computed in float32; the result is float32.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F  # noqa: N812
 
 # Elements of one (B*J, W, n) work buffer per chunk (2**19 float32 = 2 MiB): sized for the cache.
 CHUNK_ELEMENTS = 2**19
@@ -269,9 +285,16 @@ class _MoVFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:  # noqa: D102
         qc, kc, vectors, stored = ctx.saved_tensors
-        with torch.autocast(device_type=grad.device.type, enabled=False):
+        with _no_autocast(grad.device):
             grad_q, grad_k = _backward(qc, kc, vectors, stored, grad.to(qc.dtype), ctx.heads, ctx.radius, ctx.step)
         return grad_q, grad_k, None, None
+
+
+def _no_autocast(device: torch.device) -> AbstractContextManager:
+    """Autocast switched off on ``device`` (nothing to switch off where autocast does not exist: ``meta``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
 
 
 def _padded(x: torch.Tensor, grid: _Grid, rows: int, scale: float = 1.0) -> torch.Tensor:
@@ -391,15 +414,102 @@ def _backward(
     return grad_query, grad_key
 
 
-@torch.compiler.disable  # a hand-scheduled kernel: `--compile` compiles the model around it
-def mixture_of_vectors(query: torch.Tensor, key: torch.Tensor, heads: int, radius: int) -> torch.Tensor:
-    """Vectorised MoV (fused forward and backward; see the module docstring).
+#: MoV schedules: ``fused`` (few large operations, for GPUs and ``torch.compile``), ``chunked``
+#: (cache-sized chunks, hand-scheduled backward) and ``auto`` (by device, :func:`resolve_schedule`).
+SCHEDULES = ("auto", "fused", "chunked")
+# What `auto` gives a CPU (measured in benchmarks/RESULTS.md, "MoV schedules").
+CPU_SCHEDULE = "chunked"
+# Elements of the largest (B*J, d, *s, W) product of the fused schedule (2**27 float32 = 512 MiB);
+# larger levels are split into slabs along the first spatial axis.
+FUSED_CHUNK_ELEMENTS = 2**27
+
+
+def resolve_schedule(schedule: str, device: torch.device) -> str:
+    """The schedule ``auto`` stands for on ``device``: ``fused`` off the CPU, :data:`CPU_SCHEDULE` on it.
+
+    Args:
+        schedule: One of :data:`SCHEDULES`.
+        device: Where the MoV runs.
+
+    Returns:
+        ``fused`` or ``chunked``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"MoV schedule {schedule!r} is unknown (allowed: {', '.join(SCHEDULES)})")
+    if schedule != "auto":
+        return schedule
+    return CPU_SCHEDULE if device.type == "cpu" else "fused"
+
+
+def _window_bias(spatial: tuple[int, ...], radius: int, like: torch.Tensor) -> torch.Tensor:
+    """Score bias ``(*S, W)``: 0 where ``p + o`` is inside the image, ``-inf`` outside.
+
+    The padded ones-image's windows are 1 inside and 0 outside; their log is the bias.
+    """
+    width = 2 * radius + 1
+    inside = F.pad(like.new_ones(spatial), [radius] * (2 * len(spatial)))
+    for axis in range(len(spatial)):
+        inside = inside.unfold(axis, width, 1)
+    return inside.log().flatten(len(spatial))
+
+
+def _fused_mov(query: torch.Tensor, key: torch.Tensor, heads: int, radius: int) -> torch.Tensor:
+    """MoV as a few whole-tensor operations on unfolded windows, differentiated by autograd.
+
+    Every voxel's window of keys is an ``unfold`` view of the padded keys ``(B*J, d, *S, *w)``
+    (no copy); the scores are one product with the queries summed over the ``d`` channels. That
+    product is materialised in eager mode (``torch.compile`` fuses it into the sum), so levels whose
+    product exceeds :data:`FUSED_CHUNK_ELEMENTS` are processed in slabs along the first spatial axis.
+
+    Args:
+        query: ``(B, J*d, *S)`` float queries.
+        key: ``(B, J*d, *S)`` float keys.
+        heads: ``J``.
+        radius: ``r``.
+
+    Returns:
+        ``(B, ndim, *S)`` displacement.
+    """
+    batch, channels, *spatial = query.shape
+    ndim, dim, width = len(spatial), channels // heads, 2 * radius + 1
+    rows = batch * heads
+    queries = query.reshape(rows, dim, *spatial) * (1.0 / math.sqrt(dim))
+    keys = F.pad(key.reshape(rows, dim, *spatial), [radius] * (2 * ndim))
+    bias = _window_bias(tuple(spatial), radius, query)  # (*S, W)
+    offsets = window_offsets(radius, ndim, device=query.device).to(query.dtype)  # (W, ndim)
+    per_slice = rows * dim * width**ndim * math.prod(spatial[1:])
+    slab = max(1, FUSED_CHUNK_ELEMENTS // per_slice)
+    parts = []
+    for first in range(0, spatial[0], slab):
+        last = min(spatial[0], first + slab)
+        windows = keys[:, :, first : last + 2 * radius]
+        for axis in range(ndim):
+            windows = windows.unfold(2 + axis, width, 1)  # (BJ, d, s, *S[1:], *w)
+        here = queries[:, :, first:last].reshape(rows, dim, last - first, *spatial[1:], *([1] * ndim))
+        scores = (windows * here).sum(1).flatten(ndim + 1) + bias[first:last]  # (BJ, s, *S[1:], W)
+        parts.append(torch.softmax(scores, dim=-1) @ offsets)  # (BJ, s, *S[1:], ndim)
+    vectors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return vectors.view(batch, heads, *spatial, ndim).mean(dim=1).movedim(-1, 1)
+
+
+@torch.compiler.disable  # hand-scheduled (out= buffers, strided views): `--compile` compiles around it
+def _chunked_mov(query: torch.Tensor, key: torch.Tensor, heads: int, radius: int) -> torch.Tensor:
+    """The chunked schedule: :class:`_MoVFunction` (see the module docstring)."""
+    return _MoVFunction.apply(query, key, heads, radius)
+
+
+def mixture_of_vectors(
+    query: torch.Tensor, key: torch.Tensor, heads: int, radius: int, schedule: str = "auto"
+) -> torch.Tensor:
+    """Vectorised MoV, with the schedule chosen by ``schedule`` (see the module docstring).
 
     Args:
         query: ``(B, J*d, *S)`` projected features of view b.
         key: ``(B, J*d, *S)`` projected (and pre-warped) features of view a.
         heads: ``J``.
         radius: Window radius ``r``.
+        schedule: ``auto``, ``fused`` or ``chunked`` (:func:`resolve_schedule`); every schedule
+            gives the same result.
 
     Returns:
         Displacement ``u`` of shape ``(B, ndim, *S)`` in voxels of this grid, float32 (float64
@@ -413,9 +523,10 @@ def mixture_of_vectors(query: torch.Tensor, key: torch.Tensor, heads: int, radiu
         raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} differ in shape")
     if len(spatial) not in (2, 3):
         raise ValueError(f"MoV needs 2 or 3 spatial dimensions, got {len(spatial)}")
+    kernel = _fused_mov if resolve_schedule(schedule, query.device) == "fused" else _chunked_mov
     dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), torch.float32)
-    with torch.autocast(device_type=query.device.type, enabled=False):
-        return _MoVFunction.apply(query.to(dtype), key.to(dtype), heads, radius)
+    with _no_autocast(query.device):
+        return kernel(query.to(dtype), key.to(dtype), heads, radius)
 
 
 class MixtureOfVectors(nn.Module):
@@ -427,14 +538,25 @@ class MixtureOfVectors(nn.Module):
         heads: ``J``.
         head_dim: ``d``.
         radius: Window radius ``r``.
+        schedule: MoV schedule (:data:`SCHEDULES`).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, heads: int, head_dim: int = 8, radius: int = 2):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        heads: int,
+        head_dim: int = 8,
+        radius: int = 2,
+        schedule: str = "auto",
+    ) -> None:
         super().__init__()
+        resolve_schedule(schedule, torch.device("cpu"))  # rejects unknown names now, not at the first step
         conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
         self.project = nn.Sequential(conv(in_channels, heads * head_dim, 1), nn.GroupNorm(1, heads * head_dim))
         self.heads = heads
         self.radius = radius
+        self.schedule = schedule
 
     def forward(self, feat_b: torch.Tensor, feat_a: torch.Tensor) -> torch.Tensor:
         """Displacement from view b's features into view a's.
@@ -446,4 +568,4 @@ class MixtureOfVectors(nn.Module):
         Returns:
             ``(B, ndim, *S)`` displacement in voxels of this level (float32).
         """
-        return mixture_of_vectors(self.project(feat_b), self.project(feat_a), self.heads, self.radius)
+        return mixture_of_vectors(self.project(feat_b), self.project(feat_a), self.heads, self.radius, self.schedule)

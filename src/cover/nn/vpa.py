@@ -26,6 +26,7 @@ class VectorPyramidAggregation(nn.Module):
         heads: Heads ``J`` per level (same length), default ``[4, 4, 4, 1, 1]``.
         head_dim: ``d``.
         radius: MoV window radius ``r``.
+        schedule: MoV schedule (``auto``, ``fused``, ``chunked``; :mod:`cover.nn.mov`).
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class VectorPyramidAggregation(nn.Module):
         heads: Sequence[int] = (4, 4, 4, 1, 1),
         head_dim: int = 8,
         radius: int = 2,
+        schedule: str = "auto",
     ) -> None:
         super().__init__()
         if len(heads) != len(pyramid_channels):
             raise ValueError(f"{len(heads)} head counts for {len(pyramid_channels)} pyramid levels")
         self.levels = nn.ModuleList(
-            MixtureOfVectors(spatial_dims, c, j, head_dim, radius) for c, j in zip(pyramid_channels, heads, strict=True)
+            MixtureOfVectors(spatial_dims, c, j, head_dim, radius, schedule)
+            for c, j in zip(pyramid_channels, heads, strict=True)
         )
 
     def forward(self, pyramid_a: Sequence[torch.Tensor], pyramid_b: Sequence[torch.Tensor]) -> torch.Tensor:
