@@ -11,7 +11,7 @@ training, validation) is nnU-Net's unchanged code.
 It also registers short schedules for a shared 2-core CPU: nnU-Net's default trainer with
 ``E`` epochs of ``N`` training iterations (10 validation iterations each), e.g.
 ``nnUNetTrainer_1x50`` and ``nnUNetTrainer_5x50``, and ``nnUNetTrainer_1x5`` (5 iterations: checks that
-a command runs, e.g. the README's nnU-Net commands on the tiny test dataset).
+a command runs, e.g. docs/nnunet.md's commands on the tiny test dataset).
 
     python benchmarks/nnunet_train.py 501 2d 0 -tr nnUNetTrainer_1x50 -device cpu [-pretrained_weights F]
 """

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +85,188 @@ def test_recipe_table_states_the_code_recipes_and_the_default():
         assert literal(options) == RECIPES[literal(name)], name
         assert literal(schedule) == RECIPE_SCHEDULES.get(literal(name), {}), name
     assert re.findall(r"^\*\*Default: `([\w-]+)`\.\*\*", text, flags=re.M) == [DEFAULT_RECIPE]
+
+
+# --- The user guide's blocks run ------------------------------------------------------------------
+# Conventions (CONTRIBUTING.md, "The user guide is tested"): every ```bash and ```python block of
+# the pages below runs, in this order, in one folder that holds small example data (FOLDERS); a
+# block after `<!-- needs: REASON -->` does not; a ```text block right after a block is output
+# that must appear (`...` matches anything; such a block runs as written); ```yaml blocks must
+# parse, and one whose first line is `# NAME.yaml` is written to NAME.yaml. In the other blocks'
+# `cover` commands `--steps`, `--size` and `--batch-size`, and in Python `steps=` and `size=`,
+# become tiny (TINY).
+
+#: The guide's pages in the order they run: later pages use the runs earlier ones wrote.
+GUIDE = (
+    "README.md",
+    "docs/getting-started.md",
+    "docs/pretraining.md",
+    "docs/finetuning.md",
+    "docs/registration.md",
+    "docs/interop.md",
+    "docs/monai.md",
+    "docs/nnunet.md",
+    "docs/benchmark.md",
+    "docs/troubleshooting.md",
+)
+#: The example folders the guide's commands read, made by :func:`example_data`.
+FOLDERS = ("xray", "ct", "mri", "images", "labels", "test_images", "test_labels", "new_scans")
+TINY = (
+    (r"--steps \d+", "--steps 2"),
+    (r"--size [\d,]+", "--size 32"),
+    (r"--batch-size \d+", "--batch-size 2"),
+    (r"\bsteps=\d+", "steps=2"),
+    (r"\bsize=\d+", "size=32"),
+)
+
+
+def blocks(page: str) -> list[dict]:
+    """The fenced blocks of ``page``: language, code, first line, ``needs`` reason and expected output."""
+    lines = (ROOT / page).read_text().splitlines()
+    found, i = [], 0
+    while i < len(lines):
+        if not lines[i].startswith("```"):
+            i += 1
+            continue
+        start = i
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        before = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
+        needs = re.fullmatch(r"<!-- needs: (.+) -->", before.strip())
+        found.append(
+            {
+                "lang": lines[start][3:].strip(),
+                "code": "\n".join(lines[start + 1 : end]),
+                "line": start + 1,
+                "needs": needs.group(1) if needs else None,
+                "expect": None,
+            }
+        )
+        i = end + 1
+        if found[-1]["lang"] == "text" and len(found) > 1 and not lines[start - 1].strip():
+            found[-2]["expect"] = found[-1]["code"]
+    return found
+
+
+def tiny(code: str) -> str:
+    for pattern, replacement in TINY:
+        code = re.sub(pattern, replacement, code)
+    return code
+
+
+def commands(code: str) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments and blank lines left out."""
+    import shlex
+
+    joined = code.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if shlex.split(line, comments=True)]
+
+
+def example_data(root: Path) -> None:
+    """The guide's example folders: the demo's labeled MNI152 slices (PNG) and small CT / MRI volumes."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from cover.downstream.demo import write_demo_task
+
+    paths = write_demo_task(root / "demo_slices", size=64)
+    for name in ("images", "labels", "test_images", "test_labels"):
+        shutil.copytree(paths[name], root / name)
+    shutil.copytree(paths["test_images"], root / "new_scans")
+    shutil.copytree(paths["images"], root / "xray")
+    shutil.rmtree(root / "demo_slices")
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:40, :40, :40]
+    for kind, (outside, body_value, dtype) in {"ct": (-1000, 40, np.int16), "mri": (0, 600, np.float32)}.items():
+        (root / kind).mkdir()
+        for case in range(3):
+            body = (z - 20) ** 2 + (y - 20 - case) ** 2 + (x - 20) ** 2 < (14 + case) ** 2
+            organ = (z - 18) ** 2 + (y - 16) ** 2 + (x - 22 + case) ** 2 < 36
+            volume = np.where(body, body_value, outside) + 150.0 * organ + rng.normal(0, 10, body.shape)
+            image = nib.Nifti1Image(volume.astype(dtype), np.diag([1.5, 1.5, 2.0, 1.0]))
+            nib.save(image, root / kind / f"case{case}.nii.gz")
+    assert all((root / name).is_dir() for name in FOLDERS)
+
+
+def matches(expected: str, output: str) -> bool:
+    """Every line of ``expected`` occurs in ``output``, ``...`` matching anything."""
+    for line in expected.strip().splitlines():
+        pattern = ".*".join(map(re.escape, line.strip().split("...")))
+        if not re.search(pattern, output):
+            return False
+    return True
+
+
+def run_shell(code: str, monkeypatch, capsys) -> tuple[int, str]:
+    import subprocess
+
+    from _support.cli import run_cli_output
+
+    status, output = 0, ""
+    for command in commands(code):
+        import shlex
+
+        words = shlex.split(command, comments=True)
+        if words[0] == "cover":
+            status, out, err = run_cli_output(words[1:], monkeypatch, capsys)
+            output += out + "\n".join(err) + "\n"
+        else:
+            done = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+            status, output = done.returncode, output + done.stdout + done.stderr
+        if status:
+            break
+    return status, output
+
+
+def run_python(code: str, namespace: dict, capsys) -> str:
+    exec(compile(code, "<guide>", "exec"), namespace)
+    return capsys.readouterr().out
+
+
+def test_guide_blocks_are_run_or_say_what_they_need():
+    for page in GUIDE:
+        for block in blocks(page):
+            if block["lang"] in {"bash", "python"} and block["needs"] is not None:
+                assert len(block["needs"]) > 3, f"{page}:{block['line']}: say what the block needs"
+            assert block["lang"] in {"bash", "python", "yaml", "text", "bibtex", ""}, (
+                f"{page}:{block['line']}: unknown block language {block['lang']!r}"
+            )
+
+
+@pytest.mark.slow
+def test_guide_blocks_run(tmp_path, monkeypatch, capsys):
+    """Every runnable block of the guide, page by page in :data:`GUIDE` order, in one folder."""
+    import yaml
+
+    from cover.runtime import reset_logging
+
+    example_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    try:
+        for page in GUIDE:
+            namespace: dict = {"__name__": "__guide__"}
+            for block in blocks(page):
+                where = f"{page}:{block['line']}"
+                if block["lang"] == "yaml":
+                    yaml.safe_load(block["code"])
+                    name = re.fullmatch(r"# (\S+\.yaml)", block["code"].splitlines()[0])
+                    if name:
+                        Path(name.group(1)).write_text(block["code"])
+                if block["lang"] not in {"bash", "python"} or block["needs"]:
+                    continue
+                capsys.readouterr()
+                code = block["code"] if block["expect"] else tiny(block["code"])
+                if block["lang"] == "bash":
+                    status, output = run_shell(code, monkeypatch, capsys)
+                    assert status == 0 or block["expect"], f"{where}: exit status {status}\n{output[-3000:]}"
+                else:
+                    output = run_python(code, namespace, capsys)
+                if block["expect"]:
+                    expected = block["expect"]
+                    assert matches(expected, output), f"{where}: expected\n{expected}\ngot\n{output[-3000:]}"
+                ran += 1
+    finally:
+        reset_logging()
+    assert ran >= 20

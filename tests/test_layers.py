@@ -1,7 +1,8 @@
 """The rooms of the package and their order: a room imports only rooms below it, and nothing imports in a cycle.
 
 Every module under ``src/cover`` is parsed (``ast``, nothing is imported), with the imports inside
-functions too (a lazy import is a dependency as well), and mapped to its room. The order is the
+functions too (a lazy import is a dependency as well; one under ``if TYPE_CHECKING:`` is not, it
+never runs), and mapped to its room. The order is the
 architecture's, top to bottom; the test fails naming the file, the line and the import that goes
 up, or the modules of an import cycle.
 """
@@ -69,7 +70,19 @@ def imports(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[int
     """``(line, imported module, statement)`` for every import of a ``cover`` module, anywhere in the file."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    # Imports under ``if TYPE_CHECKING:`` never run: they let editors and type checkers follow names
+    # (``cover.finetune`` to its module), so they are no dependency and no cycle.
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -200,3 +213,13 @@ def test_the_walk_sees_plain_lazy_and_relative_imports(tmp_path, source, expecte
     found = imports("cover.cli.probe", path, modules)
     assert [target for _, target, _ in found] == [expected]
     assert upward_imports({"cover.downstream.probe": found}, {"cover.downstream.probe": path})
+
+
+def test_the_walk_leaves_out_imports_that_only_type_checkers_run(tmp_path):
+    modules = all_modules()
+    path = tmp_path / "probe.py"
+    path.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cover.cli import options\n"
+        "else:\n    import cover.api\n"
+    )
+    assert [target for _, target, _ in imports("cover.cli.probe", path, modules)] == ["cover.api"]

@@ -87,6 +87,11 @@ def configure_logging(verbosity: int = 0) -> None:
 
     Raises:
         ValueError: ``verbosity`` is not -1, 0 or 1.
+
+    Examples:
+        >>> import cover
+        >>> cover.configure_logging(-1)  # warnings and errors only, like ``cover --quiet``
+        >>> cover.configure_logging(0)  # progress notes too, like ``cover``
     """
     if verbosity not in LEVELS:
         raise ValueError(f"verbosity: {verbosity!r} is not one of -1, 0, 1")

@@ -1,9 +1,9 @@
 """A fixed seed reruns a pretraining bit for bit on the same machine with the same thread count.
 
-What the README states about reproducibility rests on this: the logged losses, the held-out
+What benchmarks/RESULTS.md states about reproducibility rests on this: the logged losses, the held-out
 endpoint error and the final weights of a rerun are *equal* (not close), in the same process and
 in a fresh one. Different thread counts are not covered: they change the floating-point
-summation order, hence the last bits (README, "Reproducibility").
+summation order, hence the last bits (benchmarks/RESULTS.md, "Reproducibility, exactly").
 """
 
 import json

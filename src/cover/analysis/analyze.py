@@ -379,6 +379,14 @@ def analyze(
         untrained backbone of the same architecture: the scratch reference), the classes, the
         method and checkpoint, and the data source. The printed line gives the scale-free
         measure, the untrained reference and "collapsed" / "not collapsed".
+
+    Examples:
+        The demo backbone of :func:`cover.pretrain`'s example on 4 labeled MNI152 test slices:
+
+        >>> import cover
+        >>> report = cover.analyze("runs/demo", out="runs/analysis", max_images=4)
+        >>> report["num_images"], report["method"]
+        (4, 'cover')
     """
     from cover.config import intensity_argument
     from cover.downstream.outputs import prepare_output

@@ -493,6 +493,13 @@ def benchmark(
         ``results`` (``"task|n=budget|method"`` -> Dice mean/std/n), ``analysis`` (per method),
         ``cells`` (finished) and ``expected_cells``, ``ran``/``skipped`` (units of work: pretraining
         runs, analyses and cells run now or reused from records), ``out`` and ``config``.
+
+    Examples:
+        The smallest preset (skipped when the examples run: it pretrains and fine-tunes every
+        method, minutes on a CPU):
+
+        >>> from cover.api import benchmark  # ``cover.benchmark`` is also this package's name
+        >>> report = benchmark(preset="quick", out="runs/bench")  # doctest: +SKIP
     """
     tic = time.monotonic()
     config = resolve_benchmark_config(config, **options)

@@ -106,6 +106,15 @@ def evaluate(
         cases of the per-case mean foreground Dice), ``mean_hd95``, ``classes`` (per class
         ``dice``/``hd95`` mean and std and ``scored_cases``), ``num_cases``, ``empty_classes``
         (how classes absent from a case are counted); cls: ``auc``, ``accuracy``.
+
+    Examples:
+        The fine-tuned demo of :func:`cover.finetune`'s example, scored on the demo's 10 test
+        slices:
+
+        >>> import cover
+        >>> metrics = cover.evaluate("runs/seg", out="runs/eval")
+        >>> metrics["num_cases"], sorted(metrics["classes"])
+        (10, ['CSF', 'GM', 'WM'])
     """
     torch_device = resolve_device(device)
     network, metadata = load_finetuned(checkpoint, torch_device)

@@ -36,26 +36,14 @@ high ``S(a, a)`` and never pairs; a one-sided class whose mirror lands on backgr
 symmetric class, two lesions that no single flip maps onto each other, or a small lesion in a
 large one's mirror image do not pair either (``tests/downstream/test_flips.py``).
 
-Measured with ``python benchmarks/bench_flip_check.py`` (8 training cases per built-in task,
-the first 8 of ``cover.benchmark.tasks.write_pseudo_subjects(..., seed=0)``; the tissue 2D
-task is the demo's 8 slices; deterministic, no timing): on ``mni-regions-2d`` left/right GM
-and left/right WM pair along axis 0 only, ``S = 0.89`` with own ``S <= 0.16`` (ratio >= 5.6);
-on ``mni-regions-3d`` ``S = 0.85, 0.80`` with own ``S <= 0.22`` (ratio >= 3.8); on every other
-axis of those tasks and on ``mni-tissue-2d``/``-3d`` the largest ratio of any pair is 0.90,
-so the threshold 2 sits about 2x from either side. Each of the 24 (2D) and 8 (3D) regions
-cases alone also triggers on axis 0 and on no other axis. With few cases (seen with 1 to 4
+The thresholds sit about 2x from the mirror similarities measured on the built-in tasks on
+either side, and the check raised validation Dice on ``mni-regions-2d`` after 400 steps from
+0.43 to 0.83, one seed (``benchmarks/RESULTS.md``, *Flip check*, with the commands).
+
+With few cases (seen with 1 to 4
 of the tests' random ball-and-box maps), two classes that merely happen to lie on opposite
 sides pair as well: flips along that axis are then off without need (less augmentation, not a
 wrong label); the warning names the pair, and setting ``augment.flip_prob`` keeps the flips.
-
-What it changes, measured by hand on ``mni-regions-2d`` (one seed, 2-core CPU): the files of
-``write_pseudo_subjects(Path(F), 24, 4, 0, "regions", 2, 96)``, then
-``cover finetune --images F/train/images --labels F/train/labels --steps 400 --size 96
---batch-size 4 --channels 16,32,64,128,64,32,16 --intensity mri --device cpu --val-every 50
---seed 0`` (19 training, 5 validation subjects): with the check (flips off along axis 0) the
-validation Dice is 0.54, 0.63, 0.78, 0.80, 0.82, 0.82, 0.83, 0.83 at steps 50-400 (last 0.83);
-the same with ``--config`` ``augment: {flip_prob: 0.5}`` (flips along both axes, the former
-default) gives 0.24, 0.29, 0.43, 0.55, 0.46, 0.42, 0.41, 0.43 (best 0.55 at step 200).
 
 :func:`check_flips` applies the result: with ``augment.flip_prob`` and ``augment.flip_axes``
 not given, flips along a lateralised axis are turned off (``flip_axes`` lists the others) and

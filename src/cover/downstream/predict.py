@@ -125,6 +125,14 @@ def predict(
 
     Raises:
         DataError: A bad input with ``on_bad_file="error"``, or no input could be used.
+
+    Examples:
+        Masks for the demo's test slices (each named after its input, in its format):
+
+        >>> import cover
+        >>> result = cover.predict("runs/seg", "runs/seg/demo_data/test/images", out="runs/pred")
+        >>> result["num_predicted"], result["outputs"][0], result["skipped"]
+        (10, 'runs/pred/mni_z100.png', [])
     """
     if on_bad_file not in ON_BAD_FILE:
         raise ConfigError(f"on_bad_file: must be 'skip' or 'error', got {on_bad_file!r}")

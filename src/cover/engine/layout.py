@@ -1,9 +1,9 @@
 """Memory layout of the trained networks: the default (NCHW / NCDHW) or channels-last.
 
 Channels-last (NHWC / NDHWC) stores each pixel's or voxel's channels next to each other. On
-the project's AVX-512 CPU oneDNN's convolutions run faster in it (pretraining iterations
-1.1-1.25x, ``benchmarks/RESULTS.md``), while PyTorch's CPU GroupNorm backward runs slower, so
-the gain depends on the network and sizes; GPUs were not measured. The U-Net's other
+the project's AVX-512 CPU oneDNN's convolutions run faster in it while PyTorch's CPU GroupNorm
+backward runs slower, so the gain depends on the network and sizes (``benchmarks/RESULTS.md``,
+*Channels-last layout*); GPUs were not measured. The U-Net's other
 operations (norms, up-sampling, pooling, the VPA) accept either layout. Only the
 network's 4D (2D) or 5D (3D) parameters are converted; inputs are converted by the first
 convolution. Numbers change only by floating-point rounding (different kernel orders), and

@@ -11,7 +11,7 @@ both). The peak of a training step is then about::
 
 ``ACTIVATION_FACTOR`` covers the gradients of activations alive during the backward pass
 and the allocator's slack; it was calibrated against the measured peak resident memory of
-CPU pretraining steps (README, "First runs on your own data"). Available memory is the
+CPU pretraining steps (benchmarks/RESULTS.md, "Defaults measured for first runs"). Available memory is the
 accelerator's free memory, or on the CPU the smaller of ``MemAvailable`` (``/proc/meminfo``)
 and the cgroup's limit minus its usage. ``COVER_MEMORY_CHECK=0`` skips the check.
 """

@@ -162,6 +162,14 @@ def export(
 
     Returns:
         The export folder (the file for ``nnunet``).
+
+    Examples:
+        The demo backbone of :func:`cover.pretrain`'s example as ``weights.safetensors`` and
+        ``cover.json``:
+
+        >>> import cover
+        >>> print(cover.export("runs/demo", "exports/demo"))
+        exports/demo
     """
     import torch
 
@@ -292,6 +300,17 @@ def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         decoder pyramid, coarse to fine (``metadata["pyramid_channels"]``); ``metadata`` is the
         ``cover.json`` content. For an encoder-only export the decoder keeps its fresh
         initialisation.
+
+    Examples:
+        The export of :func:`cover.export`'s example; the backbone returns its decoder pyramid:
+
+        >>> import cover, torch
+        >>> backbone, metadata = cover.load_pretrained("exports/demo")
+        >>> pyramid = backbone(torch.zeros(1, 1, 32, 32))
+        >>> [tuple(level.shape) for level in pyramid]
+        [(1, 512, 2, 2), (1, 256, 4, 4), (1, 128, 8, 8), (1, 64, 16, 16), (1, 32, 32, 32)]
+        >>> metadata["pyramid_channels"], metadata["spatial_dims"]
+        ([512, 256, 128, 64, 32], 2)
     """
     backbone, loaded = load_backbone(path)
     if loaded.kind == "export":

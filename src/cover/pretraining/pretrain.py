@@ -239,6 +239,18 @@ def pretrain(config: PretrainConfig | dict[str, Any] | str | Path | None = None,
 
     Returns:
         The run summary (also written to ``OUT/summary.json``).
+
+    Examples:
+        The built-in demo on the MNI152 template (no data needed), cut to two steps on 32x32
+        crops to try it (``cover pretrain`` without options runs the full demo):
+
+        >>> import cover
+        >>> summary = cover.pretrain(out="runs/demo", steps=2, size=32)
+        >>> summary["method"], summary["steps"], summary["checkpoint"]
+        ('cover', 2, 'runs/demo/checkpoints/step_00000002.pt')
+
+        On your own scans the keys are the CLI options' names, e.g.
+        ``cover.pretrain(data="scans/", dim=3, size=96, out="runs/ct")``.
     """
     config = _resolve(config, options)
     context = init_distributed(config.device)

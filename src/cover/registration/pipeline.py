@@ -406,6 +406,22 @@ def register(
         The content of ``metrics.json``: ``nonpositive_jacobian_percent``, ``dice_before``,
         ``dice_after``, ``mean_dice_before``, ``mean_dice_after`` (with fixed labels),
         ``correlation_before``/``after``, preprocessing details and ``files``.
+
+    Examples:
+        Two demo slices (from :func:`cover.finetune`'s example) registered with the demo
+        backbone of :func:`cover.pretrain`'s example, the moving slice's labels carried along:
+
+        >>> import cover
+        >>> slices = "runs/seg/demo_data/test/"
+        >>> metrics = cover.register(
+        ...     "runs/demo",
+        ...     fixed=slices + "images/mni_z100.png",
+        ...     moving=slices + "images/mni_z108.png",
+        ...     moving_labels=slices + "labels/mni_z108.png",
+        ...     out="runs/reg",
+        ... )
+        >>> metrics["field"]["shape"], metrics["files"][:3]
+        ([2, 32, 32], ['field.npy', 'warped_moving.png', 'warped_moving_labels.png'])
     """
     from cover.data.presets import normalize
     from cover.downstream.figures import is_ras
