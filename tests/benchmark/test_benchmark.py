@@ -250,3 +250,39 @@ def test_protocol_scales_steps_with_the_budget_and_tests_the_best_validated_chec
     assert validation[0] == validation[1]  # the same held-out case for both budgets of a seed
     assert "best-validated checkpoint tested" in (out / "results.md").read_text()
     assert "blobs` (your task, 2D)" in (out / "results.md").read_text()
+
+
+def test_cells_record_what_stopped_them_and_the_report_warns_about_the_cap(tmp_path, monkeypatch, caplog):
+    # Scripted validation scores, in the order the cells validate (n = 1: steps 1-3, n = 2: steps 1-3 of 4):
+    # n = 1 improves at every validation and reaches its 3-step cap; n = 2 has two stale validations
+    # after step 1 and stops by patience at step 3.
+    import logging
+
+    import cover.downstream.finetune_task as task_module
+
+    scores = iter([0.5, 0.6, 0.7, 0.5, 0.4, 0.45])
+    monkeypatch.setattr(
+        task_module, "validation_score", lambda *a, **k: dict.fromkeys(("score", "val_dice"), next(scores))
+    )
+    config = {
+        **micro(tmp_path),
+        "methods": ["scratch"],
+        "analyze": False,
+        "val_fraction": 0.34,
+        "steps_per_case": 2,
+        "finetune": {"steps": 3, "batch_size": 2, "size": 32, "val_every": 1, "patience": 2},
+    }
+    with caplog.at_level(logging.WARNING, logger="cover"):
+        benchmark(config)
+    out = Path(config["out"])
+    rows = {r["budget"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert (rows["1"]["stopped_by"], rows["1"]["best_step"], rows["1"]["steps"]) == ("cap", "3", "3")
+    assert (rows["2"]["stopped_by"], rows["2"]["best_step"], rows["2"]["steps"]) == ("patience", "1", "3")
+    cell = json.loads((out / "cells" / "blobs__scratch__n2__seed0.json").read_text())
+    assert cell["stopped_by"] == "patience" and cell["best_step"] == cell["tested_step"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cover.benchmark.runner"]
+    assert warnings == ["benchmark: blobs scratch n=1 seed=0 hit the step cap (3 steps, best validation at step 3): "
+                        "it may not have converged; raise finetune.steps"]  # fmt: skip
+    report = (out / "results.md").read_text()
+    assert "| scratch | best 3 · patience 0, cap 1 | best 1 · patience 1, cap 0 |" in report
+    assert "**Warning:** blobs scratch n=1 seed=0 hit the step cap" in report
