@@ -286,3 +286,19 @@ def test_cells_record_what_stopped_them_and_the_report_warns_about_the_cap(tmp_p
     report = (out / "results.md").read_text()
     assert "| scratch | best 3 · patience 0, cap 1 | best 1 · patience 1, cap 0 |" in report
     assert "**Warning:** blobs scratch n=1 seed=0 hit the step cap" in report
+
+
+def test_default_preset_fine_tunes_to_convergence_with_the_steps_only_a_cap():
+    """Every fine-tuning setting of a default cell but the cap itself is the same whatever the cap
+    (warm-up, validation interval, learning rates up to the cap), and early stopping is on."""
+    from cover.config import deep_merge
+    from cover.downstream.config import resolve_finetune_config, resolve_steps
+    from cover.downstream.optim import head_factor
+
+    config = resolve_benchmark_config(preset="default")
+    values = {**deep_merge(config.finetune, config.task_configs()[0].finetune), "images": "x", "labels": "y", "dim": 2}
+    short, long = (resolve_steps(resolve_finetune_config(values, steps=cap), 1) for cap in (300, 2000))
+    assert short.patience and short.val_fraction > 0 and (short.warmup_steps, short.val_every) == (15, 20)
+    assert (long.warmup_steps, long.val_every, long.patience) == (short.warmup_steps, short.val_every, short.patience)
+    rates = [[head_factor(s, c.steps, c.warmup_steps, c.lr_schedule) for s in range(300)] for c in (short, long)]
+    assert rates[0] == rates[1] and rates[0][14:] == [1.0] * 286
