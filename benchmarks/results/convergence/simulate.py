@@ -6,7 +6,8 @@ so any shorter run with the same seed follows it step for step): the validations
 ``k`` up to ``C`` and at ``C`` itself, best = first strictly highest validation Dice, stop after
 ``P`` validations without a higher one (the rule of ``cover.downstream.finetune_task``).
 
-usage: python simulate.py ROOT   (ROOT/convergence/METHOD/nN-seedS/{log.csv,cell.json})
+usage: python simulate.py DIR   (DIR/cells/METHOD-nN-seedS/{log.csv,cell.json}, as collect.sh copies them;
+writes DIR/table.md)
 """
 
 import csv
@@ -59,7 +60,7 @@ def replay(steps: list[int], scores: list[float], k: int, patience: int, cap: in
 
 def _cells(root: Path) -> list[dict]:
     cells = []
-    for path in sorted(root.glob("convergence/*/n*-seed*/cell.json")):
+    for path in sorted(root.glob("cells/*/cell.json")):
         record = json.loads(path.read_text())
         record["curve"] = curve(path.parent / "log.csv")
         cells.append(record)
@@ -124,7 +125,7 @@ def main(root: str) -> None:
     lines = ["## Selected checkpoint per cell and setting", "", *table(cells), "", "## Doubling patience and cap", ""]
     lines += differences(cells)
     text = "\n".join(lines) + "\n"
-    (Path(root) / "convergence" / "table.md").write_text(text)
+    (Path(root) / "table.md").write_text(text)
     print(text)
 
 
