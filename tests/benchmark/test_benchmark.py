@@ -287,3 +287,55 @@ def test_paper_preset_dry_run_shows_the_paper_recipe_for_every_pretraining(monke
     assert views["style"] == "authors" and views["rotation_deg"] == 30 and views["scale_range"] == [0.25, 1.75]
     assert views["translation"] == 0.3 and views["shear_deg"] == 8.4375
     assert runs["cover-3d"]["views"]["style"] == "authors" and runs["cover-3d"]["lr"] == pytest.approx(1e-4 * 4 / 256)
+
+
+def test_cells_record_what_stopped_them_and_the_report_warns_about_the_cap(tmp_path, monkeypatch, caplog):
+    # Scripted validation scores, in the order the cells validate (n = 1: steps 1-3, n = 2: steps 1-3 of 4):
+    # n = 1 improves at every validation and reaches its 3-step cap; n = 2 has two stale validations
+    # after step 1 and stops by patience at step 3.
+    import logging
+
+    import cover.downstream.finetune_task as task_module
+
+    scores = iter([0.5, 0.6, 0.7, 0.5, 0.4, 0.45])
+    monkeypatch.setattr(
+        task_module, "validation_score", lambda *a, **k: dict.fromkeys(("score", "val_dice"), next(scores))
+    )
+    config = {
+        **micro(tmp_path),
+        "methods": ["scratch"],
+        "analyze": False,
+        "val_fraction": 0.34,
+        "steps_per_case": 2,
+        "finetune": {"steps": 3, "batch_size": 2, "size": 32, "val_every": 1, "patience": 2},
+    }
+    with caplog.at_level(logging.WARNING, logger="cover"):
+        benchmark(config)
+    out = Path(config["out"])
+    rows = {r["budget"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert (rows["1"]["stopped_by"], rows["1"]["best_step"], rows["1"]["steps"]) == ("cap", "3", "3")
+    assert (rows["2"]["stopped_by"], rows["2"]["best_step"], rows["2"]["steps"]) == ("patience", "1", "3")
+    cell = json.loads((out / "cells" / "blobs__scratch__n2__seed0.json").read_text())
+    assert cell["stopped_by"] == "patience" and cell["best_step"] == cell["tested_step"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cover.benchmark.runner"]
+    assert warnings == ["benchmark: blobs scratch n=1 seed=0 hit the step cap (3 steps, best validation at step 3): "
+                        "it may not have converged; raise finetune.steps"]  # fmt: skip
+    report = (out / "results.md").read_text()
+    assert "| scratch | best 3 · patience 0, cap 1 | best 1 · patience 1, cap 0 |" in report
+    assert "**Warning:** blobs scratch n=1 seed=0 hit the step cap" in report
+
+
+def test_default_preset_fine_tunes_to_convergence_with_the_steps_only_a_cap():
+    """Every fine-tuning setting of a default cell but the cap itself is the same whatever the cap
+    (warm-up, validation interval, learning rates up to the cap), and early stopping is on."""
+    from cover.config import deep_merge
+    from cover.downstream.config import resolve_finetune_config, resolve_steps
+    from cover.downstream.optim import head_factor
+
+    config = resolve_benchmark_config(preset="default")
+    values = {**deep_merge(config.finetune, config.task_configs()[0].finetune), "images": "x", "labels": "y", "dim": 2}
+    short, long = (resolve_steps(resolve_finetune_config(values, steps=cap), 1) for cap in (300, 2000))
+    assert short.patience and short.val_fraction > 0 and (short.warmup_steps, short.val_every) == (15, 20)
+    assert (long.warmup_steps, long.val_every, long.patience) == (short.warmup_steps, short.val_every, short.patience)
+    rates = [[head_factor(s, c.steps, c.warmup_steps, c.lr_schedule) for s in range(300)] for c in (short, long)]
+    assert rates[0] == rates[1] and rates[0][14:] == [1.0] * 286

@@ -52,6 +52,22 @@ def test_without_freeze_steps_the_backbone_is_only_scaled():
     )
 
 
+def test_constant_schedule_warms_up_then_holds_whatever_the_run_length():
+    # Hand-written: warm-up 1/3, 2/3, 3/3, then 1 for ever; the backbone re-warms after freeze_steps.
+    for total in (6, 600):
+        optimizer, scheduler, _ = build_optimizer(
+            Net(), 0.1, 0.0, total, 3, pretrained=ALL, backbone_lr_scale=0.5, freeze_steps=2, schedule="constant"
+        )
+        head, backbone = optimizer.param_groups
+        rates = []
+        for _ in range(6):
+            rates.append((head["lr"], backbone["lr"]))
+            optimizer.step()
+            scheduler.step()
+        assert [h for h, _ in rates] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1, 0.1])
+        assert [b for _, b in rates] == pytest.approx([0, 0, 0.05 / 3, 0.1 / 3 * 0.5 * 2, 0.05, 0.05])
+
+
 def test_frozen_phase_leaves_backbone_bit_identical_then_trains_it():
     net = Net()
     start = {k: v.clone() for k, v in net.state_dict().items()}

@@ -46,7 +46,8 @@ def aggregate(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, int, str], dic
 def write_csv(cells: Sequence[dict[str, Any]], path: Path) -> None:
     """One row per cell (task, method, budget, seed) with Dice, HD95, per-class Dice and the steps it ran."""
     class_keys = sorted({k for c in cells for k in c.get("classes", {})})
-    extra = ["steps", "tested_step", "val_dice"]  # the protocol: steps run, checkpoint tested, its validation Dice
+    # the protocol: steps run, what ended them, best-validated step, checkpoint tested, its validation Dice
+    extra = ["steps", "stopped_by", "best_step", "tested_step", "val_dice"]
     fields = ["task", "method", "budget", "seed", "dice", "hd95", *[f"dice_{k}" for k in class_keys], *extra, "seconds"]
     with path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=fields)
@@ -55,6 +56,55 @@ def write_csv(cells: Sequence[dict[str, Any]], path: Path) -> None:
             row = {k: cell.get(k) for k in ("task", "method", "budget", "seed", "dice", "hd95", "seconds", *extra)}
             row.update({f"dice_{k}": v for k, v in cell.get("classes", {}).items()})
             writer.writerow(row)
+
+
+def cap_warnings(cells: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per cell whose fine-tuning ran into the step cap before its patience ran out.
+
+    Args:
+        cells: Cell records (``stopped_by`` is ``patience``, ``cap`` or ``steps``).
+
+    Returns:
+        Lines naming the cell, its steps and best step.
+    """
+    return [
+        f"{c['task']} {c['method']} n={c['budget']} seed={c['seed']} hit the step cap ({c['steps']} steps, "
+        f"best validation at step {c.get('best_step')}): it may not have converged; raise finetune.steps"
+        for c in sorted(cells, key=lambda c: (c["task"], c["method"], c["budget"], c["seed"]))
+        if c.get("stopped_by") == "cap"
+    ]
+
+
+def stop_table(
+    cells: Sequence[dict[str, Any]], methods: Sequence[str], columns: Sequence[tuple[str, int]]
+) -> list[str]:
+    """Markdown table: rows = methods, columns = (task, budget), best steps over seeds and stop counts.
+
+    Args:
+        cells: Cell records with ``best_step`` and ``stopped_by``.
+        methods: Row order.
+        columns: ``(task, budget)`` column order.
+
+    Returns:
+        Markdown lines; an entry reads ``best 240 / 300 · patience 2, cap 0`` (best steps in
+        seed order, then how many seeds stopped by patience and by the cap).
+    """
+    lines = ["| method | " + " | ".join(f"{t} n={b}" for t, b in columns) + " |", "|---|" + "---|" * len(columns)]
+    for method in methods:
+        entries = []
+        for task, budget in columns:
+            group = sorted(
+                (c for c in cells if (c["task"], int(c["budget"]), c["method"]) == (task, budget, method)),
+                key=lambda c: c["seed"],
+            )
+            if not group:
+                entries.append("–")
+                continue
+            best = " / ".join(str(c.get("best_step")) for c in group)
+            count = {k: sum(c.get("stopped_by") == k for c in group) for k in ("patience", "cap")}
+            entries.append(f"best {best} · patience {count['patience']}, cap {count['cap']}")
+        lines.append(f"| {method} | " + " | ".join(entries) + " |")
+    return lines
 
 
 def _percent(value: float) -> str:

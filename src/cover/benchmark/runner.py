@@ -53,7 +53,16 @@ from cover.benchmark.config import (
     resolve_benchmark_config,
     resolved_pretraining,
 )
-from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
+from cover.benchmark.report import (
+    DICE_NOTE,
+    aggregate,
+    analysis_table,
+    cap_warnings,
+    dice_table,
+    plot_label_efficiency,
+    stop_table,
+    write_csv,
+)
 from cover.benchmark.tasks import TaskConfig, describe_task, task_data
 from cover.config import save_yaml, to_dict
 from cover.engine.guards import StopSignals
@@ -289,6 +298,8 @@ def _finetune_cell(
         "num_val": summary["num_val"],
         "steps": summary["steps"],
         "tested_step": summary["best_step"] if summary["select"] == "best" else summary["steps"],
+        "best_step": summary["best_step"],
+        "stopped_by": summary["stopped_by"],
         "val_dice": summary.get("best_val_dice") if summary["select"] == "best" else summary.get("last_val_dice"),
         "num_test": scores["num_cases"],
         "seconds": round(time.monotonic() - tic, 1),
@@ -358,8 +369,11 @@ def _protocol_text(config: BenchmarkConfig) -> str:
         else f"{steps if steps is not None else 'epochs-based'} fine-tuning steps for every n"
     )
     if config.val_fraction > 0:
-        patience = config.finetune.get("patience")
+        patience, every = config.finetune.get("patience"), config.finetune.get("val_every")
         stop = f", early stop after {patience} validations without gain" if patience else ""
+        stop += f" (validation every {every} steps)" if patience and every else ""
+        if patience and config.finetune.get("lr_schedule") == "constant":
+            text = text.replace("fine-tuning steps", "fine-tuning steps at most (a cap: constant learning rate)")
         return (
             f"{text}; {config.val_fraction:g} of each task's labeled pool held out per seed for validation "
             f"(same cases for every n){stop}; the best-validated checkpoint tested; test cases used for nothing else"
@@ -416,6 +430,18 @@ def _write_report(
         *dice_table(stats, methods, columns),
         "",
     ]
+    if any("stopped_by" in c for c in cells):
+        warnings = cap_warnings(cells)
+        lines += [
+            "## How the cells stopped",
+            "",
+            "Best-validated step of each seed, and how many seeds stopped by patience / by the step cap "
+            "(a cell that hits the cap may still have been improving).",
+            "",
+            *stop_table(cells, methods, columns),
+            "",
+            *([f"**Warning:** {line}" for line in warnings] + [""] if warnings else []),
+        ]
     if analyses:
         source = next(iter(analyses.values())).get("source", "")
         lines += [
@@ -560,7 +586,7 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
         for budget in sorted(task.budgets)
         for method in config.methods
     ]
-    cells = []
+    cells: list[dict[str, Any]] = []
     progress = progress_bar(plan, desc="benchmark cells", dynamic_ncols=True)
     for seed, task, budget, method in progress:
         progress.set_postfix_str(f"{task.name} {method} n={budget} seed={seed}")
@@ -579,6 +605,8 @@ def _run(config: BenchmarkConfig, out: Path, signals: StopSignals, command: str 
         cells.append(cell)
         check_stop()
     progress.close()
+    for line in cap_warnings(cells):
+        log.warning("benchmark: %s", line)
     summary = _write_report(
         config,
         tasks,

@@ -54,6 +54,9 @@ def finetune(
     backbone_lr_scale: Annotated[float | None, Opt(help="Pretrained backbone's lr relative to --lr.")] = None,
     batch_size: Annotated[int | None, Opt(help="Batch size.")] = None,
     lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
+    lr_schedule: Annotated[
+        str | None, Opt(help="After warm-up: cosine (decay to 0 at --steps) or constant (--steps only a cap).")
+    ] = None,
     amp: Annotated[str | None, Opt(help="Mixed precision of training: none, bf16 or fp16 (CUDA).")] = None,
     channels_last: Annotated[
         bool | None, Opt("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
@@ -108,6 +111,7 @@ def finetune(
         "backbone_lr_scale": backbone_lr_scale,
         "batch_size": batch_size,
         "lr": lr,
+        "lr_schedule": lr_schedule,
         "amp": amp,
         "channels_last": channels_last,
         "compile": compile,

@@ -15,6 +15,7 @@ from typing import Any
 
 from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
 from cover.engine.precision import AMP_CHOICES
+from cover.engine.schedule import LR_SCHEDULES
 from cover.errors import ConfigError
 
 TASKS = ("seg", "cls")
@@ -120,7 +121,10 @@ class FinetuneConfig:
         batch_size: Batch size.
         size: Training crop (seg) or input size (cls) per axis; a multiple of the backbone's
             divisor.
-        lr: Adam learning rate (linear warm-up, cosine decay).
+        lr: Adam learning rate (linear warm-up, then ``lr_schedule``).
+        lr_schedule: After the warm-up, ``cosine`` (decay to 0 at ``steps``) or ``constant``
+            (the rates do not depend on ``steps``, so with ``patience`` the step count is only a
+            safety cap: a run stopped by patience is the same whatever the cap).
         weight_decay: Adam weight decay.
         warmup_steps: Warm-up steps (``None``: 5 % of ``steps``).
         grad_clip: Gradient norm clipping (0 disables).
@@ -181,6 +185,7 @@ class FinetuneConfig:
     batch_size: int | None = None
     size: tuple[int, ...] | None = None
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     weight_decay: float = 1e-5
     warmup_steps: int | None = None
     grad_clip: float = 1.0
@@ -323,6 +328,11 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
             f"{config.transfer!r} is not allowed (allowed: {', '.join(TRANSFER)})",
         ),
         (config.amp in AMP_CHOICES, "amp", f"{config.amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})"),
+        (
+            config.lr_schedule in LR_SCHEDULES,
+            "lr_schedule",
+            f"{config.lr_schedule!r} is not allowed (allowed: {', '.join(LR_SCHEDULES)})",
+        ),
         (config.select in SELECT, "select", f"{config.select!r} is not allowed (allowed: {', '.join(SELECT)})"),
         (len(config.size) == config.dim, "size", f"{list(config.size)} needs 1 or {config.dim} values"),
         (all(s > 0 for s in config.size), "size", f"{list(config.size)} must be positive"),

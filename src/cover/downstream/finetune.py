@@ -451,7 +451,7 @@ def _parts(
         use_channels_last(network, backbone.spatial_dims)
     optimizer, scheduler, trainable = build_optimizer(
         network, config.lr, config.weight_decay, config.steps, config.warmup_steps, loaded,
-        config.backbone_lr_scale, config.freeze_steps,
+        config.backbone_lr_scale, config.freeze_steps, config.lr_schedule,
     )  # fmt: skip
     compiled = torch.compile(network) if config.compile else None
     return Parts(network, optimizer, scheduler, grad_scaler(config.amp, device), compiled, trainable)
@@ -558,6 +558,7 @@ def _finish(
         "final_loss": float(np.mean(history[-max(1, min(20, len(history) // 5)) :])) if history else math.nan,
         f"best_{metric}": best if best > -math.inf else None,
         "best_step": best_step,
+        "stopped_by": task.stopped_by(done),
         f"last_{metric}": last_val.get("score"),
         "best_checkpoint": str(out / "best.pt"),
         "last_checkpoint": str(out / "last.pt"),
@@ -565,6 +566,12 @@ def _finish(
         "checkpoint": str(selected),
         "flip_check": flip_check,
     }
+    if summary["stopped_by"] == "cap":
+        log.warning(
+            "%s: reached the step cap (steps: %d) before %d validations without gain; the best %s (step %d) "
+            "may still improve with more steps",
+            out, done, config.patience, metric, best_step,
+        )  # fmt: skip
     _plot_curves(out, metric)
     if config.is_demo and config.evaluate_test:
         with summary_if_interrupted(summary, out / "summary.json", "the demo's test-slab evaluation"):

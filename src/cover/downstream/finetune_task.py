@@ -246,6 +246,19 @@ class FinetuneTask(Task):
             return None
         return f"early stop at step {done}: no better {self.metric} in {patience} validations"
 
+    def stopped_by(self, done: int) -> str:
+        """What ended the run after ``done`` steps.
+
+        Returns:
+            ``patience`` (early stopping), ``cap`` (all ``steps`` run although early stopping
+            was on: ``patience`` with validation cases) or ``steps`` (all ``steps`` run, as
+            planned without early stopping).
+        """
+        if self.progress.early_stopped:
+            return "patience"
+        watched = self.config.patience is not None and bool(self.validation.cases)
+        return "cap" if watched and done >= self.config.steps else "steps"
+
     def state(self, done: int, skipped: int, seconds: float) -> dict[str, Any]:
         """The progress (validation bookkeeping, loss history, non-finite steps, training time)."""
         self.progress.skipped, self.progress.seconds = skipped, seconds

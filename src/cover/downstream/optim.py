@@ -6,8 +6,8 @@ With a pretrained checkpoint the backbone parameters it loaded form their own Ad
 learning rate is ``backbone_lr_scale`` times the head's and stays zero for the first
 ``freeze_steps`` steps (linear probe, then fine-tuning of everything: LP-FT). After the
 frozen phase the backbone warms up again over ``warmup_steps`` and then follows the head's
-cosine decay. During the frozen phase :func:`hold_frozen` drops the backbone's gradients, so
-Adam leaves its weights and its moment estimates untouched (bit-identical weights). Without
+schedule (cosine decay, or constant). During the frozen phase :func:`hold_frozen` drops the
+backbone's gradients, so Adam leaves its weights and its moment estimates untouched (bit-identical weights). Without
 a pretrained checkpoint all parameters form one group with the plain schedule (there are no
 pretrained features to protect). Backbone parameters the checkpoint did not provide (the
 decoder under ``transfer: encoder`` or of an encoder-only export) are fresh, so they train
@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 import torch
 from torch import nn
 
-from cover.engine.schedule import warmup_cosine
+from cover.engine.schedule import warmup_constant, warmup_cosine
 from cover.errors import ConfigError, CoverError
 from cover.models.loading import Checkpoint, encoder_prefixes
 
@@ -30,7 +30,26 @@ from cover.models.loading import Checkpoint, encoder_prefixes
 PRETRAINED_GROUP = "pretrained"
 
 
-def backbone_factor(step: int, total_steps: int, warmup_steps: int, scale: float, freeze_steps: int) -> float:
+def head_factor(step: int, total_steps: int, warmup_steps: int, schedule: str = "cosine") -> float:
+    """Learning-rate multiplier of the head (and of scratch networks) at ``step`` (0-based).
+
+    Args:
+        step: Optimiser step.
+        total_steps: Steps of the run (unused by ``constant``).
+        warmup_steps: Linear warm-up steps.
+        schedule: One of :data:`cover.engine.schedule.LR_SCHEDULES`.
+
+    Returns:
+        A factor in ``[0, 1]``.
+    """
+    if schedule == "constant":
+        return warmup_constant(step, warmup_steps)
+    return warmup_cosine(step, total_steps, warmup_steps)
+
+
+def backbone_factor(
+    step: int, total_steps: int, warmup_steps: int, scale: float, freeze_steps: int, schedule: str = "cosine"
+) -> float:
     """Learning-rate multiplier of the pretrained backbone at ``step`` (0-based).
 
     Args:
@@ -40,12 +59,13 @@ def backbone_factor(step: int, total_steps: int, warmup_steps: int, scale: float
             frozen phase.
         scale: Backbone learning rate relative to the head's.
         freeze_steps: Steps during which the backbone does not train.
+        schedule: The head's schedule (:data:`cover.engine.schedule.LR_SCHEDULES`).
 
     Returns:
         ``0`` during the frozen phase, else ``scale`` times the head's multiplier, ramped
         linearly over ``warmup_steps`` after the frozen phase.
     """
-    head = warmup_cosine(step, total_steps, warmup_steps)
+    head = head_factor(step, total_steps, warmup_steps, schedule)
     if freeze_steps <= 0:
         return scale * head
     if step < freeze_steps:
@@ -63,8 +83,9 @@ def build_optimizer(
     pretrained: Collection[str],
     backbone_lr_scale: float = 1.0,
     freeze_steps: int = 0,
+    schedule: str = "cosine",
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR, list[nn.Parameter]]:
-    """Adam with a warm-up/cosine schedule over the trainable parameters of ``network``.
+    """Adam with a warm-up/cosine (or warm-up/constant) schedule over the trainable parameters of ``network``.
 
     Args:
         network: A downstream network with ``backbone`` and ``head``; parameters with
@@ -78,25 +99,29 @@ def build_optimizer(
             ``backbone_lr_scale`` and ``freeze_steps`` apply to. Empty: scratch, one group.
         backbone_lr_scale: Backbone learning rate relative to ``lr``.
         freeze_steps: Steps during which the backbone stays fixed.
+        schedule: After the warm-up, ``cosine`` decay to 0 at ``total_steps`` or ``constant``
+            (:data:`cover.engine.schedule.LR_SCHEDULES`).
 
     Returns:
         The optimiser (group ``head`` first, then ``pretrained`` when it has parameters),
         its scheduler and the list of all trainable parameters.
     """
     trainable = [p for p in network.parameters() if p.requires_grad]
-    schedule: Callable[[int], float] = lambda s: warmup_cosine(s, total_steps, warmup_steps)  # noqa: E731
+    head: Callable[[int], float] = lambda s: head_factor(s, total_steps, warmup_steps, schedule)  # noqa: E731
     if not pretrained:
         groups = [{"params": trainable, "name": "all"}]
-        lambdas = [schedule]
+        lambdas = [head]
     else:
         names = set(pretrained)
         backbone_ids = {id(p) for n, p in network.backbone.named_parameters() if n in names}
         groups = [{"params": [p for p in trainable if id(p) not in backbone_ids], "name": "head"}]
-        lambdas = [schedule]
+        lambdas = [head]
         backbone = [p for p in trainable if id(p) in backbone_ids]
         if backbone:
             groups.append({"params": backbone, "name": PRETRAINED_GROUP})
-            lambdas.append(lambda s: backbone_factor(s, total_steps, warmup_steps, backbone_lr_scale, freeze_steps))
+            lambdas.append(
+                lambda s: backbone_factor(s, total_steps, warmup_steps, backbone_lr_scale, freeze_steps, schedule)
+            )
     optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return optimizer, scheduler, trainable

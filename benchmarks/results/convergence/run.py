@@ -1,0 +1,93 @@
+"""One long fine-tuning cell of the convergence study (benchmarks/results/convergence/README.md).
+
+The cell is the ``default`` benchmark preset's ``mni-regions-2d`` cell (same data, split, recipe
+and backbone) with the learning rate constant after a fixed 15-step warm-up, validation every 20
+steps, patience 16 validations and a 2,000-step cap. Because the learning rates do not depend on
+the cap and validating changes nothing in training, every shorter setting (validation every 20 or
+40 steps, patience P, cap C) is a prefix of this run: ``simulate.py`` replays it on the logged
+validation curve. The network of every validation is kept, so the test Dice of any setting's
+selected step can be measured; the ones no candidate setting selects are deleted afterwards.
+
+usage: python run.py ROOT METHOD N SEED   (ROOT: a benchmark folder holding
+``pretrain/cover-2d`` from the default preset; writes ROOT/convergence/METHOD/nN-seedS)
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from cover.benchmark.config import resolve_benchmark_config
+from cover.benchmark.runner import _model_options
+from cover.benchmark.tasks import task_data
+from cover.config import deep_merge, to_dict
+from cover.downstream import finetune_task
+from cover.downstream.evaluate import evaluate
+from cover.downstream.finetune import finetune
+from cover.models.networks import save_finetuned
+
+#: What the long run changes in the default preset's fine-tuning.
+LONG = {"lr_schedule": "constant", "warmup_steps": 15, "val_every": 20, "patience": 16, "steps": 2000}
+
+
+def cell_values(config, task, data, budget: int, seed: int) -> dict:
+    """The benchmark's cell settings (as in ``cover.benchmark.runner._finetune_cell``) with ``LONG``."""
+    values = deep_merge(config.finetune, task.finetune)
+    values.update(
+        task="seg", dim=task.dim, images=data["images"], labels=data["labels"], datalist=data["datalist"],
+        num_labeled=budget, val_fraction=config.val_fraction, select="best", seed=seed, preset=task.preset,
+        class_names=list(task.class_names) if task.class_names else None, model=_model_options(config)[1],
+        evaluate_test=False,
+    )  # fmt: skip
+    values.update(LONG)
+    return values
+
+
+def keep_every_validation() -> None:
+    """Save the network of every validation as ``OUT/steps/step_N.pt`` (a fine-tuned checkpoint)."""
+    original = finetune_task.FinetuneTask.validate
+
+    def validate(self, step):
+        result = original(self, step)
+        values = {**self.validation.metadata, "step": step}
+        save_finetuned(self.validation.out / "steps" / f"step_{step}.pt", self.network, values, to_dict(self.config))
+        return result
+
+    finetune_task.FinetuneTask.validate = validate
+
+
+def main(root: str, method: str, budget: str, seed: str) -> None:
+    root_path = Path(root)
+    config = resolve_benchmark_config(preset="default", out=root, device="cpu")
+    task = config.task_configs()[0]
+    data = task_data(task, root_path / "data")
+    values = cell_values(config, task, data, int(budget), int(seed))
+    out = root_path / "convergence" / method / f"n{budget}-seed{seed}"
+    (out / "steps").mkdir(parents=True, exist_ok=True)
+    pretrained = None
+    if method != "scratch":  # the finished pretraining's checkpoint, else the newest one of a stopped run
+        record = json.loads((root_path / "cells" / f"pretrain__{method}__2d.json").read_text())
+        found = sorted((root_path / "pretrain" / f"{method}-2d" / "checkpoints").glob("step_*.pt"))
+        pretrained = str(root_path / record["checkpoint"]) if record["status"] == "done" else str(found[-1])
+    keep_every_validation()
+    summary = finetune(values, pretrained=pretrained, out=str(out), overwrite=True, device="cpu")
+    from simulate import CANDIDATES, curve, replay  # noqa: PLC0415 (beside this file)
+
+    steps, scores = curve(out / "log.csv")
+    needed = {replay(steps, scores, *c)["best_step"] for c in CANDIDATES} | {summary["best_step"]}
+    tests = {}
+    for step in sorted(needed):
+        result = evaluate(
+            out / "steps" / f"step_{step}.pt", images=data["test_images"], labels=data["test_labels"],
+            out=out / "test" / f"step_{step}", device="cpu", overwrite=True, figure_cases=0,
+        )  # fmt: skip
+        tests[step] = result["mean_dice"]
+    shutil.rmtree(out / "steps")
+    record = {"method": method, "budget": int(budget), "seed": int(seed), "settings": values, "summary": summary}
+    record["test_dice_at_step"] = tests
+    (out / "cell.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main(*sys.argv[1:])
