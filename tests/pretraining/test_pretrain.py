@@ -28,6 +28,7 @@ def tiny(out, dim=2, **extra):
         "eval_pairs": 4,
         "checkpoint_every": 20,
         "model": TINY_MODEL,
+        "device": "cpu",  # explicit: on a CUDA machine auto would pick the GPU (and bf16), not the 1e-6 CPU numbers
     }
     options.update(extra)
     return options

@@ -50,6 +50,7 @@ from cover.downstream.metrics import json_safe
 from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
+from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from cover.engine.layout import use_channels_last
 from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed
@@ -302,6 +303,7 @@ class _Cases:
 
 def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:
     check_amp(config.amp, context.device)
+    apply_backend_settings(config, context.device)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)

@@ -31,6 +31,7 @@ from cover.config import (
     to_dict,
 )
 from cover.engine.checkpoint import list_checkpoints, load_states, remove_partial_files, resume_state
+from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
 from cover.engine.layout import use_channels_last
 from cover.engine.loop import Engine, LoopOptions, LoopResult, Parts, Resumed, adam_warmup_cosine
@@ -245,6 +246,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     # output folder is created or changed, so a bad input leaves an earlier run untouched.
     device = context.device
     _check_device(config, device)
+    apply_backend_settings(config, device)
     torch.manual_seed(config.seed)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
