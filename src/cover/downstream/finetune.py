@@ -427,11 +427,12 @@ def _parts(
     fit_or_stop(
         "fine-tuning",
         network,
-        lambda twin, probe, batch: twin(torch.rand(batch, config.in_channels, *probe, device=device)).float().mean(),
+        lambda twin, probe, batch: twin(torch.rand(batch, config.in_channels, *probe)).float().mean(),
         config.size,
         backbone.divisor,
         config.batch_size,
         context,
+        config.amp,
     )
     if config.channels_last:
         use_channels_last(network, backbone.spatial_dims)

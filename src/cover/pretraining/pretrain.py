@@ -95,18 +95,18 @@ def build_datasets(config: PretrainConfig) -> tuple[Dataset, Dataset, dict[str, 
 def check_memory(config: PretrainConfig, model: torch.nn.Module, context: DistributedContext) -> None:
     """Stop before training, with one line naming what to lower, when the run cannot fit.
 
-    See :mod:`cover.engine.memory`: one small-batch forward pass of a copy of ``model`` on views
-    of a small crop, scaled to ``batch_size`` x ``size``.
+    See :mod:`cover.engine.memory`: one small-batch forward pass of a CPU copy of ``model`` on
+    views of a small crop under the run's precision, scaled to ``batch_size`` x ``size``.
     """
-    device = context.device
 
     def forward(twin: torch.nn.Module, probe: tuple[int, ...], batch: int) -> torch.Tensor:
         scale = config.views.source_scale
-        source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe), device=device)
-        views = ViewGenerator(config.views, probe)(source, torch.Generator(device=device).manual_seed(0))
+        source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe))
+        views = ViewGenerator(config.views, probe)(source, torch.Generator().manual_seed(0))
         return twin(views)["loss"]
 
-    fit_or_stop("pretraining", model, forward, config.size, model.backbone.divisor, config.batch_size, context)
+    divisor = model.backbone.divisor
+    fit_or_stop("pretraining", model, forward, config.size, divisor, config.batch_size, context, config.amp)
 
 
 def _check_output(config: PretrainConfig, resuming: bool) -> Path:
