@@ -55,3 +55,21 @@ def test_memory_estimate_is_within_20_percent_of_memtracker_at_a_small_size(tmp_
     for row in rows:
         assert 0.8 <= row["ratio"] <= 1.2, row
     assert "| 2:32:2:fp32 |" in (tmp_path / "memory.md").read_text()
+
+
+def test_gpu_check_smoke_runs_every_section_on_any_device(tmp_path):
+    """``gpu_check.py --smoke``: steps, memory, data path, cuda tests, COVER vs scratch, all recorded."""
+    run_script("gpu_check.py", "--smoke", "--device", "cpu", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert results["environment"]["torch"] == __import__("torch").__version__
+    variants = [row["variant"] for row in results["steps"]]
+    assert variants == ["fp32", "bf16", "bf16+channels-last", "bf16+compile"] * 2
+    assert all(
+        row["kernels_per_step"] > 0 and row["seconds_per_step"] > 0 for row in results["steps"] if "error" not in row
+    )
+    memory = [(row["amp"], 0.8 <= row["ratio"] <= 1.2) for row in results["memory"]]
+    assert memory == [("fp32", True), ("bf16", True)]  # 2D fp32, 3D bf16 against MemTracker
+    assert [row["workers"] for row in results["data"]] == [0, 2] and results["data"][1]["samples"] == 8
+    assert results["cuda_tests"]["returncode"] in (0, 5)  # 5: every test skipped (no CUDA here)
+    assert results["comparison"]["returncode"] == 0 and "cover" in results["comparison"]["results_md"]
+    assert "## COVER against scratch" in (tmp_path / "gpu_check.md").read_text()

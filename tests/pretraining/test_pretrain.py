@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import cover.engine.loop as loop_module
 from _support.clock import SteppingTime
@@ -155,3 +156,13 @@ def test_the_resolved_config_names_the_default_recipe_and_paper_stays_available(
     summary = pretrain(**tiny(tmp_path / "run", steps=1))
     assert summary["recipe"] == "vicreg" and "final_loss_var" in summary
     assert "recipe: vicreg" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_half_precision_pretraining_completes_on_cpu(tmp_path, amp):
+    """fp16 (with the grad scaler) and bf16 autocast each run a short pretraining to the end, every step finite."""
+    summary = pretrain(**tiny(tmp_path / amp, steps=4, checkpoint_every=4, amp=amp))
+    assert summary["nonfinite_steps"] == 0 and np.isfinite(summary["final_loss"]), summary
+    assert f"amp: {amp}" in (tmp_path / amp / "config.yaml").read_text()
+    scaler = torch.load(summary["checkpoint"], weights_only=True)["scaler"]
+    assert bool(scaler) == (amp == "fp16")  # fp16 scales the loss (its state is checkpointed); bf16 does not
