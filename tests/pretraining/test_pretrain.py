@@ -162,7 +162,10 @@ def test_the_resolved_config_names_the_default_recipe_and_paper_stays_available(
 def test_half_precision_pretraining_completes_on_cpu(tmp_path, amp):
     """fp16 (with the grad scaler) and bf16 autocast each run a short pretraining to the end, every step finite."""
     summary = pretrain(**tiny(tmp_path / amp, steps=4, checkpoint_every=4, amp=amp))
-    assert summary["nonfinite_steps"] == 0 and np.isfinite(summary["final_loss"]), summary
+    # fp16's scaler starts at 2^16 and skips the steps whose gradients overflow while it lowers the scale
+    assert summary["nonfinite_steps"] <= (2 if amp == "fp16" else 0) and np.isfinite(summary["final_loss"]), summary
     assert f"amp: {amp}" in (tmp_path / amp / "config.yaml").read_text()
     scaler = torch.load(summary["checkpoint"], weights_only=True)["scaler"]
     assert bool(scaler) == (amp == "fp16")  # fp16 scales the loss (its state is checkpointed); bf16 does not
+    if amp == "fp16":
+        assert scaler["scale"] == 2.0**16 / 2 ** summary["nonfinite_steps"]  # halved once per skipped step
