@@ -24,3 +24,15 @@ def _private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ.pop("COVER_CACHE_DIR", None)
     else:
         os.environ["COVER_CACHE_DIR"] = before
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -84,7 +84,7 @@ BAD_KEYS_AND_TYPES = [
     ({"views": {"scale_range": [1, 2, 3]}}, "views.scale_range: expected 2 values, got [1, 2, 3]"),
     ({"out": ["a"]}, "out: expected a string, got ['a']"),
     ({"dim": 4}, "dim: 4 is not allowed (allowed: 2, 3)"),
-    ({"amp": "fp32"}, "amp: 'fp32' is not allowed (allowed: none, bf16, fp16)"),
+    ({"amp": "fp32"}, "amp: 'fp32' is not allowed (allowed: auto, none, bf16, fp16)"),
     ({"on_bad_file": "ignore"}, "on_bad_file: 'ignore' is not allowed (allowed: skip, error)"),
 ]
 

@@ -189,3 +189,13 @@ def test_gamma_and_bias_change_view_a_only():
     b = ViewGenerator(changed, (32, 32))(source, torch.Generator().manual_seed(4))
     assert torch.equal(a.view_b, b.view_b) and torch.equal(a.phi_gt, b.phi_gt) and torch.equal(a.mask, b.mask)
     assert float((a.view_a - b.view_a).abs().mean()) > 0.01
+
+
+def test_gaussian_blur_radius_from_the_bound_keeps_each_samples_blur():
+    """With ``max_sigma`` the radius comes from the bound: the same sample blurs the same beside any batch-mate."""
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    alone = gaussian_blur(x[:1], torch.tensor([0.4]), max_sigma=1.0)  # radius 3 from the bound
+    paired = gaussian_blur(x, torch.tensor([0.4, 1.0]), max_sigma=1.0)
+    torch.testing.assert_close(paired[:1], alone, atol=1e-6, rtol=0)  # float rounding of a grouped conv
+    narrow = gaussian_blur(x[:1], torch.tensor([0.4]))  # radius 2 from the sample's own sigma
+    torch.testing.assert_close(narrow, alone, atol=1e-4, rtol=0)  # taps beyond 5 sigma weigh < 1e-5

@@ -81,7 +81,8 @@ class PretrainConfig:
         weight_decay: Adam weight decay.
         warmup_steps: Linear warm-up steps before the cosine decay; ``None`` gives 5 %.
         grad_clip: Gradient norm clipping (0 disables).
-        amp: Mixed precision: ``none``, ``bf16`` or ``fp16`` (fp16 on CUDA only).
+        amp: Mixed precision: ``auto`` (chosen per device, :mod:`cover.engine.devices`), ``none``,
+            ``bf16`` or ``fp16``; the resolved config names the one in use.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         out: Output folder; ``None`` gives ``cover_runs/pretrain`` in 2D and
             ``cover_runs/pretrain-3d`` in 3D (so the two demos do not collide).
@@ -93,10 +94,12 @@ class PretrainConfig:
             or gradient (each such step is skipped).
         compile: Compile the model with ``torch.compile``.
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
-            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
-            on GPUs).
+            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per
+            device (:mod:`cover.engine.devices`).
+        cudnn_benchmark: Let cuDNN time its convolution algorithms (CUDA); ``None``: per device.
+        tf32: TF32 matrix products and convolutions (CUDA); ``None``: per device.
         log_every: Steps between log lines (CSV, TensorBoard).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``None``: per device.
         eval_pairs: Held-out view pairs for the final endpoint error and the flow figure.
         intensity: Intensity preset (``ct``, ``ct:-175,250``, ``mri``, ``xray``, ...); ``None``
             chooses from each file's modality (formerly ``preset``, still read).
@@ -129,7 +132,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int | None = None
     grad_clip: float = 1.0
-    amp: str = "none"
+    amp: str = "auto"
     device: str = "auto"
     out: str | None = None
     seed: int = 0
@@ -138,9 +141,11 @@ class PretrainConfig:
     keep_checkpoints: int = 3
     max_nonfinite_steps: int = 20
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    tf32: bool | None = None
     log_every: int = 10
-    num_workers: int = 0
+    num_workers: int | None = None
     eval_pairs: int = 8
     intensity: str | None = None
     spacing: tuple[float, ...] | None = None
@@ -291,7 +296,7 @@ def _lr_rule(recipe: str | None) -> str:
 
 ALLOWED_CHOICES: dict[str, tuple[Any, ...]] = {
     "dim": (2, 3),
-    "amp": ("none", "bf16", "fp16"),
+    "amp": ("auto", "none", "bf16", "fp16"),
     "on_bad_file": ("skip", "error"),
     "views.style": ("cover", "authors"),
     "model.mov_schedule": ("auto", "fused", "chunked"),
@@ -658,6 +663,10 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         # Named in config.yaml, so a run's recipe never depends on the installed version's default.
         changes["method_options"] = {**config.method_options, "recipe": DEFAULT_RECIPE}
     config = dataclasses.replace(config, **changes)
+    _validate_device(config.device)
+    from cover.engine.devices import fill_device_defaults
+
+    config = fill_device_defaults(config)
     validate_pretrain_config(config)
     return config
 

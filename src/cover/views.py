@@ -268,7 +268,7 @@ class ViewGenerator:
 
         x = tone_changes(cfg, x, generator)
         if cfg.blur_sigma_max > 0:
-            x = gaussian_blur(x, rand(batch) * cfg.blur_sigma_max)
+            x = gaussian_blur(x, rand(batch) * cfg.blur_sigma_max, max_sigma=cfg.blur_sigma_max)
         mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
         low, high = cfg.contrast_range
         contrast = (low + (high - low) * rand(batch)).view(per_sample)
@@ -332,19 +332,22 @@ def tone_changes(config: ViewConfig, x: torch.Tensor, generator: torch.Generator
     return x
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float | None = None) -> torch.Tensor:
     """Separable Gaussian blur with a different sigma per sample.
 
     Args:
         x: ``(B, C, *spatial)`` images.
         sigma: ``(B,)`` standard deviations in voxels (0 leaves the image unchanged).
+        max_sigma: An upper bound of ``sigma`` that sets the kernel radius ``ceil(3 max_sigma)``
+            (so a sample's blur does not depend on its batch-mates, and no device-to-host copy
+            stalls the step); ``None``: the largest ``sigma`` (read from the device).
 
     Returns:
         ``(B, C, *spatial)`` blurred images (edges replicate-padded).
     """
     batch, channels = x.shape[:2]
     ndim = x.dim() - 2
-    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    radius = max(1, math.ceil(3.0 * (float(sigma.max()) if max_sigma is None else max_sigma)))
     taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     safe = sigma.clamp(min=1e-3).view(batch, 1)
     kernel = torch.exp(-0.5 * (taps / safe) ** 2)

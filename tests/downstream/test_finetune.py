@@ -73,8 +73,9 @@ def test_bf16_fine_tuning_learns_like_float32(seg2d, seg_task, tmp_path):
     assert result["mean_dice"] >= 0.8, result
     weights = torch.load(summary["checkpoint"], weights_only=True)["model"]
     assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
-    with pytest.raises(ConfigError, match="amp: fp16 needs a CUDA device"):
-        finetune(**seg_options(*seg2d, tmp_path / "fp16", dim=2, amp="fp16", device="cpu"))
+    # fp16 (with loss scaling) also runs on the CPU, slowly: a short run completes with finite losses
+    half = finetune(**seg_options(*seg2d, tmp_path / "fp16", dim=2, amp="fp16", device="cpu", steps=6, val_every=3))
+    assert half["nonfinite_steps"] <= 2 and math.isfinite(half["final_loss"]), half  # the scaler's first overflows
     with pytest.raises(ConfigError, match="amp: 'fp8' is not allowed"):
         finetune(**seg_options(*seg2d, tmp_path / "fp8", dim=2, amp="fp8"))
 

@@ -131,3 +131,28 @@ def test_memory_check_off_runs_no_probe(monkeypatch):
     context = type("Context", (), {"world_size": 1, "device": torch.device("cpu")})()
     assert memory.fit_or_stop("pretraining", torch.nn.Linear(2, 2), forward, (32, 32), 16, 4, context) is None
     assert calls == []
+
+
+def test_the_probe_follows_the_runs_precision_on_a_cpu_copy():
+    """bf16 saves 16-bit activations: a smaller estimate; the probe never runs on the model itself."""
+    from cover.config import resolve_pretrain_config
+    from cover.models.networks import build_model
+    from cover.views import ViewGenerator
+
+    config = resolve_pretrain_config({"dim": 2, "size": 64, "batch_size": 4, "steps": 1, "model": TINY_MODEL})
+    model = build_model(config)
+    devices = []
+
+    def forward(twin, probe, batch):
+        devices.append(next(twin.parameters()).device.type)
+        assert twin is not model
+        source = torch.rand(batch, 1, *(round(p * config.views.source_scale) for p in probe))
+        return twin(ViewGenerator(config.views, probe)(source, torch.Generator().manual_seed(0)))["loss"]
+
+    full = memory.estimate(model, forward, config.size, 4, 4, amp="none")
+    half = memory.estimate(model, forward, config.size, 4, 4, amp="bf16")
+    scaled = memory.estimate(model, forward, config.size, 4, 4, amp="fp16")  # probed as bf16: the same bytes
+    assert devices == ["cpu"] * 3
+    assert half.activation_bytes < 0.8 * full.activation_bytes
+    assert scaled.activation_bytes == half.activation_bytes
+    assert full.tensor_bytes() == full.total() - memory.RUNTIME_BYTES

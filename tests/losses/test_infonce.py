@@ -55,3 +55,14 @@ def test_loss_modules_match_the_loop_and_average_levels():
     assert loss.item() == pytest.approx(sum(v for v, _ in per_level) / 2, rel=1e-5)
     assert acc.item() == pytest.approx(sum(v for _, v in per_level) / 2)
     assert not NTXentLoss(0.1).state_dict()
+
+
+def test_nt_xent_of_an_all_invalid_batch_is_zero_under_float16_autocast():
+    """The blocked logits (-1e9) would overflow to -inf in float16 and give NaN."""
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(6, 8, generator=generator), torch.randn(6, 8, generator=generator)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss, _ = nt_xent(z_a, z_b, 0.1, weights=torch.zeros(6))
+        valid, _ = nt_xent(z_a, z_b, 0.1)
+    assert loss.item() == 0.0
+    assert torch.allclose(valid, nt_xent(z_a, z_b, 0.1)[0], rtol=1e-5)

@@ -125,3 +125,24 @@ def test_loss_modules_give_the_hand_computed_values_and_hold_no_state():
     assert float(covariance) == pytest.approx(2 * (4 / 3) ** 2 / 2, rel=1e-5)
     for module in (VectorLoss(), ConsistencyLoss(), VarianceCovarianceLoss()):
         assert not module.state_dict()  # adds nothing to a method's checkpoint
+
+
+def test_variance_covariance_terms_stay_finite_under_float16_autocast_at_384_squared():
+    """Both views of one 384^2 image: 294,912 pixels whose squared sums exceed float16's 65504.
+
+    Under autocast the covariance's matrix product would run in float16 and overflow (the
+    variance term 0, the covariance NaN); it runs in float32 and equals the float32 result.
+    """
+    from cover.losses.masked import variance_covariance_loss
+
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.linspace(0.5, 1.5, 16).view(1, 16, 1, 1)  # channels of unequal spread
+    features = (torch.randn(2, 16, 384, 384, generator=generator) * scale + 0.3).half()  # as a float16 conv gives
+    mask = torch.ones(2, 1, 384, 384)
+    reference = variance_covariance_loss(features.float(), mask)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = variance_covariance_loss(features, mask)
+    for got, want in zip(half, reference, strict=True):
+        assert torch.isfinite(got) and got.dtype == torch.float32
+        assert torch.allclose(got, want, rtol=1e-2, atol=1e-6)
+    assert reference[0] > 0.05  # the hinge is active: a channel below std 1 moves the variance term

@@ -106,3 +106,30 @@ def test_cover_losses_and_total_match_the_references(weights):
     assert float(losses["loss_vec"].detach()) == pytest.approx(expected_vec, rel=1e-5)
     total = weights[0] * expected_vec + weights[1] * expected_con
     assert float(losses["loss"].detach()) == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_vicreg_recipe_at_384_squared_in_float16_equals_float32():
+    """The default recipe at the paper's 2D crop, batch 1, under fp16 autocast: finite, within 1 % of float32.
+
+    A narrow U-Net (8-32 channels) keeps the CPU's slow float16 convolutions to seconds; the
+    variance/covariance reduction over 2 x 384^2 pixels is the part that overflowed.
+    """
+    from cover.config import resolve_pretrain_config
+    from cover.models.networks import build_model
+    from cover.views import ViewGenerator
+
+    model_values = {"channels": [8, 16, 32, 16, 8], "heads": [2, 2, 1], "head_dim": 4}
+    config = resolve_pretrain_config({"dim": 2, "size": 384, "batch_size": 1, "steps": 1, "model": model_values})
+    torch.manual_seed(0)
+    model = build_model(config)
+    assert model.recipe == "vicreg"
+    source = torch.rand(1, 1, 576, 576, generator=torch.Generator().manual_seed(1))
+    views = ViewGenerator(config.views, config.size)(source, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(views)
+        with torch.autocast("cpu", dtype=torch.float16):
+            half = model(views)
+    for key, value in full.items():
+        assert torch.isfinite(half[key]), key
+        assert abs(float(half[key]) - float(value)) <= 0.01 * abs(float(value)) + 1e-6, (key, half[key], value)

@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import cover.engine.loop as loop_module
 from _support.clock import SteppingTime
@@ -28,6 +29,7 @@ def tiny(out, dim=2, **extra):
         "eval_pairs": 4,
         "checkpoint_every": 20,
         "model": TINY_MODEL,
+        "device": "cpu",  # explicit: on a CUDA machine auto would pick the GPU (and bf16), not the 1e-6 CPU numbers
     }
     options.update(extra)
     return options
@@ -180,3 +182,16 @@ def test_compiled_pretraining_runs_and_records_the_mov_schedule(tmp_path, monkey
     assert "compile: true" in saved and f"mov_schedule: {schedule}" in saved
     with pytest.raises(ConfigError, match="model.mov_schedule: 'tiled' is not allowed"):
         pretrain(**tiny(tmp_path / "bad", model={**TINY_MODEL, "mov_schedule": "tiled"}))
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_half_precision_pretraining_completes_on_cpu(tmp_path, amp):
+    """fp16 (with the grad scaler) and bf16 autocast each run a short pretraining to the end, every step finite."""
+    summary = pretrain(**tiny(tmp_path / amp, steps=4, checkpoint_every=4, amp=amp))
+    # fp16's scaler starts at 2^16 and skips the steps whose gradients overflow while it lowers the scale
+    assert summary["nonfinite_steps"] <= (2 if amp == "fp16" else 0) and np.isfinite(summary["final_loss"]), summary
+    assert f"amp: {amp}" in (tmp_path / amp / "config.yaml").read_text()
+    scaler = torch.load(summary["checkpoint"], weights_only=True)["scaler"]
+    assert bool(scaler) == (amp == "fp16")  # fp16 scales the loss (its state is checkpointed); bf16 does not
+    if amp == "fp16":
+        assert scaler["scale"] == 2.0**16 / 2 ** summary["nonfinite_steps"]  # halved once per skipped step

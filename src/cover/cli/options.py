@@ -48,6 +48,12 @@ def show_config(config: Any) -> None:
 
     from cover.config import to_dict
 
+    device = getattr(config, "device", None)
+    if device is not None:
+        from cover.engine.devices import DEVICE_KEYS, device_type
+
+        keys = ", ".join(k for k in DEVICE_KEYS if hasattr(config, k))
+        print(f"# {keys}: defaults for a {device_type(device)} device unless given")
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
 
 

@@ -60,7 +60,7 @@ def pretrain(
     configuration: Annotated[
         str | None, typer.Option(help="--backbone nnunet: plans configuration (default 2d / 3d_fullres by --dim).")
     ] = None,
-    amp: Annotated[str | None, typer.Option(help="none, bf16 or fp16.")] = None,
+    amp: Annotated[str | None, typer.Option(help="auto (per device), none, bf16 or fp16.")] = None,
     device: DeviceOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -71,7 +71,7 @@ def pretrain(
     in_channels: Annotated[
         int | None, typer.Option(help="Image channels; >1 reads colour/vector samples as channels (never mixed).")
     ] = None,
-    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers (default per device).")] = None,
     cache_dir: Annotated[
         str | None,
         typer.Option(help="Decoded-image cache shared by runs: auto (~/.cache/cover/arrays), a folder, or none."),
@@ -87,6 +87,10 @@ def pretrain(
     channels_last: Annotated[
         bool | None, typer.Option("--channels-last/--no-channels-last", help="Channels-last layout (often faster).")
     ] = None,
+    cudnn_benchmark: Annotated[
+        bool | None, typer.Option("--cudnn-benchmark/--no-cudnn-benchmark", help="cuDNN autotuning (default on CUDA).")
+    ] = None,
+    tf32: Annotated[bool | None, typer.Option("--tf32/--no-tf32", help="TF32 matmuls (default on CUDA).")] = None,
     on_bad_file: Annotated[str | None, typer.Option(help="skip (warn) or error.")] = None,
     devices: Annotated[int | None, typer.Option(help="Launch this many processes (DDP) on this machine.")] = None,
     dry_run: DryRunOpt = False,
@@ -119,6 +123,8 @@ def pretrain(
         "overwrite": overwrite,
         "compile": compile,
         "channels_last": channels_last,
+        "cudnn_benchmark": cudnn_benchmark,
+        "tf32": tf32,
         "on_bad_file": on_bad_file,
         "vec_weight": vec_weight,
         "con_weight": con_weight,

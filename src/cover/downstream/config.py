@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
+from cover.engine.devices import fill_device_defaults
 from cover.engine.precision import AMP_CHOICES
 from cover.engine.schedule import LR_SCHEDULES
 from cover.errors import ConfigError
@@ -128,11 +129,14 @@ class FinetuneConfig:
         weight_decay: Adam weight decay.
         warmup_steps: Warm-up steps (``None``: 5 % of ``steps``).
         grad_clip: Gradient norm clipping (0 disables).
-        amp: Mixed precision of the training steps: ``none``, ``bf16`` or ``fp16`` (fp16 on
-            CUDA only, with loss scaling); validation and evaluation run in float32.
+        amp: Mixed precision of the training steps: ``auto`` (per device,
+            :mod:`cover.engine.devices`), ``none``, ``bf16`` or ``fp16`` (with loss scaling);
+            validation and evaluation run in float32.
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
-            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``; not measured
-            on GPUs).
+            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per
+            device.
+        cudnn_benchmark: Let cuDNN time its convolution algorithms (CUDA); ``None``: per device.
+        tf32: TF32 matrix products and convolutions (CUDA); ``None``: per device.
         compile: Compile the training steps' network with ``torch.compile`` (validation and
             evaluation run it uncompiled).
         intensity: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
@@ -189,8 +193,10 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     warmup_steps: int | None = None
     grad_clip: float = 1.0
-    amp: str = "none"
-    channels_last: bool = False
+    amp: str = "auto"
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    tf32: bool | None = None
     compile: bool = False
     intensity: str | None = None
     foreground_prob: float = 0.5
@@ -291,7 +297,7 @@ def resolve_finetune_config(
         changes["epochs"] = DEFAULT_EPOCHS
     resolved = dataclasses.replace(resolved, **changes)
     validate_finetune_config(resolved)
-    return resolved
+    return fill_device_defaults(resolved)
 
 
 def resolve_steps(config: FinetuneConfig, num_train: int) -> FinetuneConfig:

@@ -50,6 +50,7 @@ from cover.downstream.metrics import json_safe
 from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
+from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
@@ -317,6 +318,7 @@ class _Cases:
 
 def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, Any]:
     check_amp(config.amp, context.device)
+    apply_backend_settings(config, context.device)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")
     state, state_path = _find_start(config)
@@ -441,11 +443,12 @@ def _parts(
     fit_or_stop(
         "fine-tuning",
         network,
-        lambda twin, probe, batch: twin(torch.rand(batch, config.in_channels, *probe, device=device)).float().mean(),
+        lambda twin, probe, batch: twin(torch.rand(batch, config.in_channels, *probe)).float().mean(),
         config.size,
         backbone.divisor,
         config.batch_size,
         context,
+        config.amp,
     )
     if config.channels_last:
         use_channels_last(network, backbone.spatial_dims)

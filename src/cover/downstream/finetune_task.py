@@ -195,11 +195,15 @@ class FinetuneTask(Task):
         """Drop the pretrained backbone's gradients during the first ``freeze_steps`` steps."""
         hold_frozen(self.optimizer, step, self.freeze_steps)
 
+    def needs_values(self, done: int) -> bool:
+        """Validation steps: every ``val_every`` steps and the last."""
+        return bool(self.validation.cases) and (done % self.config.val_every == 0 or done == self.config.steps)
+
     def after_step(self, done: int, values: dict[str, float]) -> dict[str, float]:
         """Keep the loss; validate every ``val_every`` steps and at the end (the scores join the log)."""
         if math.isfinite(values["loss"]):
             self.progress.history.append(values["loss"])
-        if self.validation.cases and (done % self.config.val_every == 0 or done == self.config.steps):
+        if self.needs_values(done):
             return self.validate(done)
         return {}
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection
 import torch
 from torch import nn
 
+from cover.engine.loop import adam
 from cover.engine.schedule import warmup_constant, warmup_cosine
 from cover.errors import ConfigError, CoverError
 from cover.models.loading import Checkpoint, encoder_prefixes
@@ -122,7 +123,7 @@ def build_optimizer(
             lambdas.append(
                 lambda s: backbone_factor(s, total_steps, warmup_steps, backbone_lr_scale, freeze_steps, schedule)
             )
-    optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(groups, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return optimizer, scheduler, trainable
 

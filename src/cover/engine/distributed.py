@@ -103,6 +103,40 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
     return bool(tensor.item() > 0.5)
 
 
+def any_rank_on_device(flag: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Whether a boolean device flag is set on any rank, as a device flag (a collective; no host wait).
+
+    Args:
+        flag: A 0-d bool tensor on this rank's device.
+        context: The run's context.
+
+    Returns:
+        A 0-d bool tensor, the same on every rank.
+    """
+    if not context.enabled:
+        return flag
+    value = flag.to(torch.float32).view(1)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value[0] > 0.5
+
+
+def mean_on_device(values: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Mean over ranks of a tensor of this rank's values (a collective; no host wait).
+
+    Args:
+        values: Any float tensor, the same shape on every rank.
+        context: The run's context.
+
+    Returns:
+        The element-wise mean over ranks (``values`` itself in a single-process run).
+    """
+    if not context.enabled:
+        return values
+    total = values.to(torch.float64).contiguous()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / context.world_size
+
+
 def broadcast_object(value: Any, context: DistributedContext) -> Any:
     """Rank 0's ``value`` on every rank (a collective; other ranks' values are ignored).
 

@@ -21,6 +21,14 @@ One step runs, in this order: ``task.prepare(batch, step)`` without gradients, t
 logged), the optimiser step, then on every rank ``task.after_step(done, values)`` (e.g. a
 validation whose scores join the log row), the log row, the progress bar,
 ``task.should_stop(done)`` (early stopping) and the checkpoint.
+
+The host never waits for the device inside a step except at *sync steps*: log steps, the last
+step, checkpoint steps, steps the task asks for (:meth:`Task.needs_values`, e.g. validations)
+and a stop. A step's losses, gradient norm and finiteness stay on the device; a non-finite step
+is skipped there (the fused Adam's ``found_inf``, or the fp16 grad scaler's), and at the next
+sync step one device-to-host copy brings every pending step's values, which then go through the
+non-finite guard and ``task.after_step`` in step order. In a distributed run the stop signal and
+``checkpoint_minutes`` (collectives) are checked at sync steps only.
 """
 
 from __future__ import annotations
@@ -45,7 +53,13 @@ from cover.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from cover.engine.distributed import DistributedContext, any_rank, gather_digests, mean_over_ranks
+from cover.engine.distributed import (
+    DistributedContext,
+    any_rank,
+    any_rank_on_device,
+    gather_digests,
+    mean_on_device,
+)
 from cover.engine.guards import NonFiniteGuard, StopSignals
 from cover.engine.logger import RunLogger
 from cover.engine.precision import autocast
@@ -100,8 +114,12 @@ class Task:
     def after_backward(self, step: int) -> None:
         """Called after the backward pass of step ``step``, before gradients are unscaled and clipped."""
 
+    def needs_values(self, done: int) -> bool:
+        """Whether step ``done``'s :meth:`after_step` must run right after it (forces a sync step)."""
+        return False
+
     def after_step(self, done: int, values: dict[str, float]) -> dict[str, float]:
-        """Called on every rank after the optimiser step (a collective may run here).
+        """Called on every rank after the optimiser step, at the next sync step (a collective may run here).
 
         Args:
             done: Finished steps.
@@ -194,11 +212,28 @@ class Parts:
         ]
 
 
+def adam(parameters: Iterable[Any], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam, fused where torch has the fused kernel (CPU, CUDA): it skips a non-finite step on the device.
+
+    Args:
+        parameters: Parameters or parameter groups (dicts with ``params``).
+        lr: Learning rate.
+        weight_decay: Weight decay.
+
+    Returns:
+        The optimiser.
+    """
+    parameters = list(parameters)
+    tensors = [p for item in parameters for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors) and bool(tensors)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def adam_warmup_cosine(
     parameters: Iterable[nn.Parameter], lr: float, weight_decay: float, steps: int, warmup_steps: int
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
     """Adam and its schedule: linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup_steps))
     return optimizer, scheduler
 
@@ -292,14 +327,16 @@ class Engine:
         )
         tic = self.last_save = time.monotonic()
         self.clock = tic - self.resumed.seconds  # log.csv's seconds continue from the resumed checkpoint's
+        self.pending: list[tuple[int, torch.Tensor]] = []
         steps = range(self.done, self.options.steps if not self.task.finished else self.done)
         with StopSignals() as signals:
             try:
                 for step, batch in zip(steps, batches, strict=False):
-                    values = self._step(batch, step)
+                    record = self._step(batch, step)
                     self.done = step + 1
-                    if self._after(values, signals):
+                    if self._after(record, signals):
                         break
+                self._flush()
             finally:
                 self.bar.close()
                 if self.logger is not None:
@@ -316,47 +353,91 @@ class Engine:
         # task leaves unused (SimCLR's decoder, MONAI's frozen final_conv, the decoder in classification).
         return nn.parallel.DistributedDataParallel(network, device_ids=ids, static_graph=True)
 
-    def _step(self, batch: Any, step: int) -> dict[str, float]:
-        """One optimiser step; its losses as means over ranks."""
+    def _step(self, batch: Any, step: int) -> torch.Tensor:
+        """One optimiser step without waiting for the device; its record (see :meth:`_flush`)."""
         parts, options, device = self.parts, self.options, self.context.device
         with torch.no_grad():
             inputs = self.task.prepare(batch, step)
         with autocast(options.amp, device):
             losses = self.task.losses(self.network, inputs)
+        self.names = list(losses)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(losses["loss"]).backward()
         self.task.after_backward(step)
         parts.scaler.unscale_(parts.optimizer)
         limit = options.grad_clip if options.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, limit)
-        # One device->host copy per step for the finiteness check and the logged losses.
-        host = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)]).tolist()
-        local = dict(zip(losses, host[:-1], strict=True))
-        bad = any_rank(not self.guard.finite(local["loss"], host[-1]), self.context)
-        if self.guard.check(bad, step + 1):
-            parts.scaler.step(parts.optimizer)
-        else:
-            parts.optimizer.zero_grad(set_to_none=True)
+        values = torch.stack([v.detach().float() for v in (*losses.values(), grad_norm)])
+        bad = any_rank_on_device(~torch.isfinite(values[[0, -1]]).all(), self.context)
+        self._optimizer_step(bad)
         parts.scaler.update()  # a no-op unless fp16, where a skipped step lowers the scale
         parts.scheduler.step()
-        # Logged losses are the means over ranks, i.e. those of the global batch.
-        return mean_over_ranks(local, self.context)
+        return torch.cat([values, bad.float().view(1)])
 
-    def _after(self, values: dict[str, float], signals: StopSignals) -> bool:
+    def _optimizer_step(self, bad: torch.Tensor) -> None:
+        """Apply the step unless ``bad`` (a device flag), without reading the flag on the host."""
+        optimizer, scaler = self.parts.optimizer, self.parts.scaler
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # its own non-finite check skips the step (a non-finite loss gives such gradients)
+        elif getattr(optimizer, "_step_supports_amp_scaling", False):  # fused: found_inf skips on the device
+            optimizer.grad_scale, optimizer.found_inf = None, bad.float()
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.grad_scale, optimizer.found_inf
+        elif not bool(bad):  # other optimisers: one host read of the flag
+            optimizer.step()
+
+    def _flush(self) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Bring the pending steps' records to the host (one copy) and run their guard and hooks in order.
+
+        Returns:
+            The last pending step's ``(values, extra)`` (losses as means over ranks; the
+            ``after_step`` values), or ``None`` when no step was pending.
+        """
+        if not self.pending:
+            return None
+        done = [d for d, _ in self.pending]
+        table = torch.stack([r for _, r in self.pending])  # (steps, losses + grad norm + bad flag)
+        self.pending.clear()
+        losses = mean_on_device(table[:, : len(self.names)], self.context)  # the global batch's
+        rows, flags = losses.tolist(), table[:, -1].tolist()
+        for step, row, flag in zip(done, rows, flags, strict=True):
+            self.guard.check(flag > 0.5, step)
+            values = dict(zip(self.names, row, strict=True))
+            extra = self.task.after_step(step, values)
+        return values, extra
+
+    def _after(self, record: torch.Tensor, signals: StopSignals) -> bool:
         """Hooks, log row, progress bar and checkpoint after a step; whether to stop early."""
         done, options = self.done, self.options
-        extra = self.task.after_step(done, values)
-        if self.logger is not None and (done % options.log_every == 0 or done == options.steps or extra):
-            row = self.task.log_row(done, values, extra)
-            lr = self.parts.scheduler.get_last_lr()[0]
-            self.logger.log(done, {**row, "lr": lr, "seconds": time.monotonic() - self.clock})
+        self.pending.append((done, record))
+        due = (
+            done % options.log_every == 0
+            or done == options.steps
+            or done % options.checkpoint_every == 0
+            or self.task.needs_values(done)
+        )
+        flushed = self._flush() if due else None
+        checked = due or not self.context.enabled  # one process: these checks read the host only
+        stop = checked and any_rank(signals.requested, self.context)
+        timed = checked and self._minutes_due()
+        if (stop or timed) and flushed is None:
+            flushed = self._flush()
+        if flushed is not None:
+            values, extra = flushed
+            if self.logger is not None and (done % options.log_every == 0 or done == options.steps or extra):
+                row = self.task.log_row(done, values, extra)
+                lr = self.parts.scheduler.get_last_lr()[0]
+                self.logger.log(done, {**row, "lr": lr, "seconds": time.monotonic() - self.clock})
+            postfix = self.task.postfix(values)
+            if postfix is not None and self.context.is_main:
+                self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
-        postfix = self.task.postfix(values)
-        if postfix is not None and self.context.is_main:
-            self.bar.set_postfix(postfix)
         reason = self.task.should_stop(done)
-        stop = any_rank(signals.requested, self.context)
-        if done % options.checkpoint_every == 0 or done == options.steps or reason or stop or self._minutes_due():
+        if reason:
+            self._flush()
+        if done % options.checkpoint_every == 0 or done == options.steps or reason or stop or timed:
             self.save()
         if stop:
             raise TrainingInterrupted(

@@ -1,19 +1,29 @@
 """Will a training configuration fit in memory? An estimate made before the first step.
 
-The estimate runs one forward pass of a copy of the network at batch :data:`PROBE_BATCH` (2:
-SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels) and counts the
-bytes autograd keeps for the backward pass (``torch.autograd.graph.saved_tensors_hooks``),
-then scales them linearly with the batch per process and the number of voxels (activations of
-convolutions, local vector heads and sampled-pixel losses all grow at most linearly with
-both). The peak of a training step is then about::
+The estimate runs one forward pass of a CPU copy of the network at batch :data:`PROBE_BATCH`
+(2: SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels), under the
+run's autocast precision, and counts the bytes autograd keeps for the backward pass
+(``torch.autograd.graph.saved_tensors_hooks``), then scales them linearly with the batch per
+process and the number of voxels (activations of convolutions, local vector heads and
+sampled-pixel losses all grow at most linearly with both). What the forward pass saves follows
+the model as it is (its layers, the MoV schedule, which tensors autocast keeps in 16 bits). The
+peak of a training step is then about::
 
     ACTIVATION_FACTOR x activations + 3 x trainable parameter bytes (gradients, Adam moments)
+        + RUNTIME_BYTES
 
-``ACTIVATION_FACTOR`` covers the gradients of activations alive during the backward pass
-and the allocator's slack; it was calibrated against the measured peak resident memory of
-CPU pretraining steps (benchmarks/RESULTS.md, "Defaults measured for first runs"). Available memory is the
-accelerator's free memory, or on the CPU the smaller of ``MemAvailable`` (``/proc/meminfo``)
-and the cgroup's limit minus its usage. ``COVER_MEMORY_CHECK=0`` skips the check.
+``ACTIVATION_FACTOR`` covers the gradients of activations alive during the backward pass;
+``RUNTIME_BYTES`` what the runtime holds beside tensors (allocator slack, kernel scratch), which
+matters at small sizes only. Both were calibrated against torch's ``MemTracker`` on fake
+tensors at the paper's sizes (``benchmarks/bench_memory.py``; benchmarks/RESULTS.md)
+and against the peak resident memory of real CPU steps at 128 x 128 (``tests/engine/test_memory.py``).
+
+The probe runs on the CPU whatever the training device (fp16 probed as bf16: the same bytes),
+so on a GPU it allocates nothing there and the free memory read afterwards is the run's own.
+Available memory is the accelerator's free memory (``torch.cuda.mem_get_info`` plus blocks
+PyTorch's allocator holds but does not use), or on the CPU the smaller of ``MemAvailable``
+(``/proc/meminfo``) and the cgroup's limit minus its usage. ``COVER_MEMORY_CHECK=0`` skips the
+check.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from pathlib import Path
 import torch
 
 from cover.engine.distributed import DistributedContext, any_rank
+from cover.engine.precision import autocast
 from cover.errors import ConfigError
 
 #: Samples in the probe forward pass.
@@ -35,7 +46,9 @@ PROBE_BATCH = 2
 #: Largest crop (voxels) the probe forward pass runs on.
 PROBE_VOXELS = {2: 128 * 128, 3: 32 * 32 * 32}
 #: Peak training memory per byte of saved activations (calibrated, see the module docstring).
-ACTIVATION_FACTOR = 1.6
+ACTIVATION_FACTOR = 1.1
+#: Memory a training process holds beside its tensors (calibrated, see the module docstring).
+RUNTIME_BYTES = 128 * 2**20
 #: Fraction of the available memory a run may plan to use.
 USABLE_FRACTION = 0.9
 
@@ -46,17 +59,24 @@ class MemoryEstimate:
 
     Attributes:
         activation_bytes: Activation bytes of one sample at the full size.
-        fixed_bytes: Gradients and optimiser state of the trainable parameters.
+        fixed_bytes: Gradients and optimiser state of the trainable parameters, and
+            ``runtime_bytes``.
         batch: Samples per process.
+        runtime_bytes: The part of ``fixed_bytes`` held beside tensors (:data:`RUNTIME_BYTES`).
     """
 
     activation_bytes: float
     fixed_bytes: float
     batch: int
+    runtime_bytes: float = 0.0
 
     def total(self, batch: int | None = None) -> float:
         """Bytes needed at ``batch`` samples per process (default: the configured batch)."""
         return ACTIVATION_FACTOR * self.activation_bytes * (self.batch if batch is None else batch) + self.fixed_bytes
+
+    def tensor_bytes(self) -> float:
+        """The tensors' share of :meth:`total` (what torch's ``MemTracker`` counts)."""
+        return self.total() - self.runtime_bytes
 
 
 def probe_size(size: Sequence[int], divisor: int) -> tuple[int, ...]:
@@ -101,40 +121,51 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequenc
     return sum(seen.values())
 
 
+def cpu_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A CPU copy of ``model`` in the default memory layout (the original is not touched)."""
+    twin = copy.deepcopy(model).to("cpu")
+    for tensor in (*twin.parameters(), *twin.buffers()):
+        tensor.data = tensor.data.contiguous()
+    return twin
+
+
 def estimate(
     model: torch.nn.Module,
     forward: Callable[[torch.nn.Module, tuple[int, ...], int], torch.Tensor],
     size: Sequence[int],
     divisor: int,
     batch: int,
+    amp: str = "none",
 ) -> MemoryEstimate:
     """Estimate the peak memory of training ``model`` at ``batch`` samples of ``size``.
 
     Args:
-        model: The network (not changed: the probe runs on a copy, with the global RNG kept).
+        model: The network (not changed: the probe runs on a CPU copy, with the global RNG kept).
         forward: ``forward(copy, probe_size, probe_batch)`` runs one forward pass of
-            ``probe_batch`` samples at ``probe_size`` and returns the loss.
+            ``probe_batch`` samples at ``probe_size`` on the copy's device and returns the loss.
         size: Training crop, one value per axis.
         divisor: The network's size divisor.
         batch: Samples per process.
+        amp: The run's precision (``none``, ``bf16``, ``fp16``); the probe runs under it.
 
     Returns:
         The estimate.
     """
     probe = probe_size(size, divisor)
-    twin = copy.deepcopy(model)
-    devices = [torch.cuda.current_device()] if any(p.is_cuda for p in model.parameters()) else []
-    with torch.random.fork_rng(devices=devices):
+    twin = cpu_twin(model)
+    precision = "bf16" if amp in ("bf16", "fp16") else "none"  # fp16 saves the same bytes as bf16
+    with torch.random.fork_rng(devices=[]), autocast(precision, torch.device("cpu")):
         saved = saved_activation_bytes(lambda: forward(twin, probe, PROBE_BATCH), exclude=list(twin.parameters()))
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     per_sample = saved / PROBE_BATCH * math.prod(size) / math.prod(probe)
-    return MemoryEstimate(activation_bytes=per_sample, fixed_bytes=3 * trainable, batch=batch)
+    return MemoryEstimate(per_sample, 3 * trainable + RUNTIME_BYTES, batch, runtime_bytes=RUNTIME_BYTES)
 
 
 def available_bytes(device: torch.device) -> float:
     """Free memory for training on ``device`` (CPU: RAM, bounded by the cgroup's limit)."""
     if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0])
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # free to this process
+        return float(torch.cuda.mem_get_info(device)[0] + cached)
     free = math.inf  # unknown outside Linux: no check
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -192,6 +223,7 @@ def fit_or_stop(
     divisor: int,
     batch: int,
     context: DistributedContext,
+    amp: str = "none",
 ) -> MemoryEstimate | None:
     """Estimate a run's memory and stop every process with one line when it cannot fit.
 
@@ -203,6 +235,7 @@ def fit_or_stop(
         divisor: The network's size divisor.
         batch: Global batch size.
         context: The run's processes.
+        amp: The run's precision.
 
     Returns:
         The estimate, or None when ``COVER_MEMORY_CHECK=0`` skips the check (no probe runs).
@@ -210,7 +243,7 @@ def fit_or_stop(
     if os.environ.get("COVER_MEMORY_CHECK", "1") == "0":
         return None
     share = max(1, batch // context.world_size)
-    found = estimate(model, forward, size, divisor, share)
+    found = estimate(model, forward, size, divisor, share, amp)
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if context.device.type == "cpu" else 1
     problem: ConfigError | None = None
     try:

@@ -32,6 +32,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from cover.losses.precision import full_precision
+
 
 def process_group_size() -> tuple[int, int]:
     """``(rank, world_size)`` of the default process group; ``(0, 1)`` when none is joined."""
@@ -116,7 +118,8 @@ def nt_xent(
     else:
         z = torch.cat([gather_rows(local[:count]), gather_rows(local[count:])])  # (2 W M, D)
         valid_all, total = gather_rows(valid), world * count
-    logits = local @ z.T / temperature  # (2M, 2 W M): this process's anchors against every embedding
+    with full_precision(local):  # float32 under autocast: -1e9 below overflows float16
+        logits = local @ z.T / temperature  # (2M, 2 W M): this process's anchors against every embedding
     own = torch.cat([torch.arange(count), torch.arange(count) + total]).to(local.device) + rank * count
     valid_columns = torch.cat([valid_all, valid_all]) > 0  # (2 W M,)
     blocked = F.one_hot(own, 2 * total).bool() | ~valid_columns.unsqueeze(0)

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from cover.losses.precision import full_precision
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Mean of ``values`` over the voxels where ``mask`` is 1.
@@ -109,7 +111,8 @@ def variance_covariance_loss(
     count = weight.sum().clamp(min=2.0)
     mean = (flat * weight).sum(dim=0, keepdim=True) / count
     centred = (flat - mean) * weight
-    covariance = centred.T @ centred / (count - 1)
+    with full_precision(centred):  # under autocast a float16 product of N pixels overflows (N > 65504)
+        covariance = centred.T @ centred / (count - 1)
     std = torch.sqrt(torch.diagonal(covariance) + eps)
     variance_term = torch.relu(target_std - std).mean()
     off_diagonal = covariance - torch.diag(torch.diagonal(covariance))

@@ -16,8 +16,9 @@ for segmentation, whatever the loss says. Two cheap statistics on a feature map 
   rank (of the noise), which ``pair_cos`` catches.
 
 :data:`COLLAPSE_COSINE` is the threshold on ``pair_cos`` above which :func:`is_collapsed`
-calls a map collapsed; ``cover pretrain`` logs both numbers at every log step and warns when
-the final features are collapsed, and ``cover analyze`` reports them.
+calls a map collapsed; ``cover pretrain`` logs both numbers at every log step (on the features
+its forward pass of that step computed, so the statistic costs no extra forward pass) and warns
+when the final features are collapsed, and ``cover analyze`` reports them.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def collapse_stats(features: torch.Tensor, pairs: int = 1024, generator: torch.G
     Returns:
         ``{"pair_cos", "eff_rank"}`` as floats (see the module docstring).
     """
-    return pixel_stats(sample_pixels(features, 2 * pairs, generator))
+    # The (2P, C) draw is small: its statistics run on the CPU (no float64 eigensolver on a GPU).
+    return pixel_stats(sample_pixels(features, 2 * pairs, generator).cpu())
 
 
 def pixel_stats(drawn: torch.Tensor) -> dict:

@@ -31,6 +31,7 @@ from cover.config import (
     to_dict,
 )
 from cover.engine.checkpoint import list_checkpoints, load_states, remove_partial_files, resume_state
+from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
 from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
@@ -102,18 +103,18 @@ def build_datasets(
 def check_memory(config: PretrainConfig, model: torch.nn.Module, context: DistributedContext) -> None:
     """Stop before training, with one line naming what to lower, when the run cannot fit.
 
-    See :mod:`cover.engine.memory`: one small-batch forward pass of a copy of ``model`` on views
-    of a small crop, scaled to ``batch_size`` x ``size``.
+    See :mod:`cover.engine.memory`: one small-batch forward pass of a CPU copy of ``model`` on
+    views of a small crop under the run's precision, scaled to ``batch_size`` x ``size``.
     """
-    device = context.device
 
     def forward(twin: torch.nn.Module, probe: tuple[int, ...], batch: int) -> torch.Tensor:
         scale = config.views.source_scale
-        source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe), device=device)
-        views = ViewGenerator(config.views, probe)(source, torch.Generator(device=device).manual_seed(0))
+        source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe))
+        views = ViewGenerator(config.views, probe)(source, torch.Generator().manual_seed(0))
         return twin(views)["loss"]
 
-    fit_or_stop("pretraining", model, forward, config.size, model.backbone.divisor, config.batch_size, context)
+    divisor = model.backbone.divisor
+    fit_or_stop("pretraining", model, forward, config.size, divisor, config.batch_size, context, config.amp)
 
 
 def _check_output(config: PretrainConfig, resuming: bool) -> Path:
@@ -265,6 +266,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     # output folder is created or changed, so a bad input leaves an earlier run untouched.
     device = context.device
     _check_device(config, device)
+    apply_backend_settings(config, device)
     torch.manual_seed(config.seed)
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by {context.world_size} processes")

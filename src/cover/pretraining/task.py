@@ -30,32 +30,42 @@ def view_seed(seed: int, step: int, rank: int) -> int:
 
 
 @torch.no_grad()
-def feature_collapse(
-    model: torch.nn.Module, images: torch.Tensor, amp: str, device: torch.device, step: int
-) -> dict[str, float]:
-    """Collapse statistic of the backbone's finest decoder features on a few images.
+def finest_features(model: torch.nn.Module, images: torch.Tensor, amp: str, device: torch.device) -> torch.Tensor:
+    """The backbone's finest decoder features of at most :data:`COLLAPSE_IMAGES` images (an extra forward pass).
 
-    One extra forward pass of the (unwrapped) backbone in eval mode on at most
-    :data:`COLLAPSE_IMAGES` images; the pixel pairs come from a generator seeded by ``step``, so
-    the global random state (and a resumed run's numbers) is untouched.
+    Used when the training forward's features could not be kept (a compiled network).
 
     Args:
         model: The method module (its ``backbone`` returns the decoder pyramid).
         images: ``(B, C, *S)`` this step's view b.
         amp: Mixed precision of the run.
         device: Device.
-        step: Finished steps (seeds the pixel draw).
 
     Returns:
-        ``{"feat_pair_cos", "feat_eff_rank"}`` (see :func:`cover.methods.collapse.collapse_stats`).
+        ``(min(B, COLLAPSE_IMAGES), C_finest, *S)``.
     """
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast(amp, device):
-            finest = model.backbone(images[:COLLAPSE_IMAGES])[-1]
+        with autocast(amp, device):
+            return model.backbone(images[:COLLAPSE_IMAGES])[-1]
     finally:
         model.train(training)
+
+
+def feature_collapse(finest: torch.Tensor, step: int) -> dict[str, float]:
+    """Collapse statistic of finest decoder features (:func:`cover.methods.collapse.collapse_stats`).
+
+    The pixel pairs come from a generator seeded by ``step``, so the global random state (and a
+    resumed run's numbers) is untouched.
+
+    Args:
+        finest: ``(B, C, *S)`` features of at most :data:`COLLAPSE_IMAGES` images.
+        step: Finished steps (seeds the pixel draw).
+
+    Returns:
+        ``{"feat_pair_cos", "feat_eff_rank"}``.
+    """
     stats = collapse_stats(finest, COLLAPSE_PAIRS, torch.Generator().manual_seed(int(step)))
     return {"feat_pair_cos": stats["pair_cos"], "feat_eff_rank": stats["eff_rank"]}
 
@@ -83,6 +93,9 @@ class PretrainTask(Task):
         #: The latest collapse statistic (empty before the first log step).
         self.collapse: dict[str, float] = {}
         self.views: ViewPair | None = None
+        #: View b's finest features from the forward pass of a log step (for the collapse statistic).
+        self.finest: torch.Tensor | None = None
+        self._capture = False
 
     def prepare(self, batch: torch.Tensor, step: int) -> ViewPair:
         """Views of this rank's images ``(B, C, *source_size)`` from a generator seeded by ``(seed, step, rank)``."""
@@ -90,11 +103,27 @@ class PretrainTask(Task):
         source = batch.to(device, non_blocking=True)
         seed = view_seed(self.config.seed, step, self.context.rank)
         self.views = self.generator(source, torch.Generator(device=device).manual_seed(seed))
+        done, config = step + 1, self.config
+        self._capture = (done % config.log_every == 0 or done == config.steps) and not config.compile
         return self.views
 
     def losses(self, network: torch.nn.Module, inputs: ViewPair) -> dict[str, torch.Tensor]:
-        """The method's losses on a view pair (``loss`` and its logged terms)."""
-        return network(inputs)
+        """The method's losses on a view pair; at a log step view b's finest features are kept on the side."""
+        if not self._capture:
+            return network(inputs)
+        handle = self.model.backbone.register_forward_hook(self._keep_finest)
+        try:
+            return network(inputs)
+        finally:
+            handle.remove()
+
+    def _keep_finest(self, module: torch.nn.Module, args: Any, pyramid: list[torch.Tensor]) -> None:
+        """Forward hook: a copy of view b's finest features (methods run the backbone on ``cat([a, b])``)."""
+        finest = pyramid[-1].detach()
+        batch = self.views.view_b.shape[0]
+        if finest.shape[0] == 2 * batch:
+            finest = finest[batch:]
+        self.finest = finest[:COLLAPSE_IMAGES].clone()
 
     def after_step(self, done: int, values: dict[str, float]) -> dict[str, float]:
         """Keep the finite values for the summary's ``final_*`` means."""
@@ -104,8 +133,15 @@ class PretrainTask(Task):
         return {}
 
     def log_row(self, done: int, values: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
-        """The losses and the collapse statistic of this step's view b."""
-        self.collapse = feature_collapse(self.model, self.views.view_b, self.config.amp, self.context.device, done)
+        """The losses and the collapse statistic of this step's view b.
+
+        The features are those of this step's own forward pass (the weights before its update);
+        only a compiled network, whose forward cannot be hooked, costs an extra forward pass.
+        """
+        finest, self.finest = self.finest, None
+        if finest is None:
+            finest = finest_features(self.model, self.views.view_b, self.config.amp, self.context.device)
+        self.collapse = feature_collapse(finest, done)
         return {**values, **self.collapse}
 
     def postfix(self, values: dict[str, float]) -> dict[str, str]:
