@@ -38,7 +38,13 @@ from cover.nn.mov_reference import loop_mov
 from cover.pretraining.pretrain import build_model, source_size
 from cover.views import ViewGenerator
 
-KERNELS = {"fast": mov.mixture_of_vectors, "loop": loop_mov}
+
+def _loop(query, key, heads, radius, schedule="auto"):
+    """The loop oracle with the fast kernel's signature (the schedule does not apply to it)."""
+    return loop_mov(query, key, heads, radius)
+
+
+KERNELS = {"fast": mov.mixture_of_vectors, "loop": _loop}
 
 
 def same_shape(case: str, other: str) -> bool:
@@ -251,6 +257,9 @@ def main() -> None:
         "--breakdown", action="store_true", help="also profile each case: convolutions vs everything else (CPU only)"
     )
     parser.add_argument(
+        "--matmul-size", type=int, default=2048, help="side of the matrix product timed with --breakdown (fp32, bf16)"
+    )
+    parser.add_argument(
         "--interleave-schedules",
         type=int,
         metavar="ROUNDS",
@@ -295,9 +304,10 @@ def main() -> None:
     if args.breakdown:
         print(f"\nOperator self time per iteration (torch.profiler, {args.repeats} iterations per case):\n")
         print(breakdown_table(list(medians), splits))
-        fp32, bf16 = matmul_throughput(torch.float32), matmul_throughput(torch.bfloat16)
+        size = args.matmul_size
+        fp32, bf16 = matmul_throughput(torch.float32, size), matmul_throughput(torch.bfloat16, size)
         print(
-            f"\n2048x2048 matrix product on this CPU: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
+            f"\n{size}x{size} matrix product on this CPU: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
             f"({bf16 / fp32:.2f}x)."
         )
     print(f"\nLoad average after: {load_average()}")

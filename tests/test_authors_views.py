@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cover.authors_views import appearance, draw_transform, transform_field, transform_matrix
 from cover.views import ViewConfig, ViewGenerator
+from cover.views.authors import appearance, draw_transform, transform_field, transform_matrix
 
 
 def release_flow(angles, scales, shears, translation, shape):

@@ -30,7 +30,7 @@ def run_script(*args: str) -> str:
 
 def test_train_step_breakdown_splits_operator_time_and_derives_the_ceilings():
     out = run_script(
-        "bench_train_step.py", "--threads", "1", "--repeats", "1", "--breakdown",
+        "bench_train_step.py", "--threads", "1", "--repeats", "1", "--breakdown", "--matmul-size", "256",
         "--cases", "2:32:1:none:loop", "2:32:1:bf16:fast",
     )  # fmt: skip
     row = r"^\| (2:32:1:\S+) \| (\d+) \| (\d+) \| (\d+) \| (\S+) \| (\S+) \|$"
@@ -43,7 +43,7 @@ def test_train_step_breakdown_splits_operator_time_and_derives_the_ceilings():
     baseline_total = int(rows["2:32:1:none:loop"][0])
     ceiling = float(rows["2:32:1:bf16:fast"][3].rstrip("x"))
     assert abs(ceiling - baseline_total / int(rows["2:32:1:bf16:fast"][1])) < 0.1
-    assert re.search(r"matrix product on this CPU: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out)
+    assert re.search(r"256x256 matrix product on this CPU: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out)
 
 
 @pytest.mark.slow

@@ -32,6 +32,8 @@ ROOMS: tuple[str, ...] = (
     # config resolves pretraining configurations, with the COVER recipe (methods) and nnU-Net
     # backbone defaults (nn), so it sits above them; nothing below imports it.
     "config",
+    # training defaults per device (precision, layout, workers, cuDNN, TF32), filled in by config
+    "devices",
     "methods",
     "losses",
     "nn",

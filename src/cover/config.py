@@ -81,7 +81,7 @@ class PretrainConfig:
         weight_decay: Adam weight decay.
         warmup_steps: Linear warm-up steps before the cosine decay; ``None`` gives 5 %.
         grad_clip: Gradient norm clipping (0 disables).
-        amp: Mixed precision: ``auto`` (chosen per device, :mod:`cover.engine.devices`), ``none``,
+        amp: Mixed precision: ``auto`` (chosen per device, :mod:`cover.devices`), ``none``,
             ``bf16`` or ``fp16``; the resolved config names the one in use.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         out: Output folder; ``None`` gives ``cover_runs/pretrain`` in 2D and
@@ -95,7 +95,7 @@ class PretrainConfig:
         compile: Compile the model with ``torch.compile``.
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
             iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per
-            device (:mod:`cover.engine.devices`).
+            device (:mod:`cover.devices`).
         cudnn_benchmark: Let cuDNN time its convolution algorithms (CUDA); ``None``: per device.
         tf32: TF32 matrix products and convolutions (CUDA); ``None``: per device.
         log_every: Steps between log lines (CSV, TensorBoard).
@@ -664,7 +664,7 @@ def resolve_pretrain_config(values: dict[str, Any]) -> PretrainConfig:
         changes["method_options"] = {**config.method_options, "recipe": DEFAULT_RECIPE}
     config = dataclasses.replace(config, **changes)
     _validate_device(config.device)
-    from cover.engine.devices import fill_device_defaults
+    from cover.devices import fill_device_defaults
 
     config = fill_device_defaults(config)
     validate_pretrain_config(config)

@@ -1,4 +1,4 @@
-"""Run-time services every other room may use: messages (logging) and progress bars.
+"""Run-time services every other room may use: messages (logging), progress bars, strict JSON.
 
 Every module logs through ``logging.getLogger(__name__)``, i.e. in the ``cover`` logger
 hierarchy, and configures nothing: a program that calls the Python API decides what it sees
@@ -23,6 +23,7 @@ on stdout by the command itself, not logged.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import Any
 
@@ -121,3 +122,14 @@ def progress_shown() -> bool:
 def progress_bar(*args: Any, disable: bool = False, **kwargs: Any) -> tqdm:
     """A ``tqdm`` progress bar (same arguments), hidden when :func:`progress_shown` says so."""
     return tqdm(*args, disable=disable or not progress_shown(), **kwargs)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of nested dicts/lists with NaN and infinities replaced by ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

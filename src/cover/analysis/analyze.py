@@ -454,7 +454,7 @@ def analyze(
     summary["class_names"] = {str(c): n for c, n in names.items()}
     title = f"{info['method']}" + (f" ({Path(info['checkpoint']).name})" if info["checkpoint"] else " (untrained)")
     write_figures(results, extras, names, folder, embedding, seed, title)
-    from cover.downstream.metrics import json_safe
+    from cover.runtime import json_safe
 
     summary = json_safe(summary)
     (folder / "analysis.json").write_text(json.dumps(summary, indent=2))

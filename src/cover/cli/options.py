@@ -50,7 +50,7 @@ def show_config(config: Any) -> None:
 
     device = getattr(config, "device", None)
     if device is not None:
-        from cover.engine.devices import DEVICE_KEYS, device_type
+        from cover.devices import DEVICE_KEYS, device_type
 
         keys = ", ".join(k for k in DEVICE_KEYS if hasattr(config, k))
         print(f"# {keys}: defaults for a {device_type(device)} device unless given")

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
-from cover.engine.devices import fill_device_defaults
-from cover.engine.precision import AMP_CHOICES
+from cover.devices import AMP_CHOICES, fill_device_defaults
 from cover.engine.schedule import LR_SCHEDULES
 from cover.errors import ConfigError
 
@@ -130,7 +129,7 @@ class FinetuneConfig:
         warmup_steps: Warm-up steps (``None``: 5 % of ``steps``).
         grad_clip: Gradient norm clipping (0 disables).
         amp: Mixed precision of the training steps: ``auto`` (per device,
-            :mod:`cover.engine.devices`), ``none``, ``bf16`` or ``fp16`` (with loss scaling);
+            :mod:`cover.devices`), ``none``, ``bf16`` or ``fp16`` (with loss scaling);
             validation and evaluation run in float32.
         channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
             iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per

@@ -40,17 +40,16 @@ from cover.data.datasets import preset_note
 from cover.data.labels import count_classes, read_label_map
 from cover.data.presets import PER_FILE
 from cover.data.record import data_error
+from cover.devices import apply_backend_settings
 from cover.downstream.batches import BatchSampler
 from cover.downstream.cases import Case, check_channels, datalist_validation, find_cases, split_cases
 from cover.downstream.config import FinetuneConfig, dim_of_checkpoint, resolve_finetune_config, resolve_steps
 from cover.downstream.finetune_task import CHECKPOINT_FORMAT, FinetuneTask, Progress, Validation
 from cover.downstream.flips import check_flips
 from cover.downstream.loading import LoadedCase, load_case
-from cover.downstream.metrics import json_safe
 from cover.downstream.optim import build_optimizer, transferred
 from cover.downstream.outputs import check_output
 from cover.engine.checkpoint import CHECKPOINT_DIR, load_states, remove_partial_files, resume_state
-from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last
@@ -60,7 +59,7 @@ from cover.engine.precision import check_amp, grad_scaler
 from cover.errors import ConfigError, CoverError
 from cover.models.loading import Checkpoint, build_network, load_weights, pretrained_preset, read_checkpoint
 from cover.models.networks import freeze_backbone, save_finetuned
-from cover.runtime import progress_bar
+from cover.runtime import json_safe, progress_bar
 
 log = logging.getLogger(__name__)
 

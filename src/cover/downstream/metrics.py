@@ -141,14 +141,3 @@ def summarise(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict
         mean, std = mean_std([row[key] for row in rows])
         out[key] = {"mean": mean, "std": std}
     return out
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of nested dicts/lists with NaN and infinities replaced by ``None`` (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -36,7 +36,7 @@ def summary_if_interrupted(summary: dict[str, Any], path: Path, what: str) -> It
         path: ``OUT/summary.json``.
         what: The evaluation, in words (``the endpoint error``).
     """
-    from cover.downstream.metrics import json_safe
+    from cover.runtime import json_safe
 
     try:
         yield

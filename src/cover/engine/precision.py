@@ -19,42 +19,16 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from cover.errors import ConfigError
+from cover.devices import resolve_amp
 
 log = logging.getLogger(__name__)
-
-#: Allowed values of the ``amp`` option.
-AMP_CHOICES = ("auto", "none", "bf16", "fp16")
-
-
-def resolve_amp(amp: str, device_type: str, bf16_supported: bool | None = None) -> str:
-    """The precision ``amp`` stands for on a device type (``auto`` chosen per device).
-
-    Args:
-        amp: A value of :data:`AMP_CHOICES`.
-        device_type: ``cpu``, ``cuda``, ...
-        bf16_supported: Whether the CUDA device computes in bf16 (``None``: ask torch; only
-            read for ``auto`` on CUDA).
-
-    Returns:
-        ``none``, ``bf16`` or ``fp16``.
-    """
-    if amp not in AMP_CHOICES:
-        raise ConfigError(f"amp: {amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})")
-    if amp != "auto":
-        return amp
-    if device_type != "cuda":
-        return "none"
-    if bf16_supported is None:
-        bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bf16" if bf16_supported else "fp16"
 
 
 def check_amp(amp: str, device: torch.device) -> None:
     """Raise a one-line :class:`ConfigError` for an unknown precision; warn about fp16 on a CPU.
 
     Args:
-        amp: A value of :data:`AMP_CHOICES`.
+        amp: A value of :data:`cover.devices.AMP_CHOICES`.
         device: The training device.
     """
     if resolve_amp(amp, device.type) == "fp16" and device.type == "cpu":
@@ -65,7 +39,7 @@ def autocast(amp: str, device: torch.device) -> AbstractContextManager:
     """The autocast context for the forward pass and the loss.
 
     Args:
-        amp: A value of :data:`AMP_CHOICES` (``auto`` is resolved for ``device``).
+        amp: A value of :data:`cover.devices.AMP_CHOICES` (``auto`` is resolved for ``device``).
         device: The training device.
 
     Returns:

@@ -30,8 +30,8 @@ from cover.config import (
     save_yaml,
     to_dict,
 )
+from cover.devices import apply_backend_settings
 from cover.engine.checkpoint import list_checkpoints, load_states, remove_partial_files, resume_state
-from cover.engine.devices import apply_backend_settings
 from cover.engine.distributed import DistributedContext, init_distributed, shutdown_distributed
 from cover.engine.guards import summary_if_interrupted
 from cover.engine.layout import use_channels_last

@@ -48,7 +48,6 @@ import torch
 
 from cover.config import save_yaml, update_dataclass
 from cover.data.readers import ImageRecord, read_image, write_like
-from cover.downstream.metrics import json_safe
 from cover.errors import ConfigError, DataError
 from cover.geometry import affine_field, field_jacobian_determinant, resize_field, warp
 from cover.models.loading import load_vector_model
@@ -64,6 +63,7 @@ from cover.registration.grid import (
     to_fixed_grid,
     working_size,
 )
+from cover.runtime import json_safe
 
 
 @dataclass

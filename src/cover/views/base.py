@@ -17,6 +17,7 @@ Everything is batched torch on the input's device; randomness comes from an expl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -67,7 +68,7 @@ class ViewConfig:
             partners within its capture range ``r * (2**levels - 1)`` voxels (62 for the
             paper's U-Net with ``r = 2``: :func:`capture_range`).
         style: ``cover`` (this module's generator) or ``authors`` (the authors' release's way of
-            drawing views with the same ranges, :mod:`cover.authors_views`; docs/method.md §3).
+            drawing views with the same ranges, :mod:`cover.views.authors`; docs/method.md §3).
     """
 
     rotation_deg: float = 30.0
@@ -139,6 +140,12 @@ class ViewPair(NamedTuple):
     mask: torch.Tensor
 
 
+#: View styles other than ``cover``, by name: ``(generator, source, random generator) -> ViewPair``.
+#: Filled by the package :mod:`cover.views` (which importing this module always runs first) with
+#: the authors' style, :func:`cover.views.authors.authors_view_pair`, which builds on this module.
+STYLES: dict[str, Callable[..., ViewPair]] = {}
+
+
 class ViewGenerator:
     """Batched SeVR view generator.
 
@@ -167,10 +174,8 @@ class ViewGenerator:
         if len(self.size) != ndim or any(c > s for c, s in zip(self.size, src_size, strict=True)):
             raise ValueError(f"crop size {self.size} does not fit source size {src_size}")
         dev = source.device
-        if cfg.style == "authors":
-            from cover.authors_views import authors_view_pair  # it imports this module
-
-            return authors_view_pair(self, source, generator)
+        if cfg.style != "cover":
+            return STYLES[cfg.style](self, source, generator)
 
         def uniform(shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
             return low + (high - low) * torch.rand(shape, generator=generator, device=dev)

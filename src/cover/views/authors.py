@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from cover.geometry import affine_field, identity_grid, rotation_matrices, sample_at
-from cover.views import ViewConfig, ViewGenerator, ViewPair, gaussian_blur, tone_changes
+from cover.views.base import ViewConfig, ViewGenerator, ViewPair, gaussian_blur, tone_changes
 
 #: Voxels a noise block keeps from the crop's first edge; the release keeps one more from the last.
 BLOCK_MARGIN = 3

@@ -8,7 +8,7 @@ on the command line wins.
 On a CUDA device:
 
 * ``amp``: bf16 where the GPU computes in it (Ampere and newer), else fp16 with loss scaling
-  (:func:`cover.engine.precision.resolve_amp`);
+  (:func:`resolve_amp`);
 * ``channels_last``: on, the layout cuDNN's tensor-core convolutions read without a transpose
   (NVIDIA's guidance; ``benchmarks/gpu_check.py`` measures both layouts);
 * ``num_workers``: up to 4 loader processes, leaving one core per training process;
@@ -28,8 +28,34 @@ from typing import Any
 
 import torch
 
-from cover.engine.precision import resolve_amp
 from cover.errors import ConfigError
+
+#: Allowed values of the ``amp`` option.
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+
+
+def resolve_amp(amp: str, device_type: str, bf16_supported: bool | None = None) -> str:
+    """The precision ``amp`` stands for on a device type (``auto`` chosen per device).
+
+    Args:
+        amp: A value of :data:`AMP_CHOICES`.
+        device_type: ``cpu``, ``cuda``, ...
+        bf16_supported: Whether the CUDA device computes in bf16 (``None``: ask torch; only
+            read for ``auto`` on CUDA).
+
+    Returns:
+        ``none``, ``bf16`` or ``fp16``.
+    """
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"amp: {amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})")
+    if amp != "auto":
+        return amp
+    if device_type != "cuda":
+        return "none"
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if bf16_supported else "fp16"
+
 
 #: Config keys that :func:`fill_device_defaults` fills when unset.
 DEVICE_KEYS = ("amp", "channels_last", "num_workers", "cudnn_benchmark", "tf32")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from cover.engine.devices import DeviceDefaults, apply_backend_settings, device_defaults, fill_device_defaults
+from cover.devices import DeviceDefaults, apply_backend_settings, device_defaults, fill_device_defaults
 from cover.errors import ConfigError
 
 
