@@ -34,7 +34,6 @@ from cover.downstream.loading import checkpoint_load_options, load_case
 from cover.downstream.metrics import (
     EMPTY_CLASS_RULE,
     classification_scores,
-    json_safe,
     mean_std,
     segmentation_scores,
     summarise,
@@ -43,7 +42,7 @@ from cover.downstream.outputs import prepare_output
 from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError
 from cover.models.loading import load_finetuned
-from cover.runtime import progress_bar
+from cover.runtime import json_safe, progress_bar
 
 
 def class_labels(metadata: dict[str, Any]) -> list[str]:
