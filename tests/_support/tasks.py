@@ -23,3 +23,17 @@ def write_blobs(root: Path, seed: int = 0) -> None:
             image = (labels * 80 + rng.integers(0, 30, (32, 32))).astype(np.uint8)
             Image.fromarray(image).save(root / split / "images" / f"c{i}.png")
             Image.fromarray(labels).save(root / split / "labels" / f"c{i}.png")
+
+
+def write_task(root: Path) -> dict:
+    """3 training and 2 test cases, 32 x 32 PNG, labels 0..2; the task entry naming them."""
+    write_blobs(root)
+    return {
+        "name": "blobs",
+        "images": str(root / "train" / "images"),
+        "labels": str(root / "train" / "labels"),
+        "test_images": str(root / "test" / "images"),
+        "test_labels": str(root / "test" / "labels"),
+        "budgets": [1, 2],
+        "class_names": ["background", "ring", "core"],
+    }

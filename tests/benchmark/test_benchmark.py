@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from _support.tasks import write_blobs
+from _support.tasks import write_task
 from cover.benchmark.config import PRESETS, resolve_benchmark_config
 from cover.benchmark.report import aggregate, dice_table
 from cover.benchmark.runner import benchmark
@@ -18,17 +18,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
 
 
 def micro(tmp_path):
-    data = tmp_path / "blobs"
-    write_blobs(data)
-    task = {
-        "name": "blobs",
-        "images": str(data / "train" / "images"),
-        "labels": str(data / "train" / "labels"),
-        "test_images": str(data / "test" / "images"),
-        "test_labels": str(data / "test" / "labels"),
-        "budgets": [1, 2],
-        "intensity": "minmax",
-    }
+    task = {**write_task(tmp_path / "blobs"), "intensity": "minmax"}
+    del task["class_names"]
     return {
         "out": str(tmp_path / "bench"),
         "methods": ["scratch", "cover"],

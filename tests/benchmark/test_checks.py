@@ -7,23 +7,9 @@ import pytest
 from PIL import Image
 
 import cover.pretraining.pretrain as pretrain_module
-from _support.tasks import write_blobs
+from _support.tasks import write_task
 from cover.benchmark.runner import benchmark
 from cover.errors import ConfigError, CoverError, DataError
-
-
-def write_task(root: Path) -> dict:
-    """3 training and 2 test cases, 32 x 32 PNG, labels 0..2; the task entry naming them."""
-    write_blobs(root)
-    return {
-        "name": "blobs",
-        "images": str(root / "train" / "images"),
-        "labels": str(root / "train" / "labels"),
-        "test_images": str(root / "test" / "images"),
-        "test_labels": str(root / "test" / "labels"),
-        "budgets": [1, 2],
-        "class_names": ["background", "ring", "core"],
-    }
 
 
 def config_of(tmp_path: Path, task: dict, **change) -> dict:
