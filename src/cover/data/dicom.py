@@ -348,20 +348,10 @@ def _single_frame_record(
     """
     if values.ndim == 2:
         values = values[..., None]
-    array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
-    grid = _slice_grid(ds, *array.shape[1:])
+    grid = _slice_grid(ds, *values.shape[:-1])
     if grid is not None:  # written masks carry it (cover.data.writers)
         meta["slice_grid"] = grid
-    return ImageRecord(
-        array=array,
-        spacing=spacing or (1.0, 1.0),
-        affine=None,
-        orientation=None,
-        modality=_modality(ds),
-        format="dicom",
-        path=path,
-        meta=meta,
-    )
+    return _unoriented_record(path, ds, values, spacing or (1.0, 1.0), None, meta)
 
 
 def _multi_frame_record(
@@ -397,11 +387,35 @@ def _multi_frame_record(
     step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
     if values.ndim == 3:
         values = values[..., None]
-    array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
     affine = np.diag([step, row_sp, col_sp, 1.0])
+    return _unoriented_record(path, ds, values, (step, row_sp, col_sp), affine, meta)
+
+
+def _unoriented_record(
+    path: Path,
+    ds: Dataset,
+    values: np.ndarray,
+    spacing: tuple[float, ...],
+    affine: np.ndarray | None,
+    meta: dict[str, Any],
+) -> ImageRecord:
+    """A DICOM record in the file's own axis order, without patient orientation.
+
+    Args:
+        path: The file.
+        ds: Its dataset (the modality).
+        values: ``(*spatial, C)`` pixel values, channels last.
+        spacing: Spacing per spatial axis in mm.
+        affine: A diagonal spacing matrix, or ``None``.
+        meta: Header details.
+
+    Returns:
+        ``(C, *spatial)`` float32 record.
+    """
+    array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
     return ImageRecord(
         array=array,
-        spacing=(step, row_sp, col_sp),
+        spacing=spacing,
         affine=affine,
         orientation=None,
         modality=_modality(ds),
