@@ -14,7 +14,7 @@ with :mod:`cover.analysis.feature_figures`. Outputs in ``out``:
 
 Without images, the built-in default is the 10 axial slices of the MNI152 template's test
 slab (:data:`cover.data.demo.TEST_SLAB`, never used for pretraining) with their 4-class tissue
-labels, cut exactly like the downstream demo (:func:`cover.downstream.demo.demo_slices`).
+labels, cut exactly like the downstream demo (:func:`cover.data.demo.demo_slices`).
 """
 
 from __future__ import annotations
@@ -71,8 +71,7 @@ def demo_labeled_images(size: int = DEMO_SIZE) -> list[LabeledImage]:
     Returns:
         10 images (z = 100 … 109), values in [0, 1].
     """
-    from cover.data.demo import TEST_SLAB
-    from cover.downstream.demo import demo_slices
+    from cover.data.demo import TEST_SLAB, demo_slices
 
     z_values = range(*TEST_SLAB)
     images, labels = demo_slices(z_values, size)

@@ -17,7 +17,7 @@ matches, resumes an interrupted pretraining or fine-tuning from its checkpoint
 ``out``). A unit that failed or was interrupted is recorded as such (``failed`` with its error,
 ``interrupted``); when a corrected rerun changes its settings it is redone from the start, its
 earlier run folder moved aside (``NAME.superseded``, never deleted) with a warning naming it.
-Before any work, :func:`cover.benchmark.checks.check_data` reads every user task's files.
+Before any work, :func:`cover.benchmarking.checks.check_data` reads every user task's files.
 SIGTERM/SIGINT inside a training run checkpoint it; between training runs the benchmark
 stops after the current unit; either way it exits with the command that continues.
 
@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
-from cover.benchmark.checks import check_data
-from cover.benchmark.config import (
+from cover.benchmarking.checks import check_data
+from cover.benchmarking.config import (
     BenchmarkConfig,
     finetune_values,
     model_options,
@@ -53,7 +53,7 @@ from cover.benchmark.config import (
     resolve_benchmark_config,
     resolved_pretraining,
 )
-from cover.benchmark.report import (
+from cover.benchmarking.report import (
     DICE_NOTE,
     aggregate,
     analysis_table,
@@ -63,7 +63,7 @@ from cover.benchmark.report import (
     stop_table,
     write_csv,
 )
-from cover.benchmark.tasks import TaskConfig, describe_task, task_data
+from cover.benchmarking.tasks import TaskConfig, describe_task, task_data
 from cover.config import save_yaml, to_dict
 from cover.engine.guards import StopSignals
 from cover.errors import ConfigError, TrainingInterrupted
@@ -508,7 +508,7 @@ def benchmark(
     """Pretrain every method, fine-tune and test on every task, budget and seed; write the tables.
 
     Args:
-        config: A :class:`~cover.benchmark.config.BenchmarkConfig`, a dict of its keys, a YAML
+        config: A :class:`~cover.benchmarking.config.BenchmarkConfig`, a dict of its keys, a YAML
             path, or ``None`` (with ``preset=...``).
         command: The command line to print in ``results.md`` (the CLI passes it).
         dry_run: Check everything (config and data) and return ``config`` and ``plan`` (the units
@@ -524,8 +524,8 @@ def benchmark(
         The smallest preset (skipped when the examples run: it pretrains and fine-tunes every
         method, minutes on a CPU):
 
-        >>> from cover.api import benchmark  # ``cover.benchmark`` is also this package's name
-        >>> report = benchmark(preset="quick", out="runs/bench")  # doctest: +SKIP
+        >>> import cover
+        >>> report = cover.benchmark(preset="quick", out="runs/bench")  # doctest: +SKIP
     """
     tic = time.monotonic()
     config = resolve_benchmark_config(config, **options)

@@ -1,8 +1,9 @@
-"""Built-in demo data: the MNI152 2009 T1 template that nilearn installs (docs/method.md §13).
+"""The MNI152 2009 T1 template that nilearn installs, its labels and its slices (docs/method.md §13).
 
-It is one real MRI volume (197 x 233 x 189 at 1 mm, RAS). The demo trains in 2D on axial
-slices (array axis 2) or in 3D on patches of the template at 2 mm. Fixed slabs of axial
-slices keep pretraining, fine-tuning and testing apart:
+It is one real MRI volume (197 x 233 x 189 at 1 mm, RAS), the source of every built-in data
+set (:mod:`cover.data.demo`). The demo trains in 2D on axial slices (array axis 2) or in 3D on
+patches of the template at 2 mm. Fixed slabs of axial slices keep pretraining, fine-tuning and
+testing apart:
 
 * :data:`TEST_SLAB` (z in [100, 110)) is never used for pretraining; the demo's held-out
   view pairs and the downstream test come from it;
@@ -23,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
-from torch.utils.data import Dataset
 
 from cover.errors import DataError
 
@@ -31,6 +31,7 @@ PRETRAIN_RANGE = (20, 150)
 FINETUNE_SLAB = (70, 78)
 TEST_SLAB = (100, 110)
 SLICE_AXIS = 2
+TISSUE_NAMES = ("background", "CSF", "GM", "WM")
 _FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -83,7 +84,7 @@ def load_mni(kind: str = "t1") -> np.ndarray:
 
 
 def mni_tissue_labels() -> np.ndarray:
-    """Four-class tissue labelling of the template: 0 background, 1 CSF, 2 GM, 3 WM.
+    """Four-class tissue labelling of the template (:data:`TISSUE_NAMES`): 0 background, 1 CSF, 2 GM, 3 WM.
 
     GM and WM come from nilearn's probability maps; the brain mask is where GM + WM + a CSF
     proxy (dark voxels inside the smoothed GM/WM hull) is present. A voxel takes the class of
@@ -131,112 +132,44 @@ def axial_slices(volume: np.ndarray, z_values: list[int] | range, size: tuple[in
     return F.interpolate(slices.unsqueeze(1).float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def pretrain_slice_indices() -> list[int]:
-    """Axial slices used for demo pretraining: :data:`PRETRAIN_RANGE` minus :data:`TEST_SLAB`."""
-    return [z for z in range(*PRETRAIN_RANGE) if not TEST_SLAB[0] <= z < TEST_SLAB[1]]
-
-
-class TensorImages(Dataset):
-    """Pre-computed images served with the trainer's ``(index, seed)`` key contract.
-
-    Args:
-        images: ``(N, C, *source_size)`` tensor.
-    """
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
-        return self.images[key[0]]
-
-
-class VolumePatches(Dataset):
-    """Random patches of one volume, preferring foreground, deterministic per ``(index, seed)``.
-
-    Args:
-        volume: ``(C, *spatial)`` tensor, every axis at least ``patch``.
-        patch: Patch size.
-        centre_range: Optional ``(low, high)`` per axis limiting patch centres (inclusive low,
-            exclusive high); ``None`` allows the whole volume.
-        foreground_prob: Probability of centring on a foreground voxel (> 0.1).
-        length: Nominal dataset length (patches are drawn freshly for every key).
-    """
-
-    def __init__(
-        self,
-        volume: torch.Tensor,
-        patch: tuple[int, ...],
-        centre_range: list[tuple[int, int]] | None = None,
-        foreground_prob: float = 0.9,
-        length: int = 1,
-    ) -> None:
-        self.volume = volume
-        self.patch = tuple(patch)
-        spatial = volume.shape[1:]
-        half = [p // 2 for p in self.patch]
-        limits = [(h, s - (p - h)) for h, s, p in zip(half, spatial, self.patch, strict=True)]
-        if centre_range is not None:
-            limits = [(max(lo, a), min(hi - 1, b)) for (lo, hi), (a, b) in zip(centre_range, limits, strict=True)]
-        self.limits = limits
-        inside = np.zeros(spatial, dtype=bool)
-        inside[tuple(slice(lo, hi + 1) for lo, hi in limits)] = True
-        self.foreground = np.argwhere((volume[0].numpy() > 0.1) & inside)
-        self.foreground_prob = foreground_prob
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
-        rng = np.random.default_rng([int(key[0]), int(key[1])])
-        if len(self.foreground) and rng.random() < self.foreground_prob:
-            centre = self.foreground[rng.integers(len(self.foreground))]
-        else:
-            centre = [rng.integers(lo, hi + 1) for lo, hi in self.limits]
-        start = [int(c) - p // 2 for c, p in zip(centre, self.patch, strict=True)]
-        index = (slice(None),) + tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
-        return self.volume[index].clone()
-
-
 def demo_volume_2mm() -> torch.Tensor:
     """The T1 template at 2 mm, ``(1, 99, 117, 95)``."""
     volume = torch.from_numpy(load_mni("t1").copy())[None, None]
     return F.interpolate(volume, size=(99, 117, 95), mode="trilinear", align_corners=False)[0]
 
 
-def demo_datasets(dim: int, source_size: tuple[int, ...]) -> tuple[Dataset, Dataset, dict]:
-    """Training and held-out datasets for the built-in demo.
+#: Array index of the MNI origin (0, 0, 0 mm) in the 1 mm template.
+_ORIGIN = (98, 134, 72)
+REGION_NAMES = ("background", "left GM", "right GM", "left WM", "right WM", "ventricles")
 
-    Args:
-        dim: 2 (axial slices) or 3 (patches at 2 mm).
-        source_size: Size of the images handed to the view generator.
+
+def region_labels() -> np.ndarray:
+    """Anatomical regions of the 1 mm template (:data:`REGION_NAMES`).
+
+    From the tissue labels (:func:`mni_tissue_labels`): GM and WM split into
+    left and right hemisphere at the midline of the symmetric template (x = 0 mm, array index
+    98; left = x < 0 mm), and the lateral ventricles: the largest connected CSF component in
+    the box |x| < 30 mm, -45 <= y < 35 mm, -5 <= z < 35 mm. Everything else (sulcal and
+    outer CSF, non-brain) is background.
 
     Returns:
-        ``(train, heldout, metadata)``; both datasets follow the ``(index, seed)`` contract.
+        ``(197, 233, 189)`` int64 labels 0-5.
     """
-    volume = load_mni("t1")
-    metadata = {
-        "source": "MNI152 2009c T1 template (nilearn)",
-        "preset": "mri",
-        "orientation": "RAS",
-        "axis_order": "array axes (x, y, z) of the RAS-canonical volume",
-        "in_channels": 1,
-    }
-    if dim == 2:
-        train = TensorImages(axial_slices(volume, pretrain_slice_indices(), source_size))
-        heldout = TensorImages(axial_slices(volume, range(*TEST_SLAB), source_size))
-        metadata.update(spacing=[233 / source_size[0], 233 / source_size[1]], slices="axial")
-        return train, heldout, metadata
-    vol2 = demo_volume_2mm()
-    spatial = vol2.shape[1:]
-    low, high = TEST_SLAB[0] // 2, (TEST_SLAB[1] + 1) // 2
-    full = [(0, s) for s in spatial]
-    # Held-out patches are centred in the test slab; training patches anywhere, so in 3D they
-    # overlap it (one template): held-out pairs differ from training by their transforms only.
-    heldout = VolumePatches(vol2, source_size, centre_range=full[:2] + [(low, high)], length=1)
-    train = VolumePatches(vol2, source_size, length=1)
-    metadata.update(spacing=[2.0, 2.0, 2.0])
-    return train, heldout, metadata
+    from scipy import ndimage
+
+    tissue = mni_tissue_labels()
+    x = np.arange(tissue.shape[0])[:, None, None] - _ORIGIN[0]
+    left = x < 0
+    regions = np.zeros_like(tissue)
+    regions[(tissue == 2) & left] = 1
+    regions[(tissue == 2) & ~left] = 2
+    regions[(tissue == 3) & left] = 3
+    regions[(tissue == 3) & ~left] = 4
+    box = np.zeros(tissue.shape, dtype=bool)
+    (ox, oy, oz) = _ORIGIN
+    box[ox - 30 : ox + 30, oy - 45 : oy + 35, oz - 5 : oz + 35] = True
+    components, count = ndimage.label((tissue == 1) & box)
+    if count:
+        sizes = ndimage.sum(np.ones_like(components), components, range(1, count + 1))
+        regions[components == int(np.argmax(sizes)) + 1] = 5
+    return regions
