@@ -60,7 +60,7 @@ def class_columns(probabilities: np.ndarray, names: list[str]) -> dict[str, Any]
 def _demo_sources(metadata: dict[str, Any], out: Path) -> tuple[str, str]:
     if not metadata.get("demo"):
         raise ConfigError("images: give --images and --labels (or --datalist) to evaluate on")
-    from cover.downstream.demo import write_demo_task
+    from cover.data.demo import write_demo_task
 
     paths = write_demo_task(out / "demo_data", size=int(metadata["patch_size"][0]))
     return paths["test_images"], paths["test_labels"]
