@@ -19,9 +19,10 @@ For every scale, part (2D: ``--dim 2`` on the PNGs; 3D: ``--dim 3`` on the volum
 * ``peak_rss_mb``: the largest peak resident memory (``VmHWM``) of the run's process tree (launcher,
   torchrun, ranks, decoders), sampled every 0.5 s up to the first step.
 
-Scales run interleaved (1x, 16x, 1x, 16x ...) so that load on a shared machine hits both alike.
-``--race N`` then, N times, releases two forked processes together to build the dataset (what each
-rank of ``cover pretrain --devices 2`` does first) on a fresh cold cache, and counts the successes.
+Scales run interleaved (1x, 4x, 16x, then warm 1x, 4x, 16x) so that load on a shared machine hits all alike.
+``--race N`` then runs ``cover pretrain --devices 2 --num-workers 2 --steps 2`` N times to the end,
+each on a fresh cold cache (both ranks and their loader workers decode the same images into it at
+once), and counts the runs that exit 0 with their ``summary.json`` written.
 Results go to ``benchmarks/results/data-scale/`` (JSON + Markdown). Generated data goes under
 ``--root`` (outside the repository); ``--clean`` deletes it at the end.
 """
@@ -107,12 +108,14 @@ def link_scale(master: Path, folder: Path, n2d: int, n3d: int) -> None:
                 os.link(source, target)
 
 
-def run_pretrain(data: Path, dim: int, cache: Path, processes: int, out: Path) -> dict:
-    """One ``cover --verbose pretrain --steps 1`` run: its times and peak resident memory."""
+def run_pretrain(
+    data: Path, dim: int, cache: Path, processes: int, out: Path, *, steps: int = 1, extra: tuple[str, ...] = ()
+) -> dict:
+    """One ``cover --verbose pretrain`` run: times and peak resident memory (stopped after step 1 if ``steps`` is 1)."""
     size = "64" if dim == 2 else "32"
     command = [sys.executable, "-m", "cover", "--verbose", "pretrain", "--data", str(data), "--dim", str(dim)]
-    command += ["--size", size, "--batch-size", "2", "--steps", "1", "--device", "cpu", "--intensity", "minmax"]
-    command += ["--cache-dir", str(cache), "--out", str(out), "--overwrite"]
+    command += ["--size", size, "--batch-size", "2", "--steps", str(steps), "--device", "cpu", "--intensity", "minmax"]
+    command += ["--cache-dir", str(cache), "--out", str(out), "--overwrite", *extra]
     command += ["--devices", "2"] if processes > 1 else []
     log = out.with_suffix(".log")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -124,7 +127,7 @@ def run_pretrain(data: Path, dim: int, cache: Path, processes: int, out: Path) -
             tree = _tree(proc.pid)
             hwm, seconds = _tree_usage(tree)
             peak, cpu = max(peak, hwm), max(cpu, seconds)
-            if "checkpoint saved" in log.read_text():  # first step done: evaluation and figures are not start-up
+            if steps == 1 and "checkpoint saved" in log.read_text():  # step 1 done: evaluation is not start-up
                 for pid in reversed(tree):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
@@ -134,7 +137,7 @@ def run_pretrain(data: Path, dim: int, cache: Path, processes: int, out: Path) -
     wall = time.perf_counter() - start
     text = log.read_text()
     return {
-        "rc": 0 if "checkpoint saved" in text else proc.returncode,
+        "rc": 0 if steps == 1 and "checkpoint saved" in text else proc.returncode,
         "wall_s": round(wall, 2),
         "ready_s": _seconds(text, r"data cache: "),
         "first_step_s": _seconds(text, r"checkpoint saved"),  # saved right after step 1
@@ -206,43 +209,20 @@ def measure(root: Path, scales: list[int], parts: list[str], procs: list[int], b
     return rows
 
 
-def _build_rank(go, data: Path, cache: Path, rank: int, results) -> None:
-    """What each rank of ``cover pretrain --devices 2`` does first: build the dataset through the shared cache."""
-    from cover.data.datasets import build_pretrain_dataset
-
-    go.wait()
-    try:
-        options = {"preset": "minmax", "spacing": None, "on_bad_file": "error"}
-        dataset, _ = build_pretrain_dataset(
-            str(data), dim=2, source_size=(96, 96), cache_dir=str(cache), share=(rank, 2), **options
-        )
-        results.put((rank, "ok", len(dataset)))
-    except BaseException as exc:  # counted as a failed run
-        results.put((rank, repr(exc)[:200], 0))
-
-
 def race(root: Path, data: Path, runs: int) -> list[dict]:
-    """``runs`` times: two processes released together build the dataset on a fresh cold cache."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
+    """``runs`` two-process ``cover pretrain`` runs to the end, each on a fresh cold shared cache."""
     results = []
     for k in range(runs):
         cache = root / "cache" / f"race{k}"
         shutil.rmtree(cache, ignore_errors=True)
-        go, queue = context.Event(), context.Queue()
-        procs = [context.Process(target=_build_rank, args=(go, data, cache, r, queue)) for r in range(2)]
-        for proc in procs:
-            proc.start()
-        start = time.perf_counter()
-        go.set()
-        reports = sorted(queue.get(timeout=1800) for _ in procs)
-        for proc in procs:
-            proc.join()
-        files = sorted(p.name for p in cache.iterdir())
-        ok = all(r[1] == "ok" for r in reports) and all(p.exitcode == 0 for p in procs)
-        results.append({"run": k, "ok": ok, "seconds": round(time.perf_counter() - start, 1), "reports": reports})
-        results[-1] |= {"cache_files": len(files), "tmp_left": sum(name.endswith(".tmp") for name in files)}
+        out = root / "runs" / f"race{k}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        row = run_pretrain(data, 2, cache, 2, out, steps=2, extra=("--num-workers", "2"))
+        files = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+        ok = row["rc"] == 0 and (out / "summary.json").is_file()
+        results.append({"run": k, "ok": ok, "rc": row["rc"], "seconds": row["wall_s"], "tail": row["tail"]})
+        results[-1] |= {"files": sum(1 for _ in data.iterdir()), "cache_files": len(files)}
+        results[-1] |= {"tmp_left": sum(name.endswith(".tmp") for name in files), "load": load_average()}
         print(json.dumps(results[-1]), flush=True)
         shutil.rmtree(cache, ignore_errors=True)
     return results
@@ -314,9 +294,9 @@ def report(rows: list[dict], races: list[dict], args: argparse.Namespace) -> Non
     if races:
         ok = sum(r["ok"] for r in races)
         text += [
-            f"Two processes building the dataset together on a fresh cold cache ({races[0]['reports'][0][2]} PNGs): "
-            f"{ok} of {len(races)} runs succeeded (both processes), "
-            f"(temporary files left: {sum(r['tmp_left'] for r in races)})."
+            f"`cover pretrain --devices 2 --num-workers 2 --steps 2` on a fresh cold shared cache "
+            f"({races[0]['files']} PNGs): {ok} of {len(races)} runs succeeded (exit 0, summary written; "
+            f"temporary files left: {sum(r['tmp_left'] for r in races)})."
         ]
     (OUT / "results.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
@@ -336,13 +316,13 @@ def _rows_from_logs(logs: list[Path]) -> tuple[list[dict], list[dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/work/data_scale"))
-    parser.add_argument("--scales", default="1,16", help="comma-separated multiples of the base counts")
+    parser.add_argument("--scales", default="1,4,16", help="comma-separated multiples of the base counts")
     parser.add_argument("--parts", default="2d,3d")
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--base-2d", type=int, default=1000)
     parser.add_argument("--base-3d", type=int, default=25)
     parser.add_argument("--race", type=int, default=10, help="two-process cold-cache runs to count")
-    parser.add_argument("--race-files", type=int, default=200, help="2D files of the race data set")
+    parser.add_argument("--race-files", type=int, default=1000, help="2D files of the race data set")
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--skip-measure", action="store_true", help="only the --race runs")
     parser.add_argument("--report-from", type=Path, nargs="*", help="write the report from these logs' JSON rows")

@@ -262,11 +262,11 @@ def _build_after(go, folder: Path, cache: Path, rank: int, results) -> None:
         results.put((rank, repr(exc), -1))
 
 
-def build_concurrently(folder: Path, cache: Path) -> list[tuple[int, object, int]]:
-    """Two forked processes building the same cold cache, released at the same moment; what each reported."""
+def build_concurrently(folder: Path, cache: Path, target=_build_after) -> list[tuple[int, object, object]]:
+    """Two forked processes running ``target`` on the same cold cache, released at the same moment; their reports."""
     context = multiprocessing.get_context("fork")
     go, results = context.Event(), context.Queue()
-    procs = [context.Process(target=_build_after, args=(go, folder, cache, rank, results)) for rank in range(2)]
+    procs = [context.Process(target=target, args=(go, folder, cache, rank, results)) for rank in range(2)]
     for proc in procs:
         proc.start()
     go.set()
@@ -277,7 +277,8 @@ def build_concurrently(folder: Path, cache: Path) -> list[tuple[int, object, int
     return reports
 
 
-def test_two_processes_build_one_cold_cache(tmp_path, make_nifti):
+def test_two_processes_build_one_cold_cache(tmp_path, make_nifti, monkeypatch):
+    monkeypatch.setattr(store_module, "START_SAMPLE", 100)  # the build at start (lazy decoding: tests below)
     folder = _mixed_folder(tmp_path / "data", make_nifti, pngs=16, volumes=3)
     reference = CachedVolumeStore(sorted(folder.iterdir()), "minmax", cache_dir=tmp_path / "reference")
     expected = {p.name: p.read_bytes() for p in (tmp_path / "reference").iterdir()}
@@ -289,3 +290,151 @@ def test_two_processes_build_one_cold_cache(tmp_path, make_nifti):
         assert {p.name: p.read_bytes() for p in cache.iterdir()} == expected
         assert json.loads(next(cache.glob("*.json")).read_text())["preset"] == "minmax"
     assert len(reference) == 19
+
+
+# ------------------------------------------------------------------------------------------ lazy decoding
+
+
+@pytest.mark.filterwarnings("ignore:skipped 4 unusable file")  # the PNGs, in 3D
+@pytest.mark.parametrize("dim", [2, 3])
+def test_lazy_batches_equal_the_eager_path_in_every_cache_state(tmp_path, make_nifti, monkeypatch, dim):
+    """Two images decoded at start, the others when drawn: the same batches as decoding all up front."""
+    monkeypatch.setattr(store_module, "START_SAMPLE", 2)
+    folder = _mixed_folder(tmp_path / "data", make_nifti)
+    paths = sorted(folder.iterdir())
+    if dim == 3:
+        paths = [p for p in paths if p.suffix == ".gz"]
+    arrays = _eager_arrays(paths)
+    built = _build(folder, dim, str(tmp_path / "cold0"))
+    assert built.store.decoded == 2 and 0 < sum(built.store.lazy) < len(built)  # (in 3D the sampled PNG is refused)
+    runs = {
+        "memory": _batches(_build(folder, dim, None)),
+        "cold": _batches(built),
+        "cold, 2 workers": _batches(_build(folder, dim, str(tmp_path / "cold2")), workers=2),
+        "warm (filled by 2 workers)": _batches(_build(folder, dim, str(tmp_path / "cold2"))),
+    }
+    for name, (batches, keys) in runs.items():
+        for batch, step_keys in zip(batches, keys, strict=True):
+            if dim == 2:
+                expected = torch.stack([_eager_2d_item(arrays[i], s) for i, s in step_keys])
+            else:
+                expected = torch.stack(
+                    [_eager_3d_item(arrays[i], np.argwhere(_mask(arrays[i])), s) for i, s in step_keys]
+                )
+            torch.testing.assert_close(batch, expected, rtol=0, atol=0, msg=name)
+    assert not list((tmp_path / "cold2").glob("*.tmp"))
+
+
+def test_images_decoded_before_the_first_step_do_not_grow_with_the_data_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "START_SAMPLE", 4)
+    rng = np.random.default_rng(3)
+    counts = {}
+    for n in (10, 40):
+        folder = tmp_path / f"n{n}"
+        folder.mkdir()
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 256, (30 + k % 5, 28)).astype(np.uint8)).save(folder / f"i{k:03d}.png")
+        cache = tmp_path / f"cache{n}"
+        dataset = _build(folder, 2, str(cache))
+        first = next(iter(StepBatchSampler(0, 2, len(dataset), 0, 1)))
+        for key in first:
+            dataset[key]
+        entries = [p for p in cache.glob("*.json") if not p.name.startswith("index-")]  # and one header index
+        counts[n] = (dataset.store.decoded, dataset.store.lazy_decoded, len(entries))
+        assert len(dataset) == n and sum(dataset.store.lazy) == n - 4
+        assert "4 decoded now, 0 reused, " in dataset.store.note() and f"{n - 4} decoded when first drawn" in (
+            dataset.store.note()
+        )
+
+    def no_header(*_args, **_kwargs):
+        raise AssertionError("headers read again")
+
+    monkeypatch.setattr(store_module, "header_info", no_header)
+    warm = _build(tmp_path / "n40", 2, str(tmp_path / "cache40"))  # the index comes from the cache
+    assert [warm.store.shape(i) for i in range(40)] == [dataset.store.shape(i) for i in range(40)]
+    drawn = counts[40][1]
+    assert warm.store.decoded == 0 and f"{4 + drawn} reused, {36 - drawn} decoded when first drawn" in warm.store.note()
+    assert counts[10][0] == counts[40][0] == 4  # the start-up sample
+    assert all(lazy <= 2 and files == 4 + lazy for _, lazy, files in counts.values()), counts  # then the batch's
+    assert counts[10][1] + counts[40][1] > 0  # some drawn image was not in the sample
+
+
+def test_header_metadata_equals_what_decoding_gives(tmp_path, make_nifti):
+    """Lazy images are validated and described from their headers: the same shapes and spacings as decoded."""
+    import SimpleITK as sitk  # noqa: N813
+
+    from cover.data.store import decode, header_meta
+
+    folder = _mixed_folder(tmp_path / "data", make_nifti)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(6, 9, 7)).astype(np.float32))
+    image.SetSpacing((0.5, 0.7, 2.0))
+    image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))
+    image.SetMetaData("Modality", "MET_MOD_CT")
+    sitk.WriteImage(image, str(folder / "c.mha"))
+    keys = ("format", "modality", "orientation", "source_spacing", "spacing", "source_shape", "shape", "spatial_dims")
+    for path in sorted(folder.iterdir()):
+        info = header_info(path)
+        for spacing in (None, (1.3, 0.9, 1.7) if info.shape[1:].__len__() == 3 else (0.7, 1.6)):
+            expected = decode(path, None, spacing, False)[1]
+            got = header_meta(path, info, None, spacing)
+            assert {k: got[k] for k in keys} == pytest.approx({k: expected[k] for k in keys}), (path, spacing)
+    with pytest.raises(DataError, match=r"p0.png: is 2D but the target spacing \(1.0, 1.0, 1.0\) has 3 values"):
+        header_meta(folder / "p0.png", header_info(folder / "p0.png"), None, (1.0, 1.0, 1.0))
+
+
+def _draw_all(go, folder: Path, cache: Path, rank: int, results) -> None:
+    """One of two processes drawing every image of a lazily indexed folder from the same cold cache."""
+    go.wait()
+    try:
+        dataset = _build(folder, 2, str(cache))
+        items = [dataset[(i, 100 + i)].numpy().tobytes() for i in range(len(dataset))]
+        results.put((rank, len(dataset), items))
+    except BaseException as exc:  # reported, not raised: the parent asserts
+        results.put((rank, repr(exc), []))
+
+
+def test_two_processes_decoding_lazily_on_one_cold_cache_agree(tmp_path, make_nifti, monkeypatch):
+    monkeypatch.setattr(store_module, "START_SAMPLE", 2)  # forked processes inherit it
+    folder = _mixed_folder(tmp_path / "data", make_nifti, pngs=8, volumes=3)
+    reference = _build(folder, 2, str(tmp_path / "reference"))
+    expected = [reference[(i, 100 + i)].numpy().tobytes() for i in range(len(reference))]
+    files = {p.name: p.read_bytes() for p in (tmp_path / "reference").iterdir()}
+    cache = tmp_path / "shared"
+    reports = build_concurrently(folder, cache, _draw_all)
+    assert [r[1] for r in reports] == [11, 11], reports
+    assert reports[0][2] == reports[1][2] == expected
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == files  # every entry whole, no temporary left
+
+
+def _truncated_png(path: Path, seed: int) -> None:
+    """A PNG whose header reads but whose pixels do not (so only decoding finds the problem)."""
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (30, 28)).astype(np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_an_image_failing_when_drawn_is_replaced_by_the_next_everywhere(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "START_SAMPLE", 2)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for k in range(6):
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (30, 28)).astype(np.uint8)).save(folder / f"i{k}.png")
+    _truncated_png(folder / "i2.png", 2)  # not in the start sample (images 0 and 5)
+    cache = tmp_path / "cache"
+    dataset = _build(folder, 2, str(cache))
+    assert len(dataset) == 6
+    with pytest.warns(UserWarning, match=r"i2.png: truncated or corrupt PNG.*the next usable image instead"):
+        replaced = dataset[(2, 7)]
+    torch.testing.assert_close(replaced, dataset[(3, 7)], rtol=0, atol=0)
+    assert list(dataset.store.failed) == [2] and len(list(cache.glob("*.error"))) == 1
+    again = _build(folder, 2, str(cache))  # a later run (or another process): the same substitute, no new decode
+    with pytest.warns(UserWarning, match="i2.png"):
+        torch.testing.assert_close(again[(2, 7)], replaced, rtol=0, atol=0)
+    assert again.store.lazy_decoded == 0  # image 3 from the cache, image 2 known bad from its .error entry
+
+    options = {"preset": None, "spacing": None, "on_bad_file": "error", "slice_axis": 2}
+    strict = build_pretrain_dataset(str(folder), dim=2, source_size=SIZE2D, cache_dir=None, **options)[0]
+    loader = torch.utils.data.DataLoader(strict, batch_sampler=[[(2, 7)]], num_workers=1)
+    with pytest.raises(DataError) as raised:  # from a worker: still one line naming the file
+        next(iter(loader))
+    assert str(raised.value).startswith(str(folder / "i2.png")) and "\n" not in str(raised.value)

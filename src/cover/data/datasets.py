@@ -222,7 +222,8 @@ class Slices2DDataset(_StoreDataset):
         self.min_foreground = min_foreground
         self.foreground_threshold = foreground_threshold
         self.max_upscale = max_upscale
-        self._slices: list[np.ndarray | None] = []
+        self._summary = slices_summary(axis, min_foreground, foreground_threshold)
+        self._slices: dict[int, np.ndarray | None] = {}
         super().__init__(store, warn=warn)
 
     def _axis_of(self, shape: Sequence[int]) -> int:
@@ -259,16 +260,22 @@ class Slices2DDataset(_StoreDataset):
         return None
 
     def _prepare(self) -> None:
-        summary = slices_summary(self.axis, self.min_foreground, self.foreground_threshold)
-        self._slices = [
-            None if len(self.store.shape(i)) == 3 else self.store.summary(i, summary) for i in range(len(self.store))
-        ]
+        for i in range(len(self.store)):
+            if not self.store.lazy[i]:  # decoded at start: its summary is at hand (lazy images: when drawn)
+                self._candidates(i, self.store.shape(i))
+
+    def _candidates(self, index: int, shape: Sequence[int]) -> np.ndarray | None:
+        """Slices of volume ``index`` to draw from (:func:`slice_candidates`); ``None`` for a 2D image."""
+        if index not in self._slices:
+            self._slices[index] = None if len(shape) == 3 else self.store.summary(index, self._summary)
+        return self._slices[index]
 
     def __getitem__(self, key: Key) -> torch.Tensor:
-        """Image ``(C, H, W)`` for ``key = (index, seed)``."""
+        """Image ``(C, H, W)`` for ``key = (index, seed)`` (of the next usable image if ``index`` fails to decode)."""
         index, seed = _split_key(key)
-        candidates = self._slices[index]
+        index = self.store.usable(index)
         array = self.store[index]
+        candidates = self._candidates(index, array.shape)
         if candidates is not None:
             rng = np.random.default_rng(seed)
             k = int(candidates[rng.integers(len(candidates))])
@@ -321,7 +328,7 @@ class Patches3DDataset(_StoreDataset):
         self.pad = pad
         self.foreground_threshold = foreground_threshold
         self.max_points = max_points
-        self._points: list[np.ndarray] = []
+        self._points: dict[int, np.ndarray] = {}
         super().__init__(store, warn=warn)
 
     def _problem(self, index: int) -> str | None:
@@ -340,14 +347,21 @@ class Patches3DDataset(_StoreDataset):
         return None
 
     def _prepare(self) -> None:
-        summary = points_summary(self.foreground_threshold, self.max_points)
-        self._points = [self.store.summary(i, summary) for i in range(len(self.store))]
+        for i in range(len(self.store)):
+            if not self.store.lazy[i]:  # decoded at start: its points are at hand (lazy images: when drawn)
+                self._foreground(i)
 
-    def _start(self, rng: np.random.Generator, index: int) -> list[int]:
-        shape = self.store.shape(index)[1:]
+    def _foreground(self, index: int) -> np.ndarray:
+        """Foreground points of volume ``index`` (:func:`foreground_points`), int32 ``(N, 3)``."""
+        if index not in self._points:
+            summary = points_summary(self.foreground_threshold, self.max_points)
+            self._points[index] = self.store.summary(index, summary)
+        return self._points[index]
+
+    def _start(self, rng: np.random.Generator, index: int, shape: Sequence[int]) -> list[int]:
         low = [min(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
         high = [max(0, s - w) for s, w in zip(shape, self.source_size, strict=True)]
-        points = self._points[index]
+        points = self._foreground(index)
         if len(points) and rng.random() < self.foreground_prob:
             centre = points[rng.integers(len(points))]
             start = []
@@ -358,11 +372,12 @@ class Patches3DDataset(_StoreDataset):
         return [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high, strict=True)]
 
     def __getitem__(self, key: Key) -> torch.Tensor:
-        """Patch ``(C, D, H, W)`` for ``key = (index, seed)``."""
+        """Patch ``(C, D, H, W)`` for ``key = (index, seed)`` (of the next usable volume if ``index`` fails)."""
         index, seed = _split_key(key)
+        index = self.store.usable(index)
         rng = np.random.default_rng(seed)
         array = self.store[index]
-        start = self._start(rng, index)
+        start = self._start(rng, index, array.shape[1:])
         out = np.zeros((array.shape[0], *self.source_size), dtype=np.float32)
         src, dst = [slice(None)], [slice(None)]
         for s0, w, n in zip(start, self.source_size, array.shape[1:], strict=True):
@@ -404,24 +419,30 @@ def left_out_message(left_out: Sequence[tuple[Path, str]]) -> str:
     )
 
 
-def preset_note(metas: Sequence[dict[str, Any]], *, given: bool, origin: str = "given") -> str:
+def preset_note(metas: Sequence[dict[str, Any]], *, given: bool, origin: str = "given", pending: int = 0) -> str:
     """One line naming the intensity preset(s) used and why, e.g. for the start of a run.
 
     Args:
         metas: Per-file metadata with ``path``, ``preset`` and ``preset_reason``
-            (:attr:`CachedVolumeStore.meta`).
+            (:attr:`CachedVolumeStore.meta`); with ``pending``, only the files decoded so far.
         given: One preset was set for every file (not chosen per file).
         origin: Where that one preset came from (``given``, ``from checkpoint``).
+        pending: Files not decoded yet (lazy decoding), whose presets are chosen when they are.
     """
     presets = Counter(m["preset"] for m in metas)
     if given:
-        return f"intensity preset {next(iter(presets))} ({origin}) for {len(metas)} file(s)"
+        return f"intensity preset {next(iter(presets))} ({origin}) for {len(metas) + pending} file(s)"
     parts = []
     for preset, count in presets.most_common():
         first = next(m for m in metas if m["preset"] == preset)
         why = first.get("preset_reason") or "chosen per file"
         parts.append(f"{preset} for {count} file(s) (e.g. {Path(first['path']).name}: {why})")
     detail = "; ".join(parts)
+    if pending:
+        detail += (
+            f" -- among the {len(metas)} file(s) decoded at start (an evenly spaced sample); the other {pending} "
+            "get theirs when first decoded"
+        )
     return f"intensity preset chosen per file (no --intensity): {detail}; pass --intensity to choose one for all"
 
 
@@ -550,7 +571,11 @@ def build_pretrain_dataset(
         axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
     else:
         axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
-    presets = Counter(m["preset"] for m in store.meta)
+    known = [m for m in store.meta if m["preset"] is not None]  # lazy images without --intensity: not yet decoded
+    pending = len(store.meta) - len(known)
+    presets = Counter(m["preset"] for m in known)
+    if chosen is not None:
+        presets = Counter({next(iter(presets)): len(store.meta)})
     spacing_value, spacing_note = _spacing_summary(store)
     meta = {
         "data": str(data),
@@ -558,7 +583,7 @@ def build_pretrain_dataset(
         "source_size": list(size),
         "preset": next(iter(presets)) if len(presets) == 1 else PER_FILE,
         "presets": dict(presets),
-        "preset_note": preset_note(store.meta, given=chosen is not None),
+        "preset_note": preset_note(known, given=chosen is not None, pending=pending if chosen is None else 0),
         "spacing": spacing_value,
         "spacing_note": spacing_note,
         "spacings": sorted({tuple(m["spacing"]) for m in store.meta})[:20],
@@ -572,6 +597,10 @@ def build_pretrain_dataset(
         "slice_axis": slice_axis,
         "skipped": [[source_text(p), reason] for p, reason in store.skipped],
         "not_images": [[str(p), reason] for p, reason in left_out],
+        # Lazy decoding: shapes, spacings, formats and orientations of these come from headers; presets
+        # chosen by values only from the files decoded at start (``presets`` counts those).
+        "decoded_at_start": len(store) - sum(store.lazy),
+        "indexed_from_headers": sum(store.lazy),
     }
     meta["spacings"] = [list(s) for s in meta["spacings"]]
     return dataset, meta

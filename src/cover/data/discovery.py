@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,14 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 
 def _stem_tokens(path: Path) -> list[str]:
     name = path.name.lower()
-    for suffix in sorted(SUFFIX_FORMATS, key=len, reverse=True):
+    for suffix in _LONGEST_SUFFIX_FIRST:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
     return [t for t in re.split(r"[_\-. ]+", name) if t]
+
+
+_LONGEST_SUFFIX_FIRST = tuple(sorted(SUFFIX_FORMATS, key=len, reverse=True))
 
 
 def not_an_image(path: Path, root: Path) -> str | None:
@@ -131,9 +135,10 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     images: list[Path] = []
     dicoms: list[Path] = []
     ignored: list[Path] = []
-    for entry in sorted(folder.iterdir()):
-        if not entry.is_file() or entry.name.startswith("."):
-            continue
+    with os.scandir(folder) as scan:  # file types without a stat per file where the file system gives them
+        files = sorted(item.name for item in scan if item.is_file() and not item.name.startswith("."))
+    for name in files:
+        entry = folder / name
         if _has_image_suffix(entry):
             images.append(entry)
         elif _candidate_dicom(entry):

@@ -38,6 +38,7 @@ class HeaderInfo:
         spacing: Voxel size per spatial axis in the same order (1.0 for plain images).
         dtype: Stored sample type (e.g. ``int16``, ``uint8``).
         orientation: Axis codes of the stored axes (``"LPS"``...), ``None`` for plain images.
+        modality: The header's modality where the format has one (MetaImage/NRRD ``Modality``), else ``None``.
     """
 
     format: str
@@ -45,6 +46,7 @@ class HeaderInfo:
     spacing: tuple[float, ...]
     dtype: str
     orientation: str | None
+    modality: str | None = None
 
     def decoded_bytes(self, spacing: tuple[float, ...] | None = None) -> int:
         """float32 bytes of the decoded image, resampled to ``spacing`` when given (same rule as the store)."""
@@ -86,7 +88,8 @@ def _nifti_info(path: Path, fmt: str, channels: bool) -> HeaderInfo:
     if len(shape) == 2:
         shape = (*shape, 1)
     count = shape[3] if len(shape) == 4 else 1
-    zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * (3 - min(3, len(img.header.get_zooms())))
+    # Column norms of the affine, as the decoder measures spacing (pixdim may disagree with the sform).
+    zooms = [float(z) for z in np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))]
     ornt = nib.io_orientation(img.affine)
     spatial, spacing = [0] * 3, [0.0] * 3
     for axis in range(3):  # as_closest_canonical moves stored axis `axis` to ornt[axis, 0]
@@ -126,8 +129,11 @@ def _itk_info(path: Path, fmt: str, channels: bool) -> HeaderInfo:
     comps = int(reader.GetNumberOfComponents())
     count = comps if channels else 1
     dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    modality = None
+    if reader.HasMetaDataKey("Modality"):  # the decoder's rule
+        modality = reader.GetMetaData("Modality").replace("MET_MOD_", "").strip() or None
     if len(size) == 2:  # the decoder gives (rows, cols)
-        return HeaderInfo(fmt, (count, size[1], size[0]), (spacing[1], spacing[0]), dtype, None)
+        return HeaderInfo(fmt, (count, size[1], size[0]), (spacing[1], spacing[0]), dtype, None, modality)
     direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
     affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ direction @ np.diag(spacing)  # LPS -> RAS
@@ -136,4 +142,4 @@ def _itk_info(path: Path, fmt: str, channels: bool) -> HeaderInfo:
     for axis in range(3):
         spatial[int(ornt[axis, 0])] = size[axis]
         canonical[int(ornt[axis, 0])] = spacing[axis]
-    return HeaderInfo(fmt, (count, *spatial), tuple(canonical), dtype, "".join(nib.aff2axcodes(affine)))
+    return HeaderInfo(fmt, (count, *spatial), tuple(canonical), dtype, "".join(nib.aff2axcodes(affine)), modality)

@@ -1,4 +1,4 @@
-"""Decoded, normalised images: decoded once into a shared disk cache, then read lazily.
+"""Decoded, normalised images: indexed from headers, decoded when first drawn into a shared disk cache.
 
 Every image is read with :func:`~cover.data.readers.read_image` (one file per channel:
 :mod:`cover.data.channels`), optionally resampled to a target spacing, normalised with an
@@ -8,10 +8,20 @@ With a ``cache_dir`` (by default :func:`default_cache_dir`, shared by every run 
 image becomes ``KEY.npy`` (memory-mapped when read) + ``KEY.json`` (its metadata), keyed by a hash
 of its files' paths, mtimes and sizes, the preset, the spacing and the channel mode; a dataset's
 per-image summary (e.g. foreground points for crop sampling) is cached beside it as
-``KEY.TAG.npy``. Missing entries are decoded by a pool of processes, with a progress bar; every
-file is written under a name unique to its writer and moved into place with ``os.replace``, the
-JSON last, so any number of processes may build the same cache at once and a reader never sees a
-partial entry. Without a cache folder images are decoded in memory.
+``KEY.TAG.npy``. Every file is written under a name unique to its writer and moved into place
+with ``os.replace``, the JSON last, so any number of processes may build the same cache at once
+and a reader never sees a partial entry. Without a cache folder images are decoded in memory.
+
+Lazy decoding: a data set of more than :data:`START_SAMPLE` images is indexed from headers only
+(:func:`cover.data.index.header_info`: shape, spacing, orientation, modality; in threads, with a
+progress bar), so start-up reads no pixels beyond a fixed, evenly spaced sample of
+:data:`START_SAMPLE` images (decoded at start for the run's metadata: per-file presets chosen by
+values) and the images without a cheap header (DICOM, TIFF, NumPy, one file per channel). Every other
+image is decoded the first time a sample needs it -- in the DataLoader's workers when there are any,
+overlapping training -- and cached for every other process and later run. Which image a sample
+draws never depends on what is decoded; an image that fails to decode then is replaced by the next
+usable one (:meth:`CachedVolumeStore.usable`), the same in every process and run. Smaller data sets
+are decoded at start, missing entries by a pool of processes, as before.
 
 Arrays are then served through an LRU whose byte budget (``memory_mb``), not the data set, bounds
 what a process holds: memory maps of cache files, or decoded arrays (decoded again when evicted)
@@ -20,16 +30,19 @@ without a cache.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -40,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from cover.data.channels import ImageSource, as_source, read_source, source_files, source_text
-from cover.data.index import header_info
+from cover.data.index import HeaderInfo, header_info
 from cover.data.presets import IntensityPreset, choose_preset, normalize, parse_preset
 from cover.data.record import ImageRecord, data_error
 from cover.errors import ConfigError, DataError
@@ -59,6 +72,12 @@ MAX_DECODERS = 8
 
 #: Builds of at least this many images show what they decode and a progress bar (small ones stay quiet).
 PROGRESS_FROM = 50
+
+#: Images decoded at start in a lazily indexed data set (evenly spaced); data sets this small are decoded whole.
+START_SAMPLE = 16
+
+#: Threads reading headers for the index (file-system bound: more than the cores).
+INDEX_THREADS = 8
 
 OnBadFile = Literal["skip", "error"]
 
@@ -91,18 +110,21 @@ def resolve_cache_dir(value: str | Path | None) -> Path | None:
 
 def _fingerprint(path: Path) -> str:
     """Modification time and size of a file, or of every file in a DICOM series folder."""
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    info = os.stat(path)  # one stat for a file: start-up reads 16,000 of these
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path.name}:{info.st_mtime_ns}:{info.st_size}"
+    files = sorted(p for p in path.iterdir() if p.is_file())
     parts = []
     for file in files:
-        stat = file.stat()
-        parts.append(f"{file.name}:{stat.st_mtime_ns}:{stat.st_size}")
+        info = file.stat()
+        parts.append(f"{file.name}:{info.st_mtime_ns}:{info.st_size}")
     return "|".join(parts)
 
 
 def cache_key(path: ImageSource, preset: str, spacing: tuple[float, ...] | None, channels: bool) -> str:
     """Hash naming the cache entry of one decoded, resampled, normalised image (all its channel files)."""
     files = source_files(path)
-    names = [str(f.resolve()) for f in files]
+    names = [os.path.realpath(f) for f in files]  # what Path.resolve() gives, without its Path objects
     prints = [_fingerprint(f) for f in files]
     text = json.dumps(
         [CACHE_VERSION, names[0] if len(names) == 1 else names, "|".join(prints), preset, spacing, channels]
@@ -177,6 +199,49 @@ def decode(
     return array, meta
 
 
+def header_meta(
+    source: ImageSource, info: HeaderInfo, preset: IntensityPreset | None, spacing: tuple[float, ...] | None
+) -> dict[str, Any]:
+    """The metadata :func:`decode` will give an image, from its header alone (``preset`` ``None`` until decoded).
+
+    Raises:
+        DataError: The header's number of spatial axes differs from ``len(spacing)`` (:func:`decode`'s message).
+    """
+    dims = len(info.shape) - 1
+    if spacing is not None and len(spacing) != dims:
+        raise data_error(source_text(source), f"is {dims}D but the target spacing {spacing} has {len(spacing)} values")
+    final = spacing if spacing is not None else info.spacing
+    spatial = [max(1, round(n * s / t)) for n, s, t in zip(info.shape[1:], info.spacing, final, strict=True)]
+    return {
+        "path": str(source),
+        "channel_files": [str(f) for f in source_files(source)],
+        "format": info.format,
+        "modality": info.modality,
+        "orientation": None if info.orientation is None else "RAS",  # volumes are read RAS-canonical
+        "source_spacing": [float(s) for s in info.spacing],
+        "spacing": [float(s) for s in final],
+        "source_shape": list(info.shape),
+        "shape": [info.shape[0], *spatial],
+        "preset": None if preset is None else preset.to_string(),
+        "preset_reason": "given" if preset is not None else None,
+        "spatial_dims": dims,
+    }
+
+
+class DecodeError(DataError):
+    """An image that failed to decode when drawn (``on_bad_file: error``).
+
+    Raised in a DataLoader worker, it reaches the main process as a ``DecodeError`` whose message starts
+    "Caught DecodeError in DataLoader worker" and holds the worker's traceback; the message is cut
+    back to its own last line, so the command line still prints one line naming the file.
+    """
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
+
+
 def _preset_for(preset: IntensityPreset | None, record: ImageRecord) -> tuple[IntensityPreset, str]:
     if preset is not None:
         return preset, "given"
@@ -234,6 +299,8 @@ class _Built:
     array: np.ndarray | None = None
     error: str | None = None
     decoded: bool = False
+    lazy: bool = False  # indexed from its header, decoded when first drawn
+    cached: bool = False  # a lazy image already in the cache at start
 
 
 def _entry_paths(cache_dir: Path, key: str, summary: Summary | None) -> tuple[Path, Path, Path | None]:
@@ -286,6 +353,10 @@ def _build_one(job: _Job) -> _Built:
     return _Built(job.index, meta, summary, decoded=True)
 
 
+def _header_from_json(row: dict[str, Any]) -> HeaderInfo:
+    return HeaderInfo(**(row | {"shape": tuple(row["shape"]), "spacing": tuple(row["spacing"])}))
+
+
 def _one_thread() -> None:
     torch.set_num_threads(1)
 
@@ -336,7 +407,7 @@ class ArrayLRU:
 
 
 class CachedVolumeStore:
-    """Decodes (or finds cached) a list of images once, then serves their arrays lazily.
+    """Indexes a list of images, decodes each once (at start, or lazily when first drawn), serves their arrays.
 
     Args:
         paths: Image files or DICOM series folders; a tuple of files is one image with one file per
@@ -358,16 +429,23 @@ class CachedVolumeStore:
         memory_mb: Byte budget (MB) of the arrays this process holds (:class:`ArrayLRU`).
         share: ``(rank, world_size)`` of processes building the same cache: each starts on its own
             share of the missing images (then helps with the rest), and uses its share of the CPUs.
-        progress: Show a progress bar while decoding.
+        progress: Show a progress bar while indexing and decoding.
+        sample: Images decoded at start when the others are indexed from their headers and decoded
+            lazily (default :data:`START_SAMPLE`); a data set of at most this many images is decoded
+            whole at start.
 
     Attributes:
         paths: Sources of the usable images (a path, or a tuple of channel files), aligned with :attr:`meta`.
         meta: Per-image metadata dicts: ``path`` (channel 0's file), ``channel_files`` (all of them),
             ``format``, ``modality``, ``orientation``,
             ``spacing`` (after resampling), ``source_spacing``, ``shape`` ``(C, *spatial)``,
-            ``preset``, ``preset_reason`` (why it was chosen), ``spatial_dims``.
+            ``preset``, ``preset_reason`` (why it was chosen), ``spatial_dims``; from the header
+            (:func:`header_meta`, ``preset`` ``None`` unless given) until this process decodes the image.
         skipped: ``(path, reason)`` of every file that could not be used.
-        decoded: Images decoded by this store (the others came from the cache).
+        decoded: Images decoded by this store at start (the others came from the cache or wait).
+        lazy: Per image, whether it was indexed from its header (decoded when first drawn).
+        lazy_decoded: Images this process decoded since start (when drawn).
+        failed: Index -> reason of drawn images that failed to decode (in this process).
 
     Raises:
         DataError: A bad file with ``on_bad_file="error"``, or no usable image at all.
@@ -389,6 +467,7 @@ class CachedVolumeStore:
         memory_mb: float = DEFAULT_MEMORY_MB,
         share: tuple[int, int] = (0, 1),
         progress: bool = False,
+        sample: int | None = None,
     ) -> None:
         if on_bad_file not in ("skip", "error"):
             raise ConfigError(f"on_bad_file: must be 'skip' or 'error', got {on_bad_file!r}")
@@ -412,8 +491,11 @@ class CachedVolumeStore:
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._lru = ArrayLRU(self._load, int(memory_mb * 2**20))
+        self.lazy_decoded, self.failed = 0, {}
         jobs = [self._job(i, source, summary) for i, source in enumerate(sources)]
-        built = self._build(jobs, share, progress)
+        show = progress and share[0] == 0
+        eager, lazy = self._split(jobs, START_SAMPLE if sample is None else sample, show)
+        built = self._build(eager, share, progress) + lazy
         self._keep(jobs, built, warn)
 
     def __len__(self) -> int:
@@ -428,10 +510,38 @@ class CachedVolumeStore:
         return tuple(int(s) for s in self.meta[index]["shape"])
 
     def summary(self, index: int, summary: Summary) -> np.ndarray:
-        """The per-image ``summary`` of image ``index`` (built with the store when its tag matches, else now)."""
-        if summary[0] == self.summary_tag:
-            return self._summaries[index]
-        return np.asarray(summary[1](self[index]))
+        """The per-image ``summary`` of image ``index`` (built with the image when its tag matches, else now)."""
+        if summary[0] != self.summary_tag:
+            return np.asarray(summary[1](self[index]))
+        if self._summaries[index] is None:  # a lazy image: decoded (or cached by another process) now
+            array = self[index]
+            if self._summaries[index] is None:
+                entry = _read_entry(self._jobs[index])
+                found = entry.summary if entry is not None else None
+                self._summaries[index] = np.asarray(summary[1](array)) if found is None else found
+        return self._summaries[index]
+
+    def usable(self, index: int) -> int:
+        """``index``, or the next image (cyclically) when it cannot be decoded: the same in every process and run.
+
+        A failure is warned about once per process, cached as ``KEY.error`` (so other processes do not
+        decode the file again) and kept in :attr:`failed`.
+
+        Raises:
+            DecodeError: The image cannot be decoded and ``on_bad_file`` is ``"error"``, or none can.
+        """
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
+            if candidate in self.failed:
+                continue
+            try:
+                self[candidate]
+                return candidate
+            except DataError as exc:
+                if self.on_bad_file == "error":
+                    raise DecodeError(str(exc)) from None
+                self._fail(candidate, str(exc))
+        raise DecodeError(f"{self.root}: no image could be decoded ({len(self.failed)} failed)")
 
     @property
     def nbytes(self) -> int:
@@ -447,10 +557,12 @@ class CachedVolumeStore:
                 f"data: {len(self)} image(s), {gb:.2f} GB decoded in memory (no cache folder); {budget}, "
                 "the rest decoded again when drawn"
             )
-        reused = len(self) - self.decoded
+        waiting = self._cached.count(False)
+        reused = len(self) - self.decoded - waiting
+        later = f", {waiting} decoded when first drawn" if waiting else ""
         return (
             f"data cache: {len(self)} image(s), {gb:.2f} GB in {self.cache_dir} ({self.decoded} decoded now, "
-            f"{reused} reused); {budget}"
+            f"{reused} reused{later}); {budget}"
         )
 
     def drop(self, indices: Sequence[int], reason: Sequence[str]) -> None:
@@ -459,7 +571,7 @@ class CachedVolumeStore:
         for i, why in zip(indices, reason, strict=True):
             self.skipped.append((self.paths[i], why))
         keep = [i for i in range(len(self)) if i not in gone]
-        for name in ("paths", "meta", "_jobs", "_summaries"):
+        for name in ("paths", "meta", "lazy", "_jobs", "_summaries", "_cached"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
         self._lru.clear()
@@ -487,8 +599,8 @@ class CachedVolumeStore:
         show = progress and rank == 0
         quiet = not show or len(jobs) < 10 * PROGRESS_FROM
         index = progress_bar(jobs, desc="reading the cache", unit="img", disable=quiet)
-        built: list[_Built | None] = [_read_entry(job) for job in index]
-        missing = [job for job, done in zip(jobs, built, strict=True) if done is None]
+        built = {job.index: _read_entry(job) for job in index}
+        missing = [job for job in jobs if built[job.index] is None]
         if missing:
             start = rank * len(missing) // max(1, world)
             missing = missing[start:] + missing[:start]  # each process starts on its own share
@@ -496,8 +608,80 @@ class CachedVolumeStore:
             self._announce_build(missing, show)
             for result in self._decode(missing, decoder_count(len(missing), world), show):
                 built[result.index] = result
-        self.decoded = sum(b.decoded for b in built if b is not None)
-        return [b for b in built if b is not None]
+        self.decoded = sum(b.decoded for b in built.values() if b is not None)
+        return [b for b in built.values() if b is not None]
+
+    def _split(self, jobs: list[_Job], sample: int, show: bool) -> tuple[list[_Job], list[_Built]]:
+        """Jobs to decode at start, and the lazy images' header entries (all jobs when at most ``sample``).
+
+        The sample is evenly spaced over the images with a header, so it depends on the file list alone.
+        """
+        self._pending_bytes = 0
+        if len(jobs) <= sample:
+            return jobs, []
+        infos = self._index(jobs, show)
+        indexed = [i for i, info in enumerate(infos) if info is not None]
+        picks = {indexed[round(k * (len(indexed) - 1) / max(1, sample - 1))] for k in range(min(sample, len(indexed)))}
+        eager = [job for job, info in zip(jobs, infos, strict=True) if info is None or job.index in picks]
+        lazy = []
+        for i in indexed:
+            if i in picks:
+                continue
+            job, info = jobs[i], infos[i]
+            try:
+                meta = header_meta(job.source, info, self.preset, self.spacing)
+            except DataError as exc:
+                lazy.append(_Built(i, error=str(exc)))
+                continue
+            cached = job.key is not None and os.path.isfile(os.path.join(job.cache_dir, f"{job.key}.json"))
+            self._pending_bytes += 0 if cached else info.decoded_bytes(self.spacing)
+            lazy.append(_Built(i, meta, lazy=True, cached=cached))
+        self._check_room(self._pending_bytes)
+        return eager, lazy
+
+    def _index(self, jobs: list[_Job], show: bool) -> list[HeaderInfo | None]:
+        """Every job's header (``None`` where there is no cheap one), read in threads, with a progress bar.
+
+        With a cache folder the index is cached too (``index-HASH.json``, named by every file's cache
+        key, so by paths, sizes and modification times): a later run reads one file instead of every header.
+        """
+        saved = None
+        if self.cache_dir is not None and all(job.key is not None for job in jobs):
+            text = json.dumps([CACHE_VERSION, self.channels, [job.key for job in jobs]])
+            saved = self.cache_dir / f"index-{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+            try:
+                rows = json.loads(saved.read_text())
+                return [None if row is None else _header_from_json(row) for row in rows]
+            except (OSError, ValueError, TypeError):
+                pass  # none yet, or unreadable: read the headers
+        infos = self._read_headers(jobs, show)
+        if saved is not None:
+            rows = [None if info is None else dataclasses.asdict(info) for info in infos]
+            with contextlib.suppress(OSError):  # a read-only cache: read the headers every time
+                write_text_atomic(saved, json.dumps(rows))
+        return infos
+
+    def _read_headers(self, jobs: list[_Job], show: bool) -> list[HeaderInfo | None]:
+        bar = progress_bar(
+            total=len(jobs), desc="indexing headers", unit="img", disable=not show or len(jobs) < 10 * PROGRESS_FROM
+        )
+        infos = []
+        with bar, ThreadPoolExecutor(INDEX_THREADS) as pool:
+            for info in pool.map(lambda job: header_info(job.source, channels=self.channels), jobs):
+                infos.append(info)
+                bar.update()
+        return infos
+
+    def _check_room(self, estimate: float) -> None:
+        """Refuse early when the cache's disk cannot hold ``estimate`` more bytes."""
+        if self.cache_dir is None or not estimate:
+            return
+        free = shutil.disk_usage(self.cache_dir).free
+        if estimate > free:
+            raise DataError(
+                f"{self.cache_dir}: the data cache needs about {estimate / 1e9:.1f} GB but the disk has "
+                f"{free / 1e9:.1f} GB free; pass another --cache-dir (or --cache-dir none for memory only)"
+            )
 
     def _decode(self, jobs: list[_Job], workers: int, progress: bool) -> list[_Built]:
         bar = progress_bar(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
@@ -523,20 +707,16 @@ class CachedVolumeStore:
         where = f"into {self.cache_dir}" if self.cache_dir is not None else "in memory"
         if show:
             logger.info(f"decoding {len(jobs)} image(s) (about {estimate / 1e9:.2f} GB as float32) {where}")
-        if self.cache_dir is not None and estimate:
-            free = shutil.disk_usage(self.cache_dir).free
-            if estimate > free:
-                raise DataError(
-                    f"{self.cache_dir}: the data cache needs about {estimate / 1e9:.1f} GB but the disk has "
-                    f"{free / 1e9:.1f} GB free; pass another --cache-dir (or --cache-dir none for memory only)"
-                )
+        self._check_room(estimate + self._pending_bytes)
 
     def _keep(self, jobs: list[_Job], built: list[_Built], warn: bool) -> None:
         """Keep the usable images (in input order), hold what fits of arrays decoded in memory."""
         self.paths: list[ImageSource] = []
         self.meta: list[dict[str, Any]] = []
+        self.lazy: list[bool] = []
         self._jobs: list[_Job] = []
         self._summaries: list[np.ndarray | None] = []
+        self._cached: list[bool] = []  # in the cache (or memory) once start-up is done
         for result in sorted(built, key=lambda b: b.index):
             job = jobs[result.index]
             if result.error is not None:
@@ -548,8 +728,10 @@ class CachedVolumeStore:
                 self._lru.put(len(self.paths), result.array)
             self.paths.append(job.source)
             self.meta.append(result.meta)
+            self.lazy.append(result.lazy)
             self._jobs.append(job)
             self._summaries.append(result.summary)
+            self._cached.append(result.cached or not result.lazy)
         if warn or not self.paths:
             self.report_skipped()
         if not self.paths:
@@ -557,10 +739,43 @@ class CachedVolumeStore:
             raise data_error(self.root, f"no readable images ({len(self.skipped)} file(s) skipped){reason}")
 
     def _load(self, index: int) -> np.ndarray:
+        """A memory map of the cached image, else the image decoded now (and cached); DataError when it fails."""
+        job = self._jobs[index]
+        cached = job.cache_dir is not None and job.key is not None
+        if cached:
+            npy, info, _ = _entry_paths(job.cache_dir, job.key, None)
+            if info.is_file():  # complete (its JSON is written last)
+                try:
+                    return np.load(npy, mmap_mode="r")
+                except (OSError, ValueError):
+                    pass  # unreadable: decode it again
+            failure = job.cache_dir / f"{job.key}.error"
+            if failure.is_file():  # another process found it undecodable
+                raise DataError(failure.read_text())
+        built = _build_one(job)
+        if built.error is not None:
+            raise DataError(built.error)
+        self.lazy_decoded += built.decoded
+        self.meta[index] = built.meta
+        if built.summary is not None:
+            self._summaries[index] = built.summary
+        return built.array if built.array is not None else np.load(npy, mmap_mode="r")
+
+    def _fail(self, index: int, reason: str) -> None:
+        """Remember that image ``index`` cannot be decoded; warn on the first such image of this process."""
+        self.failed[index] = reason
         job = self._jobs[index]
         if job.cache_dir is not None and job.key is not None:
-            return np.load(job.cache_dir / f"{job.key}.npy", mmap_mode="r")
-        return decode(job.source, job.preset, job.spacing, job.channels)[0]
+            try:
+                write_text_atomic(job.cache_dir / f"{job.key}.error", reason)
+            except OSError:
+                pass  # a read-only cache: each process finds the failure itself
+        if len(self.failed) == 1:
+            warnings.warn(
+                f"{reason}; drawn for training but it cannot be decoded: every sample of it uses the next "
+                "usable image instead, in every process and run (warned once per process)",
+                stacklevel=3,
+            )
 
 
 def skipped_message(skipped: Sequence[tuple[Path, str]], limit: int = 10) -> str:
