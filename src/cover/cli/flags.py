@@ -46,17 +46,15 @@ class Flag:
         spec = self.option
         flags = spec.flags
         if not flags and self.annotation in (bool, bool | None):
+            # A switch that defaults to "per device" (None) can be turned either way; one that
+            # defaults to False is turned on only (``--overwrite``), as the commands always had it.
             dashed = self.name.replace("_", "-")
-            flags = (f"--{dashed}/--no-{dashed}",) if self.annotation is not bool and _both(spec) else (f"--{dashed}",)
+            on_off = self.annotation is not bool and spec.default is None
+            flags = (f"--{dashed}/--no-{dashed}",) if on_off else (f"--{dashed}",)
         info = typer.Option(*flags, help=spec.help, hidden=spec.hidden)
         return inspect.Parameter(
             self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default, annotation=Annotated[self.annotation, info]
         )
-
-
-def _both(spec: Option) -> bool:
-    """A bool option whose default is ``None`` (decided per device) has an ``--no-`` form too."""
-    return spec.default is None
 
 
 def cli_type(annotation: Any) -> Any:
