@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from cover.benchmark.tasks import write_pseudo_subjects
+from cover.data.demo import write_demo_task
+from cover.data.demo.pseudo_subjects import write_pseudo_subjects
 from cover.data.labels import read_label_map
-from cover.downstream.demo import write_demo_task
 from cover.downstream.flips import MAX_CASES, SELF_RATIO, lateral_pairs, mirror_similarity
 
 #: Task -> (writer, classes, pairs that a left-right flip swaps).

@@ -65,7 +65,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 def slab(z_range: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``(N, 1, 96, 96)`` in [0, 1] and labels ``(N, 96, 96)`` of a slab of axial slices."""
-    from cover.downstream.demo import demo_slices
+    from cover.data.demo import demo_slices
 
     images, labels = demo_slices(range(*z_range))
     return torch.from_numpy(images.astype(np.float32) / 255.0)[:, None], torch.from_numpy(labels.astype(np.int64))

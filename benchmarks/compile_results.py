@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cover.benchmark.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
+from cover.benchmarking.report import DICE_NOTE, aggregate, analysis_table, dice_table, plot_label_efficiency, write_csv
 
 ORDER = ("scratch", "dense-infonce", "simclr", "cover")
 

@@ -1,7 +1,7 @@
 """Write the MNI152 tissue task as an nnU-Net v2 raw dataset (2D PNG slices) for the nnU-Net run.
 
 Labeled ``imagesTr``/``labelsTr``: axial slices z = 40, 43, ..., 127 (30 slices) with the
-background/CSF/GM/WM labels of ``cover.downstream.demo``; unlabeled ``imagesTs``: the slices in
+background/CSF/GM/WM labels of ``cover.data.demo.tissue``; unlabeled ``imagesTs``: the slices in
 between (z = 41, 42, 44, 45, ..., 128; 59 slices), for pretraining only. 64 x 64 pixels.
 
     python benchmarks/nnunet_dataset.py $nnUNet_raw/Dataset501_MNITissue
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cover.downstream.demo import CLASS_NAMES, demo_slices
+from cover.data.demo import TISSUE_NAMES, demo_slices
 
 SIZE = 64
 LABELED = list(range(40, 128, 3))
@@ -32,7 +32,7 @@ def main(folder: Path) -> None:
         Image.fromarray(image).save(folder / "imagesTs" / f"mni_z{z:03d}_0000.png")
     dataset = {
         "channel_names": {"0": "MRI"},
-        "labels": {name: index for index, name in enumerate(CLASS_NAMES)},
+        "labels": {name: index for index, name in enumerate(TISSUE_NAMES)},
         "numTraining": len(LABELED),
         "file_ending": ".png",
     }

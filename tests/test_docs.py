@@ -168,7 +168,7 @@ def example_data(root: Path) -> None:
     import nibabel as nib
     import numpy as np
 
-    from cover.downstream.demo import write_demo_task
+    from cover.data.demo import write_demo_task
 
     paths = write_demo_task(root / "demo_slices", size=64)
     for name in ("images", "labels", "test_images", "test_labels"):

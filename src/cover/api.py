@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cover.analysis.analyze import analyze as analyze
-    from cover.benchmark.runner import benchmark as benchmark
+    from cover.benchmarking.runner import benchmark as benchmark
     from cover.downstream.evaluate import evaluate as evaluate
     from cover.downstream.finetune import finetune as finetune
     from cover.downstream.predict import predict as predict
@@ -39,7 +39,7 @@ FUNCTIONS: dict[str, str] = {
     "export": "cover.models.export",
     "load_pretrained": "cover.models.export",
     "analyze": "cover.analysis.analyze",
-    "benchmark": "cover.benchmark.runner",
+    "benchmark": "cover.benchmarking.runner",
     "configure_logging": "cover.runtime",
 }
 

@@ -3,9 +3,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from cover.data.demo import FINETUNE_SLAB, TEST_SLAB
+from cover.data.demo import FINETUNE_SLAB, TEST_SLAB, TISSUE_NAMES, write_demo_task
 from cover.downstream.cases import find_cases
-from cover.downstream.demo import CLASS_NAMES, write_demo_task
 
 
 def test_demo_task_files(tmp_path):
@@ -19,7 +18,7 @@ def test_demo_task_files(tmp_path):
     label = np.asarray(Image.open(train[0].label))
     image = np.asarray(Image.open(train[0].image))
     assert label.shape == image.shape == (64, 64)
-    counts = np.bincount(label.ravel(), minlength=len(CLASS_NAMES))
+    counts = np.bincount(label.ravel(), minlength=len(TISSUE_NAMES))
     assert len(counts) == 4 and (counts > 20).all()  # all four tissue classes present
     assert image[label == 0].mean() < image[label == 3].mean()  # background dark, WM bright on T1
 

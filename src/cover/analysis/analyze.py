@@ -5,7 +5,17 @@ measured with :mod:`cover.analysis.dispersion` (intra-/inter-class cosine distan
 ratio, neighbour similarity by distance for same- and different-class pairs) and pictured
 with :mod:`cover.analysis.feature_figures`. Outputs in ``out``:
 
-* ``analysis.json``: every number (see :func:`analyze`);
+* ``analysis.json``: every number: ``intra`` and ``inter`` (mean cosine distances),
+  ``intra_over_inter``, ``per_class_intra``, ``per_pair_inter``, ``random_same_class_similarity``
+  (= 1 - intra), ``neighbour_similarity`` (``distance`` and the mean cosine similarity of
+  ``all``/``same``/``different``-class pixel pairs at each distance),
+  ``same_class_neighbour_similarity_1px``, ``same_class_neighbour_distance_over_inter``
+  (``(1 - same-class similarity) / inter`` per distance: how far apart same-class neighbours are
+  relative to the classes' separation, unaffected by an overall shrinking or spreading of the
+  features), ``pair_cos`` and ``eff_rank`` (:mod:`cover.methods.collapse` on 2048 random pixel
+  pairs of the images) with ``collapsed``, for a checkpoint ``untrained`` (the same numbers for
+  an untrained backbone of the same architecture: the scratch reference), the classes, the
+  method and checkpoint, and the data source;
 * ``features_pca.png``: image, labels and the features' first three principal components as
   RGB for a few images (3D: the middle slice along array axis 0);
 * ``embedding.png``: a 2D embedding (PCA or t-SNE) of the sampled pixel features by class;
@@ -14,7 +24,7 @@ with :mod:`cover.analysis.feature_figures`. Outputs in ``out``:
 
 Without images, the built-in default is the 10 axial slices of the MNI152 template's test
 slab (:data:`cover.data.demo.TEST_SLAB`, never used for pretraining) with their 4-class tissue
-labels, cut exactly like the downstream demo (:func:`cover.downstream.demo.demo_slices`).
+labels, cut exactly like the downstream demo (:func:`cover.data.demo.demo_slices`).
 """
 
 from __future__ import annotations
@@ -32,7 +42,10 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from cover.analysis.dispersion import ClassSamples, NeighbourStats, class_distances, normalise_features
-from cover.config import DEFAULT_CHANNELS, save_yaml
+from cover.config import DEFAULT_CHANNELS, intensity_argument, save_yaml
+from cover.data.demo import DEMO_SIZE, TEST_SLAB, TISSUE_NAMES, demo_slices
+from cover.downstream.outputs import prepare_output
+from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError
 from cover.methods.collapse import COLLAPSE_COSINE, is_collapsed, pixel_stats, sample_pixels
 from cover.runtime import progress_bar
@@ -43,8 +56,8 @@ log = logging.getLogger(__name__)
 COLLAPSE_PAIRS = 2048
 
 EMBEDDINGS = ("pca", "tsne")
-DEMO_CLASS_NAMES = ("background", "CSF", "GM", "WM")
-DEMO_SIZE = 96
+#: What the built-in images are (:func:`demo_labeled_images`), as ``analysis.json`` says.
+DEMO_SOURCE = "MNI152 test-slab axial slices z 100-109 (never used for pretraining), 96 px, 4 tissue classes"
 
 
 @dataclass
@@ -71,9 +84,6 @@ def demo_labeled_images(size: int = DEMO_SIZE) -> list[LabeledImage]:
     Returns:
         10 images (z = 100 … 109), values in [0, 1].
     """
-    from cover.data.demo import TEST_SLAB
-    from cover.downstream.demo import demo_slices
-
     z_values = range(*TEST_SLAB)
     images, labels = demo_slices(z_values, size)
     return [
@@ -366,19 +376,8 @@ def analyze(
             ``in_channels``).
 
     Returns:
-        The content of ``analysis.json``: ``intra`` and ``inter`` (mean cosine distances),
-        ``intra_over_inter``, ``per_class_intra``, ``per_pair_inter``,
-        ``random_same_class_similarity`` (= 1 - intra), ``neighbour_similarity`` (``distance``
-        and the mean cosine similarity of ``all``/``same``/``different``-class pixel pairs
-        at each distance), ``same_class_neighbour_similarity_1px``,
-        ``same_class_neighbour_distance_over_inter`` (``(1 - same-class similarity) / inter`` per
-        distance: how far apart same-class neighbours are relative to the classes' separation,
-        unaffected by an overall shrinking or spreading of the features), ``pair_cos`` and
-        ``eff_rank`` (:mod:`cover.methods.collapse` on 2048 random pixel pairs of the
-        images) with ``collapsed``, for a checkpoint ``untrained`` (the same numbers for an
-        untrained backbone of the same architecture: the scratch reference), the classes, the
-        method and checkpoint, and the data source. The printed line gives the scale-free
-        measure, the untrained reference and "collapsed" / "not collapsed".
+        The content of ``analysis.json`` (its keys: :mod:`cover.analysis.analyze`). The printed
+        line gives the scale-free measure, the untrained reference and "collapsed" / "not collapsed".
 
     Examples:
         The demo backbone of :func:`cover.pretrain`'s example on 4 labeled MNI152 test slices:
@@ -388,74 +387,91 @@ def analyze(
         >>> report["num_images"], report["method"]
         (4, 'cover')
     """
-    from cover.config import intensity_argument
-    from cover.downstream.outputs import prepare_output
-    from cover.engine.distributed import resolve_device
-
+    call = dict(locals())  # the arguments as given (nothing else is bound yet), for config.yaml
     intensity = intensity_argument(intensity, preset)
+    _check_options(embedding, samples_per_class, max_distance)
+    torch_device = resolve_device(device)
+    backbone, info = load_backbone(checkpoint, model, seed)
+    backbone.to(torch_device)
+    folder = prepare_output(out, overwrite, "analyze")
+    save_yaml(_recorded_arguments({**call, "intensity": intensity}), folder / "config.yaml")
+    data, source, names = _labeled_data(images, labels, datalist, info, intensity, max_images, class_names)
+    sampling = {"samples_per_class": samples_per_class, "include_background": include_background, "seed": seed}
+    results, extras = feature_geometry(
+        backbone, data, max_distance=max_distance, device=torch_device, keep=figure_images, **sampling
+    )
+    if checkpoint is not None:
+        results["untrained"] = untrained_reference(info["metadata"], data, seed, torch_device, samples_per_class)
+    names = {c: names.get(c, str(c)) for c in results["classes"]}
+    title = f"{info['method']}" + (f" ({Path(info['checkpoint']).name})" if info["checkpoint"] else " (untrained)")
+    write_figures(results, extras, names, folder, embedding, seed, title)
+    return _write_summary(folder, info, source, results, names)
+
+
+#: The arguments of :func:`analyze` that ``config.yaml`` records, in this order.
+_RECORDED = (
+    "checkpoint", "images", "labels", "datalist", "out", "intensity", "samples_per_class", "max_distance",
+    "include_background", "embedding", "max_images", "seed", "device", "model",
+)  # fmt: skip
+
+
+def _recorded_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """What ``config.yaml`` holds: :data:`_RECORDED` of ``call``, paths as strings."""
+    recorded = {key: call[key] for key in _RECORDED}
+    recorded["checkpoint"] = None if call["checkpoint"] is None else str(call["checkpoint"])
+    recorded["out"] = str(call["out"])
+    return recorded
+
+
+def _check_options(embedding: str, samples_per_class: int, max_distance: int) -> None:
+    """Refuse an unknown embedding and too small sample counts or distances."""
     if embedding not in EMBEDDINGS:
         raise ConfigError(f"embedding: {embedding!r} is not allowed (allowed: {', '.join(EMBEDDINGS)})")
     for key, value, low in (("samples_per_class", samples_per_class, 2), ("max_distance", max_distance, 1)):
         if value < low:
             raise ConfigError(f"{key}: {value} must be at least {low}")
-    torch_device = resolve_device(device)
-    backbone, info = load_backbone(checkpoint, model, seed)
-    backbone.to(torch_device)
-    folder = prepare_output(out, overwrite, "analyze")
-    arguments = {
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "images": images,
-        "labels": labels,
-        "datalist": datalist,
-        "out": str(out),
-        "intensity": intensity,
-        "samples_per_class": samples_per_class,
-        "max_distance": max_distance,
-        "include_background": include_background,
-        "embedding": embedding,
-        "max_images": max_images,
-        "seed": seed,
-        "device": device,
-        "model": model,
-    }
-    save_yaml(arguments, folder / "config.yaml")
+
+
+def _labeled_data(
+    images: str | None,
+    labels: str | None,
+    datalist: str | None,
+    info: dict[str, Any],
+    intensity: str | None,
+    max_images: int,
+    class_names: list[str] | None,
+) -> tuple[list[LabeledImage], str, dict[int, str]]:
+    """The images to analyse: the user's (read for the backbone ``info``) or the built-in slices.
+
+    Returns:
+        ``(images, source, names)``: the labeled images, where they come from in words, and
+        class -> name as far as known.
+    """
     if images is None and datalist is None:
         if info["spatial_dims"] != 2 or info["in_channels"] != 1:
             raise ConfigError("images: the built-in MNI152 slices are 2D, 1 channel; give --images and --labels")
-        data = demo_labeled_images()[:max_images]
-        source = "MNI152 test-slab axial slices z 100-109 (never used for pretraining), 96 px, 4 tissue classes"
-        names = dict(enumerate(class_names or DEMO_CLASS_NAMES))
-    else:
-        data = load_labeled_images(
-            images,
-            labels,
-            datalist,
-            dim=info["spatial_dims"],
-            preset=intensity or info["preset"],
-            in_channels=info["in_channels"],
-            max_images=max_images,
-        )
-        source = str(datalist or images)
-        names = dict(enumerate(class_names or []))
-    results, extras = feature_geometry(
-        backbone,
-        data,
-        samples_per_class=samples_per_class,
-        max_distance=max_distance,
-        include_background=include_background,
-        seed=seed,
-        device=torch_device,
-        keep=figure_images,
+        names = dict(enumerate(class_names or TISSUE_NAMES))
+        return demo_labeled_images()[:max_images], DEMO_SOURCE, names
+    data = load_labeled_images(
+        images,
+        labels,
+        datalist,
+        dim=info["spatial_dims"],
+        preset=intensity or info["preset"],
+        in_channels=info["in_channels"],
+        max_images=max_images,
     )
-    if checkpoint is not None:
-        results["untrained"] = untrained_reference(info["metadata"], data, seed, torch_device, samples_per_class)
-    names = {c: names.get(c, str(c)) for c in results["classes"]}
-    summary = {"method": info["method"], "checkpoint": info["checkpoint"], "source": source, **results}
-    summary["class_names"] = {str(c): n for c, n in names.items()}
-    title = f"{info['method']}" + (f" ({Path(info['checkpoint']).name})" if info["checkpoint"] else " (untrained)")
-    write_figures(results, extras, names, folder, embedding, seed, title)
+    return data, str(datalist or images), dict(enumerate(class_names or []))
+
+
+def _write_summary(
+    folder: Path, info: dict[str, Any], source: str, results: dict[str, Any], names: dict[int, str]
+) -> dict[str, Any]:
+    """Write ``analysis.json`` (the method, checkpoint, data source, numbers and class names) and log its line."""
     from cover.runtime import json_safe
 
+    summary = {"method": info["method"], "checkpoint": info["checkpoint"], "source": source, **results}
+    summary["class_names"] = {str(c): n for c, n in names.items()}
     summary = json_safe(summary)
     (folder / "analysis.json").write_text(json.dumps(summary, indent=2))
     log.info("%s; results in %s", report_line(summary), folder)

@@ -1,4 +1,4 @@
-"""``cover benchmark``: a thin typer command over :func:`cover.benchmark.runner.benchmark`."""
+"""``cover benchmark``: a thin typer command over :func:`cover.benchmarking.runner.benchmark`."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def benchmark(
     --dry-run checks the config and every task's files, then prints the resolved benchmark config,
     each pretraining run as ``cover pretrain`` resolves it, and the plan.
     """
-    from cover.benchmark.runner import benchmark as run
+    from cover.benchmarking.runner import benchmark as run
 
     if config is None and preset is None:
         preset = "default"

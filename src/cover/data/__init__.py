@@ -10,4 +10,6 @@ Modules (import what you need; nothing heavy is imported here):
 - :mod:`cover.data.datasets`: ``Slices2DDataset``, ``Patches3DDataset``,
   ``build_pretrain_dataset``.
 - :mod:`cover.data.inspect`: ``inspect_data`` / ``run_inspect`` (``cover data inspect``).
+- :mod:`cover.data.demo`: all built-in data (the MNI152 template, the demo's images and labeled
+  slices, the benchmark's pseudo-subjects and built-in tasks).
 """

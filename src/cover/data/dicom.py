@@ -21,6 +21,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -326,22 +327,55 @@ def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
     }
     values = _channels_last(path, values, samples, channels)
     if frames == 1:
-        if values.ndim == 2:
-            values = values[..., None]
-        array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
-        grid = _slice_grid(ds, *array.shape[1:])
-        if grid is not None:  # written masks carry it (cover.data.writers)
-            meta["slice_grid"] = grid
-        return ImageRecord(
-            array=array,
-            spacing=spacing or (1.0, 1.0),
-            affine=None,
-            orientation=None,
-            modality=_modality(ds),
-            format="dicom",
-            path=path,
-            meta=meta,
-        )
+        return _single_frame_record(path, ds, values, spacing, meta)
+    return _multi_frame_record(path, ds, values, frames, spacing, meta)
+
+
+def _single_frame_record(
+    path: Path, ds: Dataset, values: np.ndarray, spacing: tuple[float, float] | None, meta: dict[str, Any]
+) -> ImageRecord:
+    """A plain 2D record of one frame.
+
+    Args:
+        path: The file.
+        ds: Its dataset.
+        values: ``(rows, cols)`` or ``(rows, cols, C)`` pixel values.
+        spacing: ``(row, col)`` pixel spacing in mm, or ``None`` (1.0 is used).
+        meta: Header details for the record (a written mask's slice grid is added).
+
+    Returns:
+        ``(C, rows, cols)`` float32 record without geometry.
+    """
+    if values.ndim == 2:
+        values = values[..., None]
+    grid = _slice_grid(ds, *values.shape[:-1])
+    if grid is not None:  # written masks carry it (cover.data.writers)
+        meta["slice_grid"] = grid
+    return _unoriented_record(path, ds, values, spacing or (1.0, 1.0), None, meta)
+
+
+def _multi_frame_record(
+    path: Path,
+    ds: Dataset,
+    values: np.ndarray,
+    frames: int,
+    spacing: tuple[float, float] | None,
+    meta: dict[str, Any],
+) -> ImageRecord:
+    """A volume of a multi-frame file: RAS canonical with the per-frame geometry, else frames as they are.
+
+    Args:
+        path: The file.
+        ds: Its dataset.
+        values: ``(frames, rows, cols)`` or ``(frames, rows, cols, C)`` pixel values.
+        frames: Number of frames.
+        spacing: ``(row, col)`` pixel spacing in mm, or ``None``.
+        meta: Header details for the record (slice gaps are added).
+
+    Returns:
+        ``(C, I, J, K)`` RAS-canonical record, or ``(C, frames, rows, cols)`` with a diagonal
+        spacing matrix and ``orientation=None`` when the header has no patient geometry.
+    """
     iop = _orientation(ds)
     positions = _frame_positions(ds, frames)
     if iop is not None and positions is not None and spacing is not None:
@@ -353,11 +387,35 @@ def read_dicom_file(path: Path, *, channels: bool = False) -> ImageRecord:
     step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
     if values.ndim == 3:
         values = values[..., None]
-    array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
     affine = np.diag([step, row_sp, col_sp, 1.0])
+    return _unoriented_record(path, ds, values, (step, row_sp, col_sp), affine, meta)
+
+
+def _unoriented_record(
+    path: Path,
+    ds: Dataset,
+    values: np.ndarray,
+    spacing: tuple[float, ...],
+    affine: np.ndarray | None,
+    meta: dict[str, Any],
+) -> ImageRecord:
+    """A DICOM record in the file's own axis order, without patient orientation.
+
+    Args:
+        path: The file.
+        ds: Its dataset (the modality).
+        values: ``(*spatial, C)`` pixel values, channels last.
+        spacing: Spacing per spatial axis in mm.
+        affine: A diagonal spacing matrix, or ``None``.
+        meta: Header details.
+
+    Returns:
+        ``(C, *spatial)`` float32 record.
+    """
+    array = np.ascontiguousarray(np.moveaxis(values, -1, 0), dtype=np.float32)
     return ImageRecord(
         array=array,
-        spacing=(step, row_sp, col_sp),
+        spacing=spacing,
         affine=affine,
         orientation=None,
         modality=_modality(ds),

@@ -244,46 +244,58 @@ def load_datalist(path: str | Path, *, split: str | None = None) -> list[dict[st
     source = Path(path)
     if not source.is_file():
         raise data_error(source, "datalist file not found")
-    base = source.parent
     suffix = source.suffix.lower()
-    entries: list[dict[str, Any]] = []
     if suffix == ".json":
-        try:
-            content = json.loads(source.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise data_error(source, f"invalid JSON ({exc})") from exc
-        if isinstance(content, list):
-            entries = [_resolve(e, base, source, f"entry {i}") for i, e in enumerate(content)]
-        elif isinstance(content, dict):
-            keys = [split] if split else [k for k in DATALIST_SPLITS if k in content]
-            if split and split not in content:
-                raise data_error(source, f"datalist has no {split!r} list")
-            if not keys:
-                raise data_error(source, f"JSON datalist needs a list or one of {DATALIST_SPLITS}")
-            for key in keys:
-                items = content[key]
-                if not isinstance(items, list):
-                    raise data_error(source, f"{key!r} must be a list of entries")
-                for i, item in enumerate(items):
-                    entry = _resolve(item, base, source, f"{key}[{i}]")
-                    entry.setdefault("split", key)
-                    entries.append(entry)
-        else:
-            raise data_error(source, "JSON datalist must be a list or a dict of lists")
+        entries = _json_entries(source, split)
     elif suffix == ".csv":
-        with source.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
-                raise data_error(source, "CSV datalist needs a header row with an 'image' column")
-            for i, row in enumerate(reader, start=2):
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-                if not row.get("image"):
-                    raise data_error(source, f"line {i}: empty 'image' value")
-                if not row.get("label"):
-                    row.pop("label", None)
-                entries.append(_resolve(row, base, source, f"line {i}"))
+        entries = _csv_entries(source)
     else:
         raise data_error(source, "datalist must be a .json or .csv file")
     if not entries:
         raise data_error(source, "datalist has no entries")
+    return entries
+
+
+def _json_entries(source: Path, split: str | None) -> list[dict[str, Any]]:
+    """Entries of a JSON datalist: a list, or a dict of lists per split (see :func:`load_datalist`)."""
+    base = source.parent
+    try:
+        content = json.loads(source.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise data_error(source, f"invalid JSON ({exc})") from exc
+    if isinstance(content, list):
+        return [_resolve(e, base, source, f"entry {i}") for i, e in enumerate(content)]
+    if not isinstance(content, dict):
+        raise data_error(source, "JSON datalist must be a list or a dict of lists")
+    keys = [split] if split else [k for k in DATALIST_SPLITS if k in content]
+    if split and split not in content:
+        raise data_error(source, f"datalist has no {split!r} list")
+    if not keys:
+        raise data_error(source, f"JSON datalist needs a list or one of {DATALIST_SPLITS}")
+    entries = []
+    for key in keys:
+        items = content[key]
+        if not isinstance(items, list):
+            raise data_error(source, f"{key!r} must be a list of entries")
+        for i, item in enumerate(items):
+            entry = _resolve(item, base, source, f"{key}[{i}]")
+            entry.setdefault("split", key)
+            entries.append(entry)
+    return entries
+
+
+def _csv_entries(source: Path) -> list[dict[str, Any]]:
+    """Entries of a CSV datalist with an ``image`` (and optional ``label``) column; empty labels are dropped."""
+    entries = []
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
+            raise data_error(source, "CSV datalist needs a header row with an 'image' column")
+        for i, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if not row.get("image"):
+                raise data_error(source, f"line {i}: empty 'image' value")
+            if not row.get("label"):
+                row.pop("label", None)
+            entries.append(_resolve(row, source.parent, source, f"line {i}"))
     return entries

@@ -154,6 +154,30 @@ def read_label_map(
             f"is a JPEG{of}; JPEG compression is lossy and changes class indices near every edge: "
             "label maps must be lossless, save it as PNG (or NIfTI/NRRD)",
         )
+    owner = _place_on_image(record, image)
+    labels = _class_indices(record, owner)
+    if values is not None:
+        return _mapped(labels, values, record.path, owner)
+    problem = _image_like(labels)
+    if problem is not None:
+        raise data_error(record.path, f"{problem}{owner}; a label map holds class indices (is this an image?)")
+    return labels
+
+
+def _place_on_image(record: ImageRecord, image: ImageRecord | Sequence[int] | None) -> str:
+    """Check that a label map lies on its image's grid (a slice of a volume is squeezed in ``record``).
+
+    Args:
+        record: The label map as read (``(C, *spatial)``); a one-slice volume labelling a plane
+            of a volume becomes that plane.
+        image: The image's record, only its spatial shape, or ``None`` (nothing to check).
+
+    Returns:
+        ``" (label map of IMAGE)"`` for messages when the image's record is known, else ``""``.
+
+    Raises:
+        DataError: Shape or geometry differ from the image's.
+    """
     if isinstance(image, ImageRecord):
         owner = f" (label map of {image.path})"
         plane = image.meta.get("plane_of_volume")
@@ -168,13 +192,28 @@ def read_label_map(
             raise data_error(record.path, f"{problem}{owner}; a label map must lie on its image's grid")
         if on_volume:
             record.array = np.take(record.array, 0, axis=int(plane["axis"]) + 1)
-    else:
-        owner = ""
-        if image is not None and record.spatial_shape != tuple(image):
-            raise data_error(
-                record.path,
-                f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(image)}",
-            )
+        return owner
+    if image is not None and record.spatial_shape != tuple(image):
+        raise data_error(
+            record.path,
+            f"label map of shape {record.spatial_shape} does not match its image's shape {tuple(image)}",
+        )
+    return ""
+
+
+def _class_indices(record: ImageRecord, owner: str) -> np.ndarray:
+    """A label map's values as int64 class indices: one sample per pixel, integers, none negative.
+
+    Args:
+        record: The label map placed on its image's grid.
+        owner: ``" (label map of IMAGE)"`` or ``""``, for messages.
+
+    Returns:
+        ``(*spatial)`` int64 values as the file holds them.
+
+    Raises:
+        DataError: Colour (several different samples), non-integer or negative values.
+    """
     samples = record.array[0]
     if record.channels > 1 and np.abs(record.array - samples).max() > 0:
         raise data_error(
@@ -199,11 +238,6 @@ def read_label_map(
             f"label map has negative values ({found}){owner}; class indices are 0, 1, ..., K-1: "
             "rewrite the file with non-negative values (then --label-values can map them)",
         )
-    if values is not None:
-        return _mapped(labels, values, record.path, owner)
-    problem = _image_like(labels)
-    if problem is not None:
-        raise data_error(record.path, f"{problem}{owner}; a label map holds class indices (is this an image?)")
     return labels
 
 

@@ -4,7 +4,6 @@
   :mod:`cover.downstream.config`.
 - :mod:`cover.downstream.evaluate`: ``evaluate`` (``cover evaluate``): Dice/HD95 or AUC.
 - :mod:`cover.downstream.predict`: ``predict`` (``cover predict``): masks in the input's format.
-- :mod:`cover.downstream.demo`: the built-in MNI152 tissue task written as PNG files.
 
 Building blocks: ``cases`` (labeled cases, the seeded split), ``loading`` (reading through the
 data layer), ``batches``, ``augment``, ``optim``, ``inference`` (sliding windows), ``metrics``,

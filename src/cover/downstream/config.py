@@ -2,7 +2,7 @@
 
 The same names work in a YAML file (``--config``), on the command line and in
 :func:`cover.finetune`. Defaults depend on whether data is given: without ``images`` and
-``datalist`` the built-in MNI152 tissue demo is used (:mod:`cover.downstream.demo`).
+``datalist`` the built-in MNI152 tissue demo is used (:mod:`cover.data.demo.tissue`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ overall), ``cases.png`` (image, label and prediction of a few cases; segmentatio
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from cover.downstream.metrics import (
     segmentation_scores,
     summarise,
 )
-from cover.downstream.outputs import prepare_output
+from cover.downstream.outputs import prepare_output, write_csv
 from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError
 from cover.models.loading import load_finetuned
@@ -51,17 +50,17 @@ def class_labels(metadata: dict[str, Any]) -> list[str]:
     return [str(n) for n in names] if names else [str(k) for k in range(int(metadata["num_classes"]))]
 
 
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def class_columns(probabilities: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """``{"prediction": name, "prob_<name>": p, ...}`` of one ``(num_classes,)`` probability vector."""
+    columns: dict[str, Any] = {"prediction": names[int(probabilities.argmax())]}
+    columns.update({f"prob_{n}": float(p) for n, p in zip(names, probabilities, strict=True)})
+    return columns
 
 
 def _demo_sources(metadata: dict[str, Any], out: Path) -> tuple[str, str]:
     if not metadata.get("demo"):
         raise ConfigError("images: give --images and --labels (or --datalist) to evaluate on")
-    from cover.downstream.demo import write_demo_task
+    from cover.data.demo import write_demo_task
 
     paths = write_demo_task(out / "demo_data", size=int(metadata["patch_size"][0]))
     return paths["test_images"], paths["test_labels"]
@@ -122,34 +121,15 @@ def evaluate(
         images, labels = _demo_sources(metadata, folder)
     task = metadata["task"]
     names = class_labels(metadata)
-    cases, found_names = find_cases(task, images, labels, datalist)
-    names_from = datalist or (images if labels is None else None)
-    theirs = metadata.get("channel_names")
-    check_channels(cases, int(metadata["in_channels"]), names_from, theirs, checkpoint, option=False)
-    if task == "cls":
-        lookup = {n: i for i, n in enumerate(names)}
-        missing = sorted(set(found_names or []) - set(lookup))
-        if missing:
-            raise data_error(labels or datalist or images, f"classes {missing} are not classes of {checkpoint} {names}")
-        cases = [Case(c.name, c.image, target=lookup[found_names[c.target]]) for c in cases]
+    cases = _labeled_cases(metadata, names, images, labels, datalist, checkpoint)
     options = checkpoint_load_options(metadata, keep_record=task == "seg")
     if label_values is not None:
         options["label_values"] = _label_values(label_values, metadata)
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
-    save_yaml(
-        {
-            "checkpoint": str(checkpoint),
-            "images": images,
-            "labels": labels,
-            "datalist": datalist,
-            "out": str(out),
-            "device": device,
-            "overlap": overlap,
-            "sw_batch_size": sw_batch_size,
-            "label_values": list(options["label_values"] or []) or None,
-        },
-        folder / "config.yaml",
-    )
+    sources = {"checkpoint": str(checkpoint), "images": images, "labels": labels, "datalist": datalist}
+    settings = {"device": device, "overlap": overlap, "sw_batch_size": sw_batch_size}
+    given_values = list(options["label_values"] or []) or None
+    save_yaml({**sources, "out": str(out), **settings, "label_values": given_values}, folder / "config.yaml")
     if task == "cls":
         summary = _evaluate_classification(network, cases, options, names, torch_device, folder)
     else:
@@ -162,6 +142,43 @@ def evaluate(
     summary = json_safe(summary)
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _labeled_cases(
+    metadata: dict[str, Any],
+    names: list[str],
+    images: str | None,
+    labels: str | None,
+    datalist: str | None,
+    checkpoint: str | Path,
+) -> list[Case]:
+    """The labeled cases, checked against the checkpoint (channels; classes for classification).
+
+    Args:
+        metadata: The checkpoint's metadata (``task``, ``in_channels``, ``channel_names``).
+        names: The checkpoint's class names.
+        images: Image folder or file (see :func:`evaluate`).
+        labels: Label folder or class CSV.
+        datalist: JSON/CSV datalist instead of ``images``/``labels``.
+        checkpoint: The checkpoint's path (for messages).
+
+    Returns:
+        The cases; for classification each ``target`` is the checkpoint's class index.
+
+    Raises:
+        DataError: Channels do not fit the checkpoint, or a class is not one of its classes.
+    """
+    cases, found_names = find_cases(metadata["task"], images, labels, datalist)
+    names_from = datalist or (images if labels is None else None)
+    theirs = metadata.get("channel_names")
+    check_channels(cases, int(metadata["in_channels"]), names_from, theirs, checkpoint, option=False)
+    if metadata["task"] != "cls":
+        return cases
+    lookup = {n: i for i, n in enumerate(names)}
+    missing = sorted(set(found_names or []) - set(lookup))
+    if missing:
+        raise data_error(labels or datalist or images, f"classes {missing} are not classes of {checkpoint} {names}")
+    return [Case(c.name, c.image, target=lookup[found_names[c.target]]) for c in cases]
 
 
 def _label_values(given: str | Sequence[int], metadata: dict[str, Any]) -> tuple[int, ...]:
@@ -214,7 +231,7 @@ def _evaluate_segmentation(
             ras.append(is_ras(loaded.record))
     if not rows:
         raise ConfigError("images: no cases to evaluate")
-    _write_csv(rows, folder / "metrics.csv")
+    write_csv(rows, folder / "metrics.csv")
     plot_cases(shown, num_classes, folder / "cases.png", names, ras=ras)
     stats = summarise(rows, [k for k in rows[0] if k.startswith(("dice_", "hd95_", "mean_"))])
     classes = {
@@ -253,13 +270,11 @@ def _evaluate_classification(
         loaded = load_case(case, **options)
         probs = classify(network, loaded.image[None].to(device))[0].cpu().numpy()
         probabilities.append(probs)
-        row = {"case": case.name, "image": source_text(case.image), "label": names[case.target]}
-        row["prediction"] = names[int(probs.argmax())]
-        row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
-        rows.append(row)
+        rows.append({"case": case.name, "image": source_text(case.image), "label": names[case.target]})
+        rows[-1].update(class_columns(probs, names))
     if not rows:
         raise ConfigError("images: no cases to evaluate")
-    _write_csv(rows, folder / "metrics.csv")
+    write_csv(rows, folder / "metrics.csv")
     scores = classification_scores(np.stack(probabilities), np.asarray([c.target for c in cases]))
     return {
         "task": "cls",

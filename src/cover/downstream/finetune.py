@@ -387,7 +387,7 @@ def _cases(
     """
     out = _prepare(config, resuming, context) if config.is_demo else _check_out(config, resuming, context)
     if config.is_demo:
-        from cover.downstream.demo import demo_task_paths, write_demo_task
+        from cover.data.demo import demo_task_paths, write_demo_task
 
         if context.is_main:
             write_demo_task(out / "demo_data", size=config.size[0])

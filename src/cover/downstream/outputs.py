@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cover.data.readers import detect_format
 from cover.downstream.cases import file_stem
@@ -127,3 +129,20 @@ def mask_paths(images: Sequence[Path], root: Path, out: Path) -> list[Path]:
         taken.add(str(target).lower())
         paths.append(target)
     return paths
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write ``rows`` (one dict per row, the first row's keys as the header) as CSV to ``path``.
+
+    Args:
+        rows: At least one row; every row has the first row's keys.
+        path: Destination file.
+
+    Returns:
+        ``path``.
+    """
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

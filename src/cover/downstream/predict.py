@@ -24,25 +24,28 @@ fails.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from cover.config import save_yaml
 from cover.data.channels import ImageSource, group_channel_files, output_path, source_text, source_value
 from cover.data.discovery import find_images, load_datalist
 from cover.data.folders import dataset_json_of, prediction_images
 from cover.data.labels import original_values
-from cover.data.readers import write_like
+from cover.data.readers import ImageRecord, write_like
 from cover.data.record import data_error
 from cover.downstream.cases import Case, check_channels, file_stem
-from cover.downstream.evaluate import class_labels
+from cover.downstream.evaluate import class_columns, class_labels
 from cover.downstream.inference import classify, segment_case
 from cover.downstream.loading import checkpoint_load_options, load_case
-from cover.downstream.outputs import mask_paths, prepare_output
+from cover.downstream.outputs import mask_paths, prepare_output, write_csv
 from cover.engine.distributed import resolve_device
 from cover.errors import ConfigError, DataError
 from cover.models.loading import load_finetuned
@@ -91,6 +94,97 @@ def _for_checkpoint(error: DataError, metadata: dict[str, Any]) -> DataError:
             )
             return DataError(text)
     return error
+
+
+@dataclass
+class _Predictor:
+    """The network and what predicting one input needs.
+
+    Attributes:
+        network: The fine-tuned network (on ``device``).
+        metadata: The checkpoint's metadata (task, classes, label values, patch size, ...).
+        names: Class names (:func:`cover.downstream.evaluate.class_labels`).
+        device: Where the network runs.
+        overlap: Sliding-window overlap.
+        sw_batch_size: Windows per forward pass.
+    """
+
+    network: nn.Module
+    metadata: dict[str, Any]
+    names: list[str]
+    device: torch.device
+    overlap: float
+    sw_batch_size: int
+
+    @property
+    def task(self) -> str:
+        """``seg`` or ``cls``."""
+        return self.metadata["task"]
+
+    def write_mask(self, image: torch.Tensor, record: ImageRecord, target: Path) -> Path:
+        """Segment one image and write its mask in the values the labels had, on the image's grid.
+
+        Args:
+            image: ``(C, *S)`` normalised image.
+            record: The image's record (format and geometry of the mask).
+            target: Mask path (its suffix may change with the format, see :func:`write_like`).
+
+        Returns:
+            The written mask's path.
+        """
+        prediction = segment_case(
+            self.network, image.to(self.device), self.metadata, overlap=self.overlap, sw_batch_size=self.sw_batch_size
+        )
+        num_classes = int(self.metadata["num_classes"])
+        return write_like(
+            original_values(prediction.numpy(), num_classes, self.metadata.get("label_values")), record, target
+        )
+
+    def class_row(self, image: torch.Tensor, source: ImageSource) -> dict[str, Any]:
+        """``{"image", "prediction", "prob_<class>"...}`` of one ``(C, *S)`` image."""
+        probs = classify(self.network, image[None].to(self.device))[0].cpu().numpy()
+        return {"image": source_text(source), **class_columns(probs, self.names)}
+
+
+def _predict_all(
+    predictor: _Predictor, jobs: list[tuple[Case, Path]], options: dict[str, Any], on_bad_file: str, folder: Path
+) -> tuple[list[dict[str, str]], list[str], list[dict[str, str]]]:
+    """Predict every input (masks, or ``predictions.csv`` for classification), skipping bad files.
+
+    Args:
+        predictor: The network and its settings.
+        jobs: ``(case, mask path)`` per input.
+        options: :func:`cover.downstream.loading.load_case` options.
+        on_bad_file: ``skip`` (warn and go on) or ``error`` (stop at the first bad input).
+        folder: Output folder (``predictions.csv``).
+
+    Returns:
+        ``(cases, outputs, skipped)``: ``{"image", "output"}`` per predicted input, the written
+        files, ``{"image", "error"}`` per skipped input.
+
+    Raises:
+        DataError: A bad input with ``on_bad_file="error"``.
+    """
+    done, rows, skipped = [], [], []
+    for case, target in progress_bar(jobs, desc="predict", dynamic_ncols=True):
+        path = case.image
+        try:
+            loaded = load_case(case, **options)
+            if predictor.task == "seg":
+                written = predictor.write_mask(loaded.image, loaded.record, target)
+                done.append({"image": source_value(path), "output": str(written)})
+            else:
+                rows.append(predictor.class_row(loaded.image, path))
+        except DataError as exc:
+            error = _for_checkpoint(exc, predictor.metadata)
+            if on_bad_file == "error":
+                raise error from None
+            warnings.warn(f"skipped {error}", stacklevel=3)  # at the caller of predict
+            skipped.append({"image": source_value(path), "error": str(error)})
+    if predictor.task == "cls" and rows:
+        table = write_csv(rows, folder / "predictions.csv")
+        return [{"image": row["image"], "output": str(table)} for row in rows], [str(table)], skipped
+    return done, [case["output"] for case in done], skipped
 
 
 def predict(
@@ -146,54 +240,14 @@ def predict(
     )
     folder = prepare_output(out, overwrite, "predict")
     overlap = float(metadata.get("overlap", 0.25) if overlap is None else overlap)
-    save_yaml(
-        {
-            "checkpoint": str(checkpoint),
-            "images": str(images),
-            "out": str(out),
-            "device": device,
-            "overlap": overlap,
-            "on_bad_file": on_bad_file,
-        },
-        folder / "config.yaml",
-    )
-    task, num_classes, names = metadata["task"], int(metadata["num_classes"]), class_labels(metadata)
-    options = checkpoint_load_options(metadata, keep_record=task == "seg")
-    targets = mask_paths([output_path(p) for p in paths], root, folder)
-    done, rows, skipped = [], [], []
-    for case, target in progress_bar(list(zip(cases, targets, strict=True)), desc="predict", dynamic_ncols=True):
-        path = case.image
-        try:
-            loaded = load_case(case, **options)
-            if task == "seg":
-                prediction = segment_case(
-                    network, loaded.image.to(torch_device), metadata, overlap=overlap, sw_batch_size=sw_batch_size
-                )
-                mask = original_values(prediction.numpy(), num_classes, metadata.get("label_values"))
-                written = write_like(mask, loaded.record, target)
-                done.append({"image": source_value(path), "output": str(written)})
-            else:
-                probs = classify(network, loaded.image[None].to(torch_device))[0].cpu().numpy()
-                row = {"image": source_text(path), "prediction": names[int(probs.argmax())]}
-                row.update({f"prob_{n}": float(p) for n, p in zip(names, probs, strict=True)})
-                rows.append(row)
-        except DataError as exc:
-            error = _for_checkpoint(exc, metadata)
-            if on_bad_file == "error":
-                raise error from None
-            warnings.warn(f"skipped {error}", stacklevel=2)
-            skipped.append({"image": source_value(path), "error": str(error)})
-    outputs = [case["output"] for case in done]
-    if task == "cls" and rows:
-        table = folder / "predictions.csv"
-        with table.open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        outputs = [str(table)]
-        done = [{"image": row["image"], "output": str(table)} for row in rows]
+    arguments = {"checkpoint": str(checkpoint), "images": str(images), "out": str(out), "device": device}
+    save_yaml({**arguments, "overlap": overlap, "on_bad_file": on_bad_file}, folder / "config.yaml")
+    predictor = _Predictor(network, metadata, class_labels(metadata), torch_device, overlap, sw_batch_size)
+    options = checkpoint_load_options(metadata, keep_record=predictor.task == "seg")
+    jobs = list(zip(cases, mask_paths([output_path(p) for p in paths], root, folder), strict=True))
+    done, outputs, skipped = _predict_all(predictor, jobs, options, on_bad_file, folder)
     summary = {
-        "task": task,
+        "task": metadata["task"],
         "checkpoint": str(checkpoint),
         "num_images": len(paths),
         "num_predicted": len(done),

@@ -308,6 +308,108 @@ def _padded(x: torch.Tensor, grid: _Grid, rows: int, scale: float = 1.0) -> torc
     return out.view(rows, -1, grid.size)
 
 
+def _score_gradient(
+    weights: torch.Tensor,
+    g: torch.Tensor,
+    vectors: torch.Tensor,
+    offsets: torch.Tensor,
+    heads: int,
+    work: _Workspace,
+) -> torch.Tensor:
+    """Score gradients ``ds = w * (g.o - g.v_j)`` of one chunk of origins.
+
+    Args:
+        weights: ``(B*J, W, n)`` softmax weights of the chunk.
+        g: ``(B, ndim, n)`` output gradient divided by ``J`` at the chunk's origins.
+        vectors: ``(B*J, ndim, n)`` per-head vectors of the forward pass.
+        offsets: ``(W, ndim)`` window offsets.
+        heads: ``J``.
+        work: Buffers (the result is a view of ``work.weights``).
+
+    Returns:
+        ``(B*J, W, n)`` score gradients.
+    """
+    batch, ndim, count = g.shape
+    rows, window = weights.shape[:2]
+    along = torch.matmul(offsets, g)  # (B, W, n): g.o
+    dots = (vectors.view(batch, heads, ndim, count) * g.unsqueeze(1)).sum(2, keepdim=True)
+    factor = work.take(work.product, batch, heads, window, count)
+    torch.sub(along.unsqueeze(1), dots, out=factor)  # g.o - g.v_j
+    return torch.mul(weights, factor.view(rows, window, count), out=work.take(work.weights, rows, window, count))
+
+
+class _KeyGradientGather:
+    """``grad_k(p) = sum_o ds(p - o, o) q(p - o)`` (the adjoint of the window gather) as a gather.
+
+    The score gradients of each chunk are written, offsets reversed, at their window centres
+    into a sliding buffer over the padded grid (positions ``[base, base + capacity)``); the
+    gather at origin ``P`` reads positions ``P .. P + reach`` of it, so it trails the writes by
+    the window's reach and no full ``(B*J, W, Np)`` array is ever allocated.
+
+    Args:
+        grid: Grid arithmetic.
+        qc: ``(B*J, d, Np)`` padded, pre-scaled queries.
+        grad_k: ``(B*J, d, origins)`` destination.
+        work: Buffers (``scores`` and ``product`` are used between writes).
+        step: Origins per chunk.
+    """
+
+    def __init__(self, grid: _Grid, qc: torch.Tensor, grad_k: torch.Tensor, work: _Workspace, step: int) -> None:
+        rows, _, size = qc.shape
+        ndim, window, width, center = len(grid.spatial), grid.window, grid.width, grid.center
+        self.grid, self.qc, self.grad_k, self.work, self.step, self.size = grid, qc, grad_k, work, step, size
+        self.reach = 2 * center  # a gather at origin P reads buffer positions P .. P + reach
+        self.reverse = torch.arange(window - 1, -1, -1, device=qc.device)
+        self.w_shape = (rows, *([width] * ndim))
+        self.capacity = min(size, 2 * self.reach + 3 * step)
+        self.trail = qc.new_empty(rows, window, self.capacity)
+        self.trail[:, :, :center].zero_()
+        self.gather_stride = (
+            window * self.capacity,
+            *[s + width ** (ndim - 1 - i) * self.capacity for i, s in enumerate(grid.strides)],
+            1,
+        )
+        self.base, self.written, self.done = 0, center, 0
+
+    def add(self, ds: torch.Tensor, start: int, count: int) -> None:
+        """Write the ``(B*J, W, n)`` score gradients of origins ``start…`` and gather what they complete."""
+        center = self.grid.center
+        self._make_room(start + count + center)
+        flipped = torch.index_select(ds, 1, self.reverse, out=self.work.take(self.work.scores, *ds.shape))
+        self.trail[:, :, start + center - self.base : start + count + center - self.base] = flipped
+        self.written = start + count + center
+        self._drain()
+
+    def finish(self) -> None:
+        """Zero the buffer past the last window centre and gather the remaining origins."""
+        self._make_room(self.size)
+        self.trail[:, :, self.written - self.base : self.size - self.base].zero_()
+        self.written = self.size
+        self._drain()
+
+    def _make_room(self, end: int) -> None:
+        """Slide the buffer so that positions up to ``end`` fit (keeps what the gather still needs)."""
+        if end - self.base <= self.capacity:
+            return
+        keep = self.written - self.done  # < reach + step <= done - base: the copy never overlaps
+        self.trail[:, :, :keep].copy_(self.trail[:, :, self.done - self.base : self.written - self.base])
+        self.base = self.done
+
+    def _drain(self) -> None:
+        """Gather ``grad_k`` for every origin whose reach is written."""
+        origins, work = self.grid.origins, self.work
+        while self.done < origins:
+            start = self.done
+            count = min(self.step, origins - start)
+            if start + count + self.reach > self.written:
+                return
+            gathered = work.take(work.scores, *self.w_shape, count)
+            gathered.copy_(self.trail.as_strided((*self.w_shape, count), self.gather_stride, start - self.base))
+            windows = self.grid.view_windows(self.qc, start, count)
+            _contract(windows, gathered, self.grad_k[:, :, start : start + count], work.product)
+            self.done = start + count
+
+
 def _backward(
     qc: torch.Tensor,
     kc: torch.Tensor,
@@ -320,9 +422,9 @@ def _backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of the MoV with respect to the (unpadded) query and key.
 
-    The weights are read from ``stored`` or recomputed chunk by chunk. The score gradients ``ds`` are written, offsets
-    reversed, into a sliding buffer over the padded grid (window centres), which the ``grad_k``
-    gather trails by the window's reach, so no full ``(B*J, W, Np)`` array is ever allocated.
+    The weights are read from ``stored`` or recomputed chunk by chunk. Per chunk, the score
+    gradients ``ds`` (:func:`_score_gradient`) give ``grad_q`` as the windowed contraction of
+    ``ds`` against ``k``, and feed the ``grad_k`` gather (:class:`_KeyGradientGather`).
 
     Args:
         qc: ``(B*J, d, Np)`` padded, pre-scaled queries.
@@ -338,13 +440,11 @@ def _backward(
     Returns:
         ``(grad_query, grad_key)``, each ``(B, J*d, *S)``.
     """
-    rows, dim, size = qc.shape
+    rows, dim, _ = qc.shape
     batch, ndim, *spatial = grad.shape
     grid = _grid(tuple(spatial), radius)
-    window, width, origins, center = grid.window, grid.width, grid.origins, grid.center
-    reach = 2 * center  # a gather at origin P reads buffer positions P .. P + reach
+    window, origins = grid.window, grid.origins
     offsets = window_offsets(radius, ndim, device=grad.device).to(qc.dtype)
-    reverse = torch.arange(window - 1, -1, -1, device=grad.device)
     bias = grid.bias(grad.device, qc.dtype)
     # dL/dw_j(p, o) = g(p).o / J: g on the origins (zero at padding origins).
     g = grad.new_zeros(batch, ndim, origins)
@@ -352,39 +452,7 @@ def _backward(
     grad_q = qc.new_empty(rows, dim, origins)
     grad_k = qc.new_empty(rows, dim, origins)
     work = _Workspace(qc, rows, window, step, dim)
-    w_shape = (rows, *([width] * ndim))
-    # Sliding buffer of ds at window centres, offsets reversed: positions [base, base + capacity).
-    capacity = min(size, 2 * reach + 3 * step)
-    trail = qc.new_empty(rows, window, capacity)
-    trail[:, :, :center].zero_()
-    gather_stride = (
-        window * capacity,
-        *[s + width ** (ndim - 1 - i) * capacity for i, s in enumerate(grid.strides)],
-        1,
-    )
-    state = {"base": 0, "written": center, "done": 0}
-
-    def make_room(end: int) -> None:
-        """Slide the buffer so that positions up to ``end`` fit (keeps what the gather still needs)."""
-        base, written, done = state["base"], state["written"], state["done"]
-        if end - base <= capacity:
-            return
-        keep = written - done  # < reach + step <= done - base: the copy never overlaps
-        trail[:, :, :keep].copy_(trail[:, :, done - base : written - base])
-        state["base"] = done
-
-    def drain() -> None:
-        """grad_k(p) = sum_o ds(p - o, o) q(p - o) for every origin whose reach is written."""
-        while state["done"] < origins:
-            start = state["done"]
-            count = min(step, origins - start)
-            if start + count + reach > state["written"]:
-                return
-            gathered = work.take(work.scores, *w_shape, count)
-            gathered.copy_(trail.as_strided((*w_shape, count), gather_stride, start - state["base"]))
-            _contract(grid.view_windows(qc, start, count), gathered, grad_k[:, :, start : start + count], work.product)
-            state["done"] = start + count
-
+    gather = _KeyGradientGather(grid, qc, grad_k, work, step)
     for start in range(0, origins, step):
         count = min(step, origins - start)
         stop = start + count
@@ -392,22 +460,11 @@ def _backward(
             weights = _weights(grid, qc, kc, bias, start, count, work)  # (BJ, W, n) in work.weights
         else:
             weights = _chunk_of(stored, rows, window, start, count)
-        g_chunk = g[:, :, start:stop]  # (B, ndim, n)
-        along = torch.matmul(offsets, g_chunk)  # (B, W, n): g.o
-        dots = (vectors[:, :, start:stop].view(batch, heads, ndim, count) * g_chunk.unsqueeze(1)).sum(2, keepdim=True)
-        factor = work.take(work.product, batch, heads, window, count)
-        torch.sub(along.unsqueeze(1), dots, out=factor)  # g.o - g.v_j
-        ds = torch.mul(weights, factor.view(rows, window, count), out=work.take(work.weights, rows, window, count))
-        _contract(grid.view_windows(kc, start, count), ds.view(*w_shape, count), grad_q[:, :, start:stop], work.product)
-        make_room(stop + center)
-        flipped = torch.index_select(ds, 1, reverse, out=work.take(work.scores, rows, window, count))
-        trail[:, :, start + center - state["base"] : stop + center - state["base"]] = flipped
-        state["written"] = stop + center
-        drain()
-    make_room(size)
-    trail[:, :, state["written"] - state["base"] : size - state["base"]].zero_()
-    state["written"] = size
-    drain()
+        ds = _score_gradient(weights, g[:, :, start:stop], vectors[:, :, start:stop], offsets, heads, work)
+        windows = grid.view_windows(kc, start, count)
+        _contract(windows, ds.view(*gather.w_shape, count), grad_q[:, :, start:stop], work.product)
+        gather.add(ds, start, count)
+    gather.finish()
     channels = heads * dim
     grad_query = grid.to_spatial(grad_q.view(batch, channels, origins)) * (1.0 / math.sqrt(dim))
     grad_key = grid.to_spatial(grad_k.view(batch, channels, origins)).contiguous()

@@ -24,7 +24,10 @@ Pipeline (one implementation for 2D and 3D):
    (nearest), write everything next to a PNG overlay, ``metrics.json`` and ``config.yaml``.
 
 Grids (steps 1, 3, 4) live in :mod:`cover.registration.grid`, the optimisation (step 5)
-in :mod:`cover.registration.fit`.
+in :mod:`cover.registration.fit`. :func:`run_registration` runs the stages: load
+(:func:`read_pair`, :func:`read_labels`, :func:`working_grid`), align (:func:`align`), refine
+(:func:`refine`) and write (:func:`write_field`, :func:`write_warped_moving`,
+:func:`write_warped_labels`, :func:`plot_registration`, ``metrics.json``).
 
 The written field ``phi`` has shape ``(ndim, *spatial)`` on the fixed image file's own voxel
 grid, in its array axis order as stored (not the reader's RAS order; ``(rows, cols)`` for plain
@@ -54,6 +57,7 @@ from cover.models.loading import load_vector_model
 from cover.registration.fit import affine_then, fit_affine, refine_field
 from cover.registration.grid import (
     GEOMETRY_FORMATS,
+    Placement,
     crop_padding,
     pad_to_multiple,
     placement_for,
@@ -252,6 +256,23 @@ def _display_field(field: np.ndarray, ras: bool) -> np.ndarray:
     return np.stack([_display(-plane[1], True), _display(-plane[0], True)])
 
 
+def _checkerboard(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``(H, W)`` tiles taken alternately from two ``(H, W)`` pictures (at least 2 x 2 tiles, about 8 pixels each)."""
+    tiles = max(2, min(first.shape) // 8)
+    rows, cols = np.indices(first.shape)
+    board = ((rows * tiles // first.shape[0] + cols * tiles // first.shape[1]) % 2).astype(bool)
+    return np.where(board, first, second)
+
+
+def _overlay_title(ras: bool, volume: bool, labels: bool) -> str:
+    """The overlay's title: orientation, which slice, what the contours and colours mean."""
+    note = "radiological: patient's right on the left" if ras else "rows = array axis 0, columns = axis 1"
+    note += "; middle slice along the last axis" if volume else ""
+    if labels:
+        note += "; contours: fixed labels yellow, warped labels red"
+    return f"cover register ({note}; field hue = direction, saturation = length)"
+
+
 def plot_registration(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -287,10 +308,7 @@ def plot_registration(
 
     f2, m2, w2 = _display(fixed, ras), _display(moving, ras), _display(warped, ras)
     plane = _display_field(field, ras)
-    tiles = max(2, min(f2.shape) // 8)
-    rows, cols = np.indices(f2.shape)
-    board = ((rows * tiles // f2.shape[0] + cols * tiles // f2.shape[1]) % 2).astype(bool)
-    checker = np.where(board, f2, w2)
+    checker = _checkerboard(f2, w2)
     norm = float(np.hypot(plane[0], plane[1]).max()) or 1.0
     panels = [
         ("fixed", f2, "gray"),
@@ -316,17 +334,230 @@ def plot_registration(
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    note = "radiological: patient's right on the left" if ras else "rows = array axis 0, columns = axis 1"
-    note += "; middle slice along the last axis" if fixed.ndim == 3 else ""
-    if labels is not None:
-        note += "; contours: fixed labels yellow, warped labels red"
-    fig.suptitle(f"cover register ({note}; field hue = direction, saturation = length)", fontsize=8)
+    fig.suptitle(_overlay_title(ras, fixed.ndim == 3, labels is not None), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-# -------------------------------------------------------------------------- API
+# ------------------------------------------------------------------------- load
+
+
+@dataclass
+class RegistrationPair:
+    """The fixed and moving images (and label maps) read, normalised and placed in the fixed grid.
+
+    Arrays are in the fixed record's array axis order, ``S`` its spatial size.
+
+    Attributes:
+        fixed: Fixed record.
+        moving: Moving record.
+        placement: How the fixed record maps onto the network's spatial dimensions.
+        presets: Intensity preset applied to each image, ``{"fixed": ..., "moving": ...}``.
+        fixed_image: ``(C, *S)`` normalised fixed image.
+        moving_image: ``(C, *S)`` normalised moving image in the fixed grid (linear).
+        moving_raw: ``(C, *S)`` moving image's own values in the fixed grid (linear).
+        moving_labels: ``(1, *S)`` float32 moving labels in the fixed grid (nearest), or ``None``.
+        fixed_labels: ``(1, *S)`` float32 fixed labels, or ``None``.
+    """
+
+    fixed: ImageRecord
+    moving: ImageRecord
+    placement: Placement
+    presets: dict[str, str]
+    fixed_image: np.ndarray
+    moving_image: np.ndarray
+    moving_raw: np.ndarray
+    moving_labels: np.ndarray | None = None
+    fixed_labels: np.ndarray | None = None
+
+    def on_network_grid(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
+        """``(C, *S)`` array -> ``(1, C, *S_network)`` float tensor on ``device`` (2D slices squeezed)."""
+        return torch.from_numpy(self.placement.to_network(array))[None].float().to(device)
+
+
+def read_pair(fixed: str, moving: str, metadata: dict[str, Any]) -> RegistrationPair:
+    """Read both images, normalise each with the checkpoint's preset, place the moving one in the fixed grid.
+
+    Args:
+        fixed: Fixed image path.
+        moving: Moving image path.
+        metadata: The checkpoint's metadata (``spatial_dims``, ``in_channels``, ``data.preset``).
+
+    Returns:
+        The pair, without label maps.
+
+    Raises:
+        DataError: An image's channels or dimension do not fit the checkpoint.
+    """
+    from cover.data.presets import normalize
+    from cover.downstream.loading import resolve_preset
+
+    ndim = int(metadata["spatial_dims"])
+    in_channels = int(metadata.get("in_channels", 1))
+    fixed_rec = read_image(fixed, channels=in_channels > 1)
+    moving_rec = read_image(moving, channels=in_channels > 1)
+    for record in (fixed_rec, moving_rec):
+        if record.channels != in_channels:
+            raise DataError(f"{record.path}: has {record.channels} channels; the checkpoint expects {in_channels}")
+    placement = placement_for(fixed_rec, ndim)
+    placement_for(moving_rec, ndim)  # the moving image must fit the checkpoint's dimension too
+
+    # Intensities: the checkpoint's preset (per file from its modality when it used "auto").
+    preset = (metadata.get("data") or {}).get("preset")
+    presets = {}
+    normalised = {}
+    for role, record in (("fixed", fixed_rec), ("moving", moving_rec)):
+        chosen = resolve_preset(preset, record)
+        presets[role] = chosen
+        normalised[role] = normalize(record.array, chosen)
+    return RegistrationPair(
+        fixed=fixed_rec,
+        moving=moving_rec,
+        placement=placement,
+        presets=presets,
+        fixed_image=normalised["fixed"],
+        moving_image=to_fixed_grid(normalised["moving"], moving_rec, fixed_rec),
+        moving_raw=to_fixed_grid(moving_rec.array, moving_rec, fixed_rec),
+    )
+
+
+def read_labels(pair: RegistrationPair, moving_labels: str | None, fixed_labels: str | None) -> None:
+    """Read the label maps into ``pair`` (the moving ones placed in the fixed grid, nearest neighbour).
+
+    Args:
+        pair: The images the label maps belong to; its ``moving_labels``/``fixed_labels`` are set.
+        moving_labels: Label map on the moving image's grid, or ``None``.
+        fixed_labels: Label map on the fixed image's grid, or ``None``.
+    """
+    from cover.downstream.loading import read_label_map
+
+    if moving_labels:
+        values = read_label_map(moving_labels, pair.moving)[None].astype(np.float32)
+        pair.moving_labels = to_fixed_grid(values, pair.moving, pair.fixed, mode="nearest")
+    if fixed_labels:
+        pair.fixed_labels = read_label_map(fixed_labels, pair.fixed)[None].astype(np.float32)
+
+
+@dataclass
+class WorkingGrid:
+    """The grid the network sees: the fixed image's, resampled to the checkpoint's voxel spacing.
+
+    Attributes:
+        size: Fixed image's spatial size on the network's axes.
+        spacing: Its voxel spacing (1.0 per axis for plain images).
+        target: The checkpoint's voxel spacing, or ``None`` when it records none.
+        physical: ``spacing`` comes from a header with geometry.
+        work: The working size (``size`` when no resampling applies).
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    target: tuple[float, ...] | None
+    physical: bool
+    work: tuple[int, ...]
+
+
+def working_grid(pair: RegistrationPair, size: tuple[int, ...], metadata: dict[str, Any]) -> WorkingGrid:
+    """The working grid of a pair whose fixed image has network-grid size ``size``.
+
+    Args:
+        pair: The images (the fixed record gives spacing and format).
+        size: Fixed image's spatial size on the network's axes.
+        metadata: The checkpoint's metadata (its ``data.spacing``).
+
+    Returns:
+        The grid.
+    """
+    spacing = pair.placement.spacing(pair.fixed)
+    target = target_spacing(metadata, len(size))
+    physical = pair.fixed.format in GEOMETRY_FORMATS
+    return WorkingGrid(size, spacing, target, physical, working_size(size, spacing, target, physical))
+
+
+# ------------------------------------------------------------------ align, refine
+
+
+@dataclass
+class Alignment:
+    """The network's field on the working grid, after the optional affine pre-alignment.
+
+    Attributes:
+        phi: ``(1, ndim, *S)`` field with ``warp(moving, phi) ≈ fixed`` (affine included).
+        matrix: ``(ndim, ndim)`` affine matrix, or ``None`` without pre-alignment.
+        translation: ``(ndim,)`` affine translation in voxels, or ``None``.
+        pads: Zero padding per axis added for the network, ``(before, after)``.
+    """
+
+    phi: torch.Tensor
+    matrix: torch.Tensor | None
+    translation: torch.Tensor | None
+    pads: list[tuple[int, int]]
+
+
+def align(
+    model: torch.nn.Module,
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    divisor: int,
+    affine_steps: int | None,
+    kernel: int,
+) -> Alignment:
+    """Optional affine pre-alignment, then the network's field.
+
+    Args:
+        model: COVER model with ``predict_field``.
+        fixed: ``(1, C, *S)`` normalised fixed image on the working grid.
+        moving: ``(1, C, *S)`` normalised moving image on the same grid.
+        divisor: The backbone's size divisor (inputs are zero-padded to multiples of it).
+        affine_steps: Adam steps of the affine fit; ``None``: no affine pre-alignment.
+        kernel: Window of the affine fit's local normalised cross correlation.
+
+    Returns:
+        The field (affine then network) and the affine's parameters.
+    """
+    matrix = translation = None
+    moving_in = moving
+    if affine_steps is not None:
+        matrix, translation = fit_affine(fixed, moving, affine_steps, kernel=kernel)
+        moving_in = warp(moving, affine_field(matrix[None], translation[None], fixed.shape[2:]))
+    fixed_p, pads = pad_to_multiple(fixed, divisor)
+    moving_p, _ = pad_to_multiple(moving_in, divisor)
+    with torch.no_grad():
+        phi = crop_padding(model.predict_field(moving_p, fixed_p), pads)
+    if matrix is not None:
+        phi = affine_then(matrix, translation, phi)
+    return Alignment(phi, matrix, translation, pads)
+
+
+def refine(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    phi: torch.Tensor,
+    steps: int,
+    lr: float,
+    kernel: int,
+    smoothness: float,
+    grid: int,
+) -> tuple[torch.Tensor, list[float]]:
+    """Per-pair refinement of a field (:func:`cover.registration.fit.refine_field`); none when ``steps`` is 0.
+
+    Args:
+        fixed: ``(1, C, *S)`` normalised fixed image on the working grid.
+        moving: ``(1, C, *S)`` normalised moving image on the same grid.
+        phi: ``(1, ndim, *S)`` starting field.
+        steps: Adam steps (0: ``phi`` is returned as it is).
+        lr: Adam learning rate, in voxels.
+        kernel: Window of the local normalised cross correlation.
+        smoothness: Weight of the diffusion regulariser.
+        grid: Coarsening factor of the refined field's grid.
+
+    Returns:
+        ``(phi (1, ndim, *S), loss per step)``.
+    """
+    if steps <= 0:
+        return phi, []
+    return refine_field(fixed, moving, phi, steps, lr=lr, kernel=kernel, smoothness=smoothness, grid=grid)
 
 
 def network_field(
@@ -345,30 +576,169 @@ def network_field(
         ``(phi (1, ndim, *S) with warp(moving, phi) ≈ fixed, affine matrix or None, affine
         translation or None, padding per axis, refinement losses)``.
     """
-    matrix = translation = None
-    moving_in = moving
-    if config.affine:
-        matrix, translation = fit_affine(fixed, moving, config.affine_steps, kernel=config.refine_kernel)
-        moving_in = warp(moving, affine_field(matrix[None], translation[None], fixed.shape[2:]))
-    fixed_p, pads = pad_to_multiple(fixed, divisor)
-    moving_p, _ = pad_to_multiple(moving_in, divisor)
-    with torch.no_grad():
-        phi = crop_padding(model.predict_field(moving_p, fixed_p), pads)
-    if matrix is not None:
-        phi = affine_then(matrix, translation, phi)
-    losses: list[float] = []
-    if config.refine_steps > 0:
-        phi, losses = refine_field(
-            fixed,
-            moving,
-            phi,
-            config.refine_steps,
-            lr=config.refine_lr,
-            kernel=config.refine_kernel,
-            smoothness=config.refine_smoothness,
-            grid=config.refine_grid,
-        )
-    return phi, matrix, translation, pads, losses
+    aligned = align(model, fixed, moving, divisor, _affine_steps(config), config.refine_kernel)
+    phi, losses = _refine_with(config, fixed, moving, aligned.phi)
+    return phi, aligned.matrix, aligned.translation, aligned.pads, losses
+
+
+def _affine_steps(config: RegisterConfig) -> int | None:
+    """The affine fit's steps, or ``None`` when the config asks for no pre-alignment."""
+    return config.affine_steps if config.affine else None
+
+
+def _refine_with(
+    config: RegisterConfig, fixed: torch.Tensor, moving: torch.Tensor, phi: torch.Tensor
+) -> tuple[torch.Tensor, list[float]]:
+    """:func:`refine` with the config's ``refine_*`` settings."""
+    return refine(
+        fixed,
+        moving,
+        phi,
+        config.refine_steps,
+        lr=config.refine_lr,
+        kernel=config.refine_kernel,
+        smoothness=config.refine_smoothness,
+        grid=config.refine_grid,
+    )
+
+
+# -------------------------------------------------------------------------- write
+
+
+def field_in_record_axes(phi: np.ndarray, pair: RegistrationPair) -> np.ndarray:
+    """A field on the network's axes as one on the fixed record's (a squeezed axis gets a zero component).
+
+    Args:
+        phi: ``(ndim, *S_network)`` displacements in voxels.
+        pair: The images (the fixed record and its placement).
+
+    Returns:
+        ``(ndim_record, *S_record)`` float32 displacements, record axis order.
+    """
+    placement, record = pair.placement, pair.fixed
+    field = np.zeros((record.spatial_dims, *phi.shape[1:]), dtype=np.float32)
+    axes = [a for a in range(record.spatial_dims) if a != placement.squeeze_axis]
+    field[axes] = phi
+    return placement.to_record(field)
+
+
+def write_warped_moving(phi: torch.Tensor, pair: RegistrationPair, out: Path) -> str:
+    """Warp the moving image's own values (linear) and write them in the fixed image's format and geometry.
+
+    Args:
+        phi: ``(1, ndim, *S)`` field on the fixed image's network grid (and its device).
+        pair: The images.
+        out: Output folder.
+
+    Returns:
+        The written file's name.
+    """
+    moving = pair.on_network_grid(pair.moving_raw, phi.device)
+    warped = pair.placement.to_record(warp(moving, phi)[0].cpu().numpy())
+    name = _output_name("warped_moving", pair.fixed)
+    write_like(_fit_format(warped, pair.fixed, labels=False), pair.fixed, out / name)
+    return name
+
+
+def write_warped_labels(phi: torch.Tensor, pair: RegistrationPair, out: Path) -> tuple[np.ndarray, str]:
+    """Warp the moving labels (nearest) and write them in the fixed image's format and geometry.
+
+    Args:
+        phi: ``(1, ndim, *S)`` field on the fixed image's network grid (and its device).
+        pair: The images, with ``moving_labels``.
+        out: Output folder.
+
+    Returns:
+        ``(warped labels (*S) int64 on the network grid, the written file's name)``.
+    """
+    labels = pair.on_network_grid(pair.moving_labels, phi.device)
+    warped = np.rint(warp(labels, phi, mode="nearest")[0, 0].cpu().numpy()).astype(np.int64)
+    name = _output_name("warped_moving_labels", pair.fixed)
+    write_like(_fit_format(pair.placement.to_record(warped[None]), pair.fixed, labels=True), pair.fixed, out / name)
+    return warped, name
+
+
+def dice_before_after(pair: RegistrationPair, warped_labels: np.ndarray) -> dict[str, Any]:
+    """Dice per label of the moving labels against the fixed ones, before and after warping.
+
+    Args:
+        pair: The images, with both label maps.
+        warped_labels: ``(*S)`` warped moving labels on the network grid.
+
+    Returns:
+        ``dice_before``, ``dice_after`` (per label present in either map) and their means.
+    """
+    before = np.rint(pair.placement.to_network(pair.moving_labels)[0]).astype(np.int64)
+    reference = np.rint(pair.placement.to_network(pair.fixed_labels)[0]).astype(np.int64)
+    present = sorted(int(k) for k in set(np.unique(reference)) | set(np.unique(before)) if k != 0)
+    metrics = {
+        "dice_before": dice_per_label(before, reference, present),
+        "dice_after": dice_per_label(warped_labels, reference, present),
+    }
+    for key in ("before", "after"):
+        metrics[f"mean_dice_{key}"] = mean_score(metrics[f"dice_{key}"])
+    return metrics
+
+
+def _field_description(path: Path) -> dict[str, Any]:
+    """What ``metrics.json`` says about the written field file."""
+    return {
+        "file": path.name,
+        "shape": list(np.load(path, mmap_mode="r").shape),
+        "channels": "displacement along array axis k of the fixed image file as stored (its own voxel "
+        "order; (rows, cols) for plain 2D images)",
+        "units": "voxels of the fixed image's grid",
+        "meaning": "moving content for fixed voxel p is at fixed-grid coordinate p + phi(p)",
+    }
+
+
+def _preprocessing(pair: RegistrationPair, grid: WorkingGrid, pads: list[tuple[int, int]]) -> dict[str, Any]:
+    """What ``metrics.json`` says about presets, grids and padding."""
+    return {
+        "preset": pair.presets,
+        "fixed_size": list(grid.size),
+        "fixed_spacing": list(grid.spacing),
+        "checkpoint_spacing": list(grid.target) if grid.target else None,
+        "spacing_is_physical": grid.physical,
+        "working_size": list(grid.work),
+        "padding": [list(p) for p in pads],
+        "moving_resampled_to_fixed_grid": not same_grid(pair.fixed, pair.moving),
+    }
+
+
+def _affine_description(aligned: Alignment) -> dict[str, Any] | None:
+    """What ``metrics.json`` says about the affine pre-alignment (``None`` without one)."""
+    if aligned.matrix is None:
+        return None
+    return {
+        "matrix": aligned.matrix.cpu().tolist(),
+        "translation_voxels": aligned.translation.cpu().tolist(),
+        "about": "grid centre",
+    }
+
+
+def _quality(
+    fixed: torch.Tensor, moving: torch.Tensor, warped: np.ndarray, phi: np.ndarray, jacobian: np.ndarray
+) -> dict[str, float]:
+    """Folding, displacement and image correlation before and after warping.
+
+    Args:
+        fixed: ``(1, C, *S)`` normalised fixed image.
+        moving: ``(1, C, *S)`` normalised moving image in the fixed grid.
+        warped: ``(C, *S)`` normalised warped moving image.
+        phi: ``(ndim, *S)`` field in voxels.
+        jacobian: ``(*S)`` Jacobian determinant of the field.
+    """
+    return {
+        "nonpositive_jacobian_percent": float(100.0 * (jacobian <= 0).mean()),
+        "jacobian_min": float(jacobian.min()),
+        "mean_displacement_voxels": float(np.linalg.norm(phi, axis=0).mean()),
+        "correlation_before": correlation(fixed[0].cpu().numpy(), moving[0].cpu().numpy()),
+        "correlation_after": correlation(fixed[0].cpu().numpy(), warped),
+    }
+
+
+# -------------------------------------------------------------------------- API
 
 
 def register(
@@ -423,12 +793,6 @@ def register(
         >>> metrics["field"]["shape"], metrics["files"][:3]
         ([2, 32, 32], ['field.npy', 'warped_moving.png', 'warped_moving_labels.png'])
     """
-    from cover.data.presets import normalize
-    from cover.downstream.figures import is_ras
-    from cover.downstream.loading import read_label_map, resolve_preset
-    from cover.downstream.outputs import prepare_output
-    from cover.engine.distributed import resolve_device
-
     values = {
         "checkpoint": str(checkpoint),
         "fixed": str(fixed),
@@ -441,150 +805,113 @@ def register(
         "device": device,
         **options,
     }
-    config = resolve_register_config(values)
-    tic = time.monotonic()
-    torch_device = resolve_device(config.device)
-    model, metadata, checkpoint_file = load_vector_model(config.checkpoint, torch_device)
-    ndim = int(metadata["spatial_dims"])
-    in_channels = int(metadata.get("in_channels", 1))
-    fixed_rec = read_image(config.fixed, channels=in_channels > 1)
-    moving_rec = read_image(config.moving, channels=in_channels > 1)
-    for record in (fixed_rec, moving_rec):
-        if record.channels != in_channels:
-            raise DataError(f"{record.path}: has {record.channels} channels; the checkpoint expects {in_channels}")
-    place_f = placement_for(fixed_rec, ndim)
-    placement_for(moving_rec, ndim)
+    return run_registration(resolve_register_config(values))
 
-    # Intensities: the checkpoint's preset (per file from its modality when it used "auto").
-    preset = (metadata.get("data") or {}).get("preset")
-    presets = {}
-    normalised = {}
-    for role, record in (("fixed", fixed_rec), ("moving", moving_rec)):
-        chosen = resolve_preset(preset, record)
-        presets[role] = chosen
-        normalised[role] = normalize(record.array, chosen)
-    moving_raw = to_fixed_grid(moving_rec.array, moving_rec, fixed_rec)
-    moving_norm = to_fixed_grid(normalised["moving"], moving_rec, fixed_rec)
-    labels_moving = labels_fixed = None
-    if config.moving_labels:
-        values_m = read_label_map(config.moving_labels, moving_rec)[None].astype(np.float32)
-        labels_moving = to_fixed_grid(values_m, moving_rec, fixed_rec, mode="nearest")
-    if config.fixed_labels:
-        labels_fixed = read_label_map(config.fixed_labels, fixed_rec)[None].astype(np.float32)
+
+def run_registration(config: RegisterConfig) -> dict[str, Any]:
+    """Register with a resolved config: load, align, refine, write (see :func:`register`).
+
+    Args:
+        config: The validated settings.
+
+    Returns:
+        The content of ``metrics.json`` (see :func:`register`).
+    """
+    from cover.downstream.outputs import prepare_output
+    from cover.engine.distributed import resolve_device
+
+    tic = time.monotonic()
+    device = resolve_device(config.device)
+    model, metadata, checkpoint_file = load_vector_model(config.checkpoint, device)
+    pair = read_pair(config.fixed, config.moving, metadata)
+    read_labels(pair, config.moving_labels, config.fixed_labels)
     out_dir = prepare_output(config.out, config.overwrite, "register")
     save_yaml(config, out_dir / "config.yaml")
 
-    # Network grid: squeeze, resample to the checkpoint spacing, pad.
-    fixed_t = torch.from_numpy(place_f.to_network(normalised["fixed"]))[None].float().to(torch_device)
-    moving_t = torch.from_numpy(place_f.to_network(moving_norm))[None].float().to(torch_device)
-    size = tuple(fixed_t.shape[2:])
-    spacing = place_f.spacing(fixed_rec)
-    target = target_spacing(metadata, ndim)
-    physical = fixed_rec.format in GEOMETRY_FORMATS
-    work = working_size(size, spacing, target, physical)
-    fixed_w, moving_w = resize_linear(fixed_t, work), resize_linear(moving_t, work)
-
-    phi, matrix, translation, pads, refine_losses = network_field(
-        model, fixed_w, moving_w, config, int(metadata.get("divisor", 16))
+    # Network grid: squeeze, resample to the checkpoint spacing, align, refine, back to the fixed grid.
+    fixed_t = pair.on_network_grid(pair.fixed_image, device)
+    moving_t = pair.on_network_grid(pair.moving_image, device)
+    grid = working_grid(pair, tuple(fixed_t.shape[2:]), metadata)
+    fixed_w, moving_w = resize_linear(fixed_t, grid.work), resize_linear(moving_t, grid.work)
+    aligned = align(
+        model, fixed_w, moving_w, int(metadata.get("divisor", 16)), _affine_steps(config), config.refine_kernel
     )
+    phi, refine_losses = _refine_with(config, fixed_w, moving_w, aligned.phi)
+    phi = resize_field(phi, grid.size) if grid.work != grid.size else phi
 
-    # Back to the fixed image's grid.
-    phi = resize_field(phi, size) if work != size else phi
-    warped_norm = warp(moving_t, phi)[0].cpu().numpy()
-    phi_np = phi[0].cpu().numpy()
-    jacobian = field_jacobian_determinant(phi)[0].cpu().numpy()
-    moving_raw_t = torch.from_numpy(place_f.to_network(moving_raw))[None].float().to(torch_device)
-    warped_raw = place_f.to_record(warp(moving_raw_t, phi)[0].cpu().numpy())
-    field_record = np.zeros((fixed_rec.spatial_dims, *size), dtype=np.float32)
-    axes = [a for a in range(fixed_rec.spatial_dims) if a != place_f.squeeze_axis]
-    field_record[axes] = phi_np
-    field_record = place_f.to_record(field_record)
-
-    files = write_field(field_record, fixed_rec, out_dir)
-    name = _output_name("warped_moving", fixed_rec)
-    write_like(_fit_format(warped_raw, fixed_rec, labels=False), fixed_rec, out_dir / name)
-    files.append(name)
-    metrics: dict[str, Any] = {
+    files = write_field(field_in_record_axes(phi[0].cpu().numpy(), pair), pair.fixed, out_dir)
+    files.append(write_warped_moving(phi, pair, out_dir))
+    metrics = {
         "checkpoint": str(checkpoint_file),
-        "fixed": str(fixed_rec.path),
-        "moving": str(moving_rec.path),
-        "spatial_dims": ndim,
-        "field": {
-            "file": files[0],
-            "shape": list(np.load(out_dir / files[0], mmap_mode="r").shape),
-            "channels": "displacement along array axis k of the fixed image file as stored (its own voxel "
-            "order; (rows, cols) for plain 2D images)",
-            "units": "voxels of the fixed image's grid",
-            "meaning": "moving content for fixed voxel p is at fixed-grid coordinate p + phi(p)",
-        },
-        "preprocessing": {
-            "preset": presets,
-            "fixed_size": list(size),
-            "fixed_spacing": list(spacing),
-            "checkpoint_spacing": list(target) if target else None,
-            "spacing_is_physical": physical,
-            "working_size": list(work),
-            "padding": [list(p) for p in pads],
-            "moving_resampled_to_fixed_grid": not same_grid(fixed_rec, moving_rec),
-        },
-        "affine": None
-        if matrix is None
-        else {
-            "matrix": matrix.cpu().tolist(),
-            "translation_voxels": translation.cpu().tolist(),
-            "about": "grid centre",
-        },
+        "fixed": str(pair.fixed.path),
+        "moving": str(pair.moving.path),
+        "spatial_dims": int(metadata["spatial_dims"]),
+        "field": _field_description(out_dir / files[0]),
+        "preprocessing": _preprocessing(pair, grid, aligned.pads),
+        "affine": _affine_description(aligned),
         "refine_steps": config.refine_steps,
         "refine_loss_first_last": [refine_losses[0], refine_losses[-1]] if refine_losses else None,
-        "nonpositive_jacobian_percent": float(100.0 * (jacobian <= 0).mean()),
-        "jacobian_min": float(jacobian.min()),
-        "mean_displacement_voxels": float(np.linalg.norm(phi_np, axis=0).mean()),
-        "correlation_before": correlation(fixed_t[0].cpu().numpy(), moving_t[0].cpu().numpy()),
-        "correlation_after": correlation(fixed_t[0].cpu().numpy(), warped_norm),
     }
-    warped_labels = None
-    if labels_moving is not None:
-        labels_t = torch.from_numpy(place_f.to_network(labels_moving))[None].float().to(torch_device)
-        warped_labels = np.rint(warp(labels_t, phi, mode="nearest")[0, 0].cpu().numpy()).astype(np.int64)
-        name = _output_name("warped_moving_labels", fixed_rec)
-        write_like(
-            _fit_format(place_f.to_record(warped_labels[None]), fixed_rec, labels=True), fixed_rec, out_dir / name
-        )
-        files.append(name)
-        if labels_fixed is not None:
-            before = np.rint(place_f.to_network(labels_moving)[0]).astype(np.int64)
-            reference = np.rint(place_f.to_network(labels_fixed)[0]).astype(np.int64)
-            present = sorted(int(k) for k in set(np.unique(reference)) | set(np.unique(before)) if k != 0)
-            metrics["dice_before"] = dice_per_label(before, reference, present)
-            metrics["dice_after"] = dice_per_label(warped_labels, reference, present)
-            for key in ("before", "after"):
-                metrics[f"mean_dice_{key}"] = mean_score(metrics[f"dice_{key}"])
-    elif labels_fixed is not None:
-        metrics["dice_note"] = "Dice needs --moving-labels as well as --fixed-labels"
-    plot_registration(
-        fixed_t[0, 0].cpu().numpy(),
-        moving_t[0, 0].cpu().numpy(),
-        warped_norm[0],
-        phi_np,
-        jacobian,
-        out_dir / "overlay.png",
-        ras=is_ras(fixed_rec),
-        labels=None
-        if warped_labels is None or labels_fixed is None
-        else (place_f.to_network(labels_fixed)[0], warped_labels),
-    )
-    files += ["overlay.png", "metrics.json", "config.yaml"]
+    scores, written = _score_labels_and_draw(phi, fixed_t, moving_t, pair, out_dir)
+    metrics.update(scores)
+    files += [*written, "overlay.png", "metrics.json", "config.yaml"]
     metrics["files"] = files
     metrics["seconds"] = round(time.monotonic() - tic, 2)
     (out_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     return metrics
 
 
+def _score_labels_and_draw(
+    phi: torch.Tensor, fixed: torch.Tensor, moving: torch.Tensor, pair: RegistrationPair, out: Path
+) -> tuple[dict[str, Any], list[str]]:
+    """Score the field, warp and write the labels (Dice when both maps are given), draw ``overlay.png``.
+
+    Args:
+        phi: ``(1, ndim, *S)`` field on the fixed image's network grid.
+        fixed: ``(1, C, *S)`` normalised fixed image.
+        moving: ``(1, C, *S)`` normalised moving image in the fixed grid.
+        pair: The images and label maps.
+        out: Output folder.
+
+    Returns:
+        ``(metrics, written)``: :func:`_quality`'s entries and the Dice entries (or a note why
+        there are none), and the warped labels' file name when there are moving labels.
+    """
+    from cover.downstream.figures import is_ras
+
+    warped = warp(moving, phi)[0].cpu().numpy()
+    phi_np = phi[0].cpu().numpy()
+    jacobian = field_jacobian_determinant(phi)[0].cpu().numpy()
+    metrics: dict[str, Any] = _quality(fixed, moving, warped, phi_np, jacobian)
+    files, shown = [], None
+    if pair.moving_labels is not None:
+        warped_labels, name = write_warped_labels(phi, pair, out)
+        files.append(name)
+        if pair.fixed_labels is not None:
+            metrics.update(dice_before_after(pair, warped_labels))
+            shown = (pair.placement.to_network(pair.fixed_labels)[0], warped_labels)
+    elif pair.fixed_labels is not None:
+        metrics["dice_note"] = "Dice needs --moving-labels as well as --fixed-labels"
+    fixed_np, moving_np = fixed[0, 0].cpu().numpy(), moving[0, 0].cpu().numpy()
+    ras = is_ras(pair.fixed)
+    plot_registration(fixed_np, moving_np, warped[0], phi_np, jacobian, out / "overlay.png", labels=shown, ras=ras)
+    return metrics, files
+
+
 __all__ = [
+    "Alignment",
     "RegisterConfig",
+    "RegistrationPair",
+    "WorkingGrid",
+    "align",
     "dice_per_label",
     "load_vector_model",
     "network_field",
+    "read_labels",
+    "read_pair",
+    "refine",
     "register",
     "resolve_register_config",
+    "run_registration",
+    "working_grid",
 ]

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from _support.tasks import write_task
-from cover.benchmark.config import PRESETS, resolve_benchmark_config
-from cover.benchmark.report import aggregate, dice_table
-from cover.benchmark.runner import benchmark
+from cover.benchmarking.config import PRESETS, resolve_benchmark_config
+from cover.benchmarking.report import aggregate, dice_table
+from cover.benchmarking.runner import benchmark
 from cover.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
@@ -308,7 +308,7 @@ def test_cells_record_what_stopped_them_and_the_report_warns_about_the_cap(tmp_p
     assert (rows["2"]["stopped_by"], rows["2"]["best_step"], rows["2"]["steps"]) == ("patience", "1", "3")
     cell = json.loads((out / "cells" / "blobs__scratch__n2__seed0.json").read_text())
     assert cell["stopped_by"] == "patience" and cell["best_step"] == cell["tested_step"] == 1
-    warnings = [r.getMessage() for r in caplog.records if r.name == "cover.benchmark.runner"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cover.benchmarking.runner"]
     assert warnings == ["benchmark: blobs scratch n=1 seed=0 hit the step cap (3 steps, best validation at step 3): "
                         "it may not have converged; raise finetune.steps"]  # fmt: skip
     report = (out / "results.md").read_text()

@@ -1,6 +1,6 @@
 """What ``cover benchmark`` checks in the data before any work starts.
 
-:func:`cover.benchmark.config.validate_benchmark_config` checks the configuration (every
+:func:`cover.benchmarking.config.validate_benchmark_config` checks the configuration (every
 section's keys, each pretraining and fine-tuning run's resolved settings) without reading a
 file. :func:`check_data` then reads what the runs will read, so a mistake in a user task is
 reported before minutes of pretraining instead of in its first cell: every training and test
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from cover.benchmark.config import PRETRAIN_SECTIONS, BenchmarkConfig
-from cover.benchmark.tasks import TaskConfig
+from cover.benchmarking.config import PRETRAIN_SECTIONS, BenchmarkConfig
+from cover.benchmarking.tasks import TaskConfig
 from cover.data.labels import count_classes
 from cover.data.readers import detect_format
 from cover.data.record import data_error

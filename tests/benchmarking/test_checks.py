@@ -8,7 +8,7 @@ from PIL import Image
 
 import cover.pretraining.pretrain as pretrain_module
 from _support.tasks import write_task
-from cover.benchmark.runner import benchmark
+from cover.benchmarking.runner import benchmark
 from cover.errors import ConfigError, CoverError, DataError
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cover.benchmark.tasks import TaskConfig, resolve_task
+from cover.benchmarking.tasks import TaskConfig, resolve_task
 from cover.config import (
     ModelConfig,
     PretrainConfig,
@@ -179,7 +179,7 @@ class BenchmarkConfig:
         steps_per_case: Fine-tuning steps per labeled case: a cell with budget ``n`` trains
             ``max(finetune.steps, steps_per_case * n)`` steps, so larger budgets are not cut
             short (0: ``finetune.steps`` for every budget).
-        tasks: Task entries (:class:`cover.benchmark.tasks.TaskConfig` keys).
+        tasks: Task entries (:class:`cover.benchmarking.tasks.TaskConfig` keys).
         analyze: Options of :func:`cover.analysis.analyze.analyze` for the feature analysis
             of each method (``false`` to skip it).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.

@@ -17,7 +17,7 @@ matches, resumes an interrupted pretraining or fine-tuning from its checkpoint
 ``out``). A unit that failed or was interrupted is recorded as such (``failed`` with its error,
 ``interrupted``); when a corrected rerun changes its settings it is redone from the start, its
 earlier run folder moved aside (``NAME.superseded``, never deleted) with a warning naming it.
-Before any work, :func:`cover.benchmark.checks.check_data` reads every user task's files.
+Before any work, :func:`cover.benchmarking.checks.check_data` reads every user task's files.
 SIGTERM/SIGINT inside a training run checkpoint it; between training runs the benchmark
 stops after the current unit; either way it exits with the command that continues.
 
@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
-from cover.benchmark.checks import check_data
-from cover.benchmark.config import (
+from cover.benchmarking.checks import check_data
+from cover.benchmarking.config import (
     BenchmarkConfig,
     finetune_values,
     model_options,
@@ -53,7 +53,7 @@ from cover.benchmark.config import (
     resolve_benchmark_config,
     resolved_pretraining,
 )
-from cover.benchmark.report import (
+from cover.benchmarking.report import (
     DICE_NOTE,
     aggregate,
     analysis_table,
@@ -63,7 +63,7 @@ from cover.benchmark.report import (
     stop_table,
     write_csv,
 )
-from cover.benchmark.tasks import TaskConfig, describe_task, task_data
+from cover.benchmarking.tasks import TaskConfig, describe_task, task_data
 from cover.config import save_yaml, to_dict
 from cover.engine.guards import StopSignals
 from cover.errors import ConfigError, TrainingInterrupted
@@ -392,70 +392,118 @@ def _write_report(
     command: str,
     seconds: float,
 ) -> dict[str, Any]:
-    from cover.analysis.feature_figures import plot_neighbour_similarity
-
+    """Write ``results.csv``, the figures and ``results.md``; the summary :func:`benchmark` returns."""
     methods = list(config.methods)
     stats = aggregate(cells)
     write_csv(cells, out / "results.csv")
-    plot_label_efficiency(stats, methods, [t.name for t in tasks], out / "label_efficiency.png")
+    _write_figures(stats, analyses, methods, [t.name for t in tasks], out)
+    columns = [(t.name, b) for t in tasks for b in sorted(t.budgets)]
+    expected = len(columns) * len(methods) * len(config.seeds)
+    compute = (sum(p["seconds"] for p in pretrains.values()), sum(c.get("seconds", 0) for c in cells))
+    lines = [
+        *_header_lines(config, command, seconds, compute, f"{len(cells)} of {expected}"),
+        *_dice_lines(stats, methods, columns),
+        *(_stop_lines(cells, methods, columns) if any("stopped_by" in c for c in cells) else []),
+        *(_analysis_lines(analyses, methods) if analyses else []),
+        *_pretraining_lines(pretrains),
+        *["## What these tasks are", "", *[f"- {describe_task(t, datas[t.name])}" for t in tasks], ""],
+    ]
+    (out / "results.md").write_text("\n".join(lines))
+    keys = ("intra", "inter", "intra_over_inter", "same_class_neighbour_similarity_1px")
+    return {
+        "results": {f"{t}|n={b}|{m}": v for (t, b, m), v in stats.items()},
+        "analysis": {m: {k: a[k] for k in keys} for m, a in analyses.items()},
+        "cells": len(cells),
+        "expected_cells": expected,
+    }
+
+
+def _write_figures(
+    stats: dict[tuple[str, int, str], dict[str, Any]],
+    analyses: dict[str, dict[str, Any]],
+    methods: list[str],
+    task_names: list[str],
+    out: Path,
+) -> None:
+    """``label_efficiency.png`` and, with analyses, ``neighbour_similarity.png`` (every method's curve)."""
+    from cover.analysis.feature_figures import plot_neighbour_similarity
+
+    plot_label_efficiency(stats, methods, task_names, out / "label_efficiency.png")
     if analyses:
         curves = {m: analyses[m]["neighbour_similarity"] for m in methods if m in analyses}
         random_same = {m: analyses[m]["random_same_class_similarity"] for m in methods if m in analyses}
         plot_neighbour_similarity(curves, out / "neighbour_similarity.png", random_same)
-    columns = [(t.name, b) for t in tasks for b in sorted(t.budgets)]
-    expected = len(columns) * len(methods) * len(config.seeds)
-    pre = {**config.pretrain}
+
+
+def _header_lines(
+    config: BenchmarkConfig, command: str, seconds: float, compute: tuple[float, float], finished: str
+) -> list[str]:
+    """The title and the run's facts: command, machine, time, cells, settings, seeds, notes.
+
+    Args:
+        config: The benchmark's settings.
+        command: The command that ran.
+        seconds: This invocation's wall time.
+        compute: Recorded seconds of pretraining and of fine-tuning + testing (reused work included).
+        finished: ``"N of M"`` cells.
+    """
     lines = [
         f"# cover benchmark{f' (preset {config.preset})' if config.preset else ''}",
         "",
         f"- command: `{command}`",
         f"- machine: {_machine(config)}",
         f"- date: {time.strftime('%Y-%m-%d %H:%M')}; this invocation took {seconds / 60:.1f} min; "
-        f"recorded compute: pretraining {sum(p['seconds'] for p in pretrains.values()) / 60:.1f} min, "
-        f"fine-tuning + testing {sum(c.get('seconds', 0) for c in cells) / 60:.1f} min",
-        f"- cells finished: {len(cells)} of {expected} (task x budget x method x seed)",
-        f"- backbone: `{config.model or 'paper U-Net'}`; pretraining `{pre}` (2D `{config.pretrain_2d}`, "
-        f"3D `{config.pretrain_3d}`), one pretraining per method; fine-tuning `{config.finetune}` "
-        f"on `n` labeled cases drawn per seed; {_protocol_text(config)}",
+        f"recorded compute: pretraining {compute[0] / 60:.1f} min, fine-tuning + testing {compute[1] / 60:.1f} min",
+        f"- cells finished: {finished} (task x budget x method x seed)",
+        f"- backbone: `{config.model or 'paper U-Net'}`; pretraining `{dict(config.pretrain)}` (2D "
+        f"`{config.pretrain_2d}`, 3D `{config.pretrain_3d}`), one pretraining per method; fine-tuning "
+        f"`{config.finetune}` on `n` labeled cases drawn per seed; {_protocol_text(config)}",
         f"- seeds: {list(config.seeds)}",
     ]
-    if config.notes:
-        lines.append(f"- notes: {config.notes}")
-    lines += [
+    return lines + ([f"- notes: {config.notes}"] if config.notes else [])
+
+
+def _dice_lines(
+    stats: dict[tuple[str, int, str], dict[str, Any]], methods: list[str], columns: list[tuple[str, int]]
+) -> list[str]:
+    """The test Dice table (methods x task and budget)."""
+    return ["", "## Test Dice (%), mean ± std over seeds", "", DICE_NOTE, "", *dice_table(stats, methods, columns), ""]
+
+
+def _stop_lines(cells: list[dict[str, Any]], methods: list[str], columns: list[tuple[str, int]]) -> list[str]:
+    """How the cells stopped (patience or the step cap), with a warning per capped method and column."""
+    warnings = cap_warnings(cells)
+    return [
+        "## How the cells stopped",
         "",
-        "## Test Dice (%), mean ± std over seeds",
+        "Best-validated step of each seed, and how many seeds stopped by patience / by the step cap "
+        "(a cell that hits the cap may still have been improving).",
         "",
-        DICE_NOTE,
+        *stop_table(cells, methods, columns),
         "",
-        *dice_table(stats, methods, columns),
+        *([f"**Warning:** {line}" for line in warnings] + [""] if warnings else []),
+    ]
+
+
+def _analysis_lines(analyses: dict[str, dict[str, Any]], methods: list[str]) -> list[str]:
+    """The feature-geometry table of the pretrained backbones (``cover analyze``)."""
+    source = next(iter(analyses.values())).get("source", "")
+    return [
+        "## Feature geometry of the pretrained backbones (`cover analyze`)",
+        "",
+        f"Finest decoder features on {source}; cosine distances (1 - cos) between sampled pixels "
+        "of one class (intra) and of two classes (inter), and the mean cosine similarity of "
+        "same-class pixel pairs at 1-8 px. Binary pixel contrast is expected to push same-class "
+        "neighbours apart (lower similarity) where COVER keeps them close.",
+        "",
+        *analysis_table(analyses, methods),
         "",
     ]
-    if any("stopped_by" in c for c in cells):
-        warnings = cap_warnings(cells)
-        lines += [
-            "## How the cells stopped",
-            "",
-            "Best-validated step of each seed, and how many seeds stopped by patience / by the step cap "
-            "(a cell that hits the cap may still have been improving).",
-            "",
-            *stop_table(cells, methods, columns),
-            "",
-            *([f"**Warning:** {line}" for line in warnings] + [""] if warnings else []),
-        ]
-    if analyses:
-        source = next(iter(analyses.values())).get("source", "")
-        lines += [
-            "## Feature geometry of the pretrained backbones (`cover analyze`)",
-            "",
-            f"Finest decoder features on {source}; cosine distances (1 - cos) between sampled pixels "
-            "of one class (intra) and of two classes (inter), and the mean cosine similarity of "
-            "same-class pixel pairs at 1-8 px. Binary pixel contrast is expected to push same-class "
-            "neighbours apart (lower similarity) where COVER keeps them close.",
-            "",
-            *analysis_table(analyses, methods),
-            "",
-        ]
-    lines += [
+
+
+def _pretraining_lines(pretrains: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    """One row per pretraining run: steps, minutes, final loss and endpoint error on new view pairs."""
+    lines = [
         "## Pretraining",
         "",
         "| method | dim | steps | minutes | final loss | EPE on new view pairs (px) |",
@@ -465,23 +513,7 @@ def _write_report(
         epe = f"{record['epe']:.2f} (zero field {record['epe_zero']:.2f})" if record.get("epe") is not None else "–"
         loss = f"{record['final_loss']:.4f}" if record.get("final_loss") is not None else "–"
         lines.append(f"| {method} | {dim}D | {record['steps']} | {record['seconds'] / 60:.1f} | {loss} | {epe} |")
-    lines += [
-        "",
-        "## What these tasks are",
-        "",
-        *[f"- {describe_task(task, datas[task.name])}" for task in tasks],
-        "",
-    ]
-    (out / "results.md").write_text("\n".join(lines))
-    return {
-        "results": {f"{t}|n={b}|{m}": v for (t, b, m), v in stats.items()},
-        "analysis": {
-            m: {k: a[k] for k in ("intra", "inter", "intra_over_inter", "same_class_neighbour_similarity_1px")}
-            for m, a in analyses.items()
-        },
-        "cells": len(cells),
-        "expected_cells": expected,
-    }
+    return lines + [""]
 
 
 def plan(config: BenchmarkConfig, tasks: list[TaskConfig]) -> list[str]:
@@ -508,7 +540,7 @@ def benchmark(
     """Pretrain every method, fine-tune and test on every task, budget and seed; write the tables.
 
     Args:
-        config: A :class:`~cover.benchmark.config.BenchmarkConfig`, a dict of its keys, a YAML
+        config: A :class:`~cover.benchmarking.config.BenchmarkConfig`, a dict of its keys, a YAML
             path, or ``None`` (with ``preset=...``).
         command: The command line to print in ``results.md`` (the CLI passes it).
         dry_run: Check everything (config and data) and return ``config`` and ``plan`` (the units
@@ -524,8 +556,8 @@ def benchmark(
         The smallest preset (skipped when the examples run: it pretrains and fine-tunes every
         method, minutes on a CPU):
 
-        >>> from cover.api import benchmark  # ``cover.benchmark`` is also this package's name
-        >>> report = benchmark(preset="quick", out="runs/bench")  # doctest: +SKIP
+        >>> import cover
+        >>> report = cover.benchmark(preset="quick", out="runs/bench")  # doctest: +SKIP
     """
     tic = time.monotonic()
     config = resolve_benchmark_config(config, **options)

@@ -1,17 +1,20 @@
-"""The built-in downstream task: 4-class tissue labelling of MNI152 axial slices (docs/method.md §13).
+"""The built-in labeled task: 4-class tissue labelling of MNI152 axial slices (docs/method.md §13).
+
+What ``cover finetune`` and ``cover evaluate`` use without data, the benchmark's ``mni-tissue-2d``
+and the images ``cover analyze`` measures by default.
 
 :func:`write_demo_task` writes the slices and their labels as PNG files, so the demo runs
 through exactly the same code as user data (folder pair, data-layer readers, presets):
 
-- ``train/images``, ``train/labels``: the 8 slices of :data:`cover.data.demo.FINETUNE_SLAB`
+- ``train/images``, ``train/labels``: the 8 slices of :data:`~cover.data.demo.template.FINETUNE_SLAB`
   (z = 70 … 77);
-- ``test/images``, ``test/labels``: the 10 slices of :data:`cover.data.demo.TEST_SLAB`
+- ``test/images``, ``test/labels``: the 10 slices of :data:`~cover.data.demo.template.TEST_SLAB`
   (z = 100 … 109), 22 slices away and excluded from demo pretraining.
 
 Slices are cut, padded to square and resized exactly like the demo pretraining slices
-(:func:`cover.data.demo.axial_slices`, 233 px -> ``size``); images are the template scaled
+(:func:`~cover.data.demo.template.axial_slices`, 233 px -> ``size``); images are the template scaled
 to [0, 1] and stored as 8-bit PNG; labels (0 background, 1 CSF, 2 GM, 3 WM, from
-:func:`cover.data.demo.mni_tissue_labels`) are resized as one-hot maps and arg-maxed.
+:func:`~cover.data.demo.template.mni_tissue_labels`) are resized as one-hot maps and arg-maxed.
 One template gives no subject variability: the task shows that the pipeline works and what
 pretraining changes, not clinical performance.
 """
@@ -24,9 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cover.data.demo import FINETUNE_SLAB, TEST_SLAB, axial_slices, load_mni, mni_tissue_labels
+from cover.data.demo.template import (
+    FINETUNE_SLAB,
+    TEST_SLAB,
+    TISSUE_NAMES,
+    axial_slices,
+    load_mni,
+    mni_tissue_labels,
+)
 
-CLASS_NAMES = ("background", "CSF", "GM", "WM")
 DEMO_SIZE = 96
 
 
@@ -42,8 +51,8 @@ def demo_slices(z_values: list[int] | range, size: int = DEMO_SIZE) -> tuple[np.
     """
     images = axial_slices(load_mni("t1"), z_values, (size, size))[:, 0]
     labels = mni_tissue_labels()
-    onehot = np.stack([(labels == k).astype(np.float32) for k in range(len(CLASS_NAMES))], axis=-1)
-    resized = [axial_slices(onehot[..., k], z_values, (size, size))[:, 0] for k in range(len(CLASS_NAMES))]
+    onehot = np.stack([(labels == k).astype(np.float32) for k in range(len(TISSUE_NAMES))], axis=-1)
+    resized = [axial_slices(onehot[..., k], z_values, (size, size))[:, 0] for k in range(len(TISSUE_NAMES))]
     label_maps = torch.stack(resized).argmax(dim=0)
     pixels = np.rint(np.clip(images.numpy(), 0.0, 1.0) * 255).astype(np.uint8)
     return pixels, label_maps.numpy().astype(np.uint8)

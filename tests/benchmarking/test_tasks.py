@@ -7,20 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from cover.benchmark.tasks import (
-    REGION_SLAB,
-    REGIONS_VARIATION,
-    TaskConfig,
-    describe_task,
-    pseudo_subject,
-    region_labels,
-    region_slices,
-    resolve_task,
-    subject_seed,
-    task_data,
-)
+from cover.benchmarking.tasks import TaskConfig, describe_task, resolve_task, task_data
+from cover.data.demo.pseudo_subjects import REGION_SLAB, REGIONS_VARIATION, pseudo_subject, region_slices, subject_seed
 from cover.data.readers import read_image
-from cover.geometry import field_jacobian_determinant, warp
+from cover.geometry import warp
 
 
 def test_mni_tissue_2d_finetune_and_test_slabs_are_disjoint_and_far_apart(tmp_path):
@@ -71,58 +61,6 @@ def test_a_task_maps_its_label_values_next_to_its_labels():
         resolve_task({**values, "label_values": [0, 0]}, 1)
     with pytest.raises(Exception, match=r"^tasks\[0\]\.label_values: \[255\] needs at least two values"):
         resolve_task({**values, "label_values": [255]}, 0)
-
-
-def _blocky_template(size=(40, 36)):
-    """An asymmetric 2D template: intensity ramp and 5 label blocks of different sizes."""
-    image = torch.linspace(0, 1, size[0] * size[1]).reshape(1, 1, *size)
-    labels = torch.zeros(1, 1, *size)
-    labels[..., 5:20, 4:15] = 1
-    labels[..., 22:35, 4:12] = 2
-    labels[..., 8:30, 18:32] = 3
-    labels[..., 12:18, 22:26] = 4
-    return image, labels
-
-
-def _nearest_oracle(labels, phi):
-    """Plain-loop nearest-neighbour warp: out[p] = labels[round(p + phi(p))], 0 outside the grid."""
-    h, w = labels.shape
-    out = np.zeros_like(labels)
-    for i in range(h):
-        for j in range(w):
-            y, x = i + phi[0, i, j], j + phi[1, i, j]
-            iy, ix = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
-            if 0 <= iy < h and 0 <= ix < w:
-                out[i, j] = labels[iy, ix]
-    return out
-
-
-def test_regions_pseudo_subject_is_seeded_diffeomorphic_and_labels_follow_its_field():
-    image, labels = _blocky_template()
-    draws = [pseudo_subject(image, labels, torch.Generator().manual_seed(s), REGIONS_VARIATION) for s in (3, 3, 4)]
-    (a_img, a_lab, a_phi), (b_img, b_lab, b_phi), (c_img, _, c_phi) = draws
-    assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab) and torch.equal(a_phi, b_phi)
-    assert not torch.allclose(a_phi, c_phi) and not torch.allclose(a_img, c_img)
-    assert a_phi.abs().max() > 2.0  # a large deformation, not a near-identity
-    assert field_jacobian_determinant(a_phi).min() > 0  # folding-free
-    oracle = _nearest_oracle(labels[0, 0].numpy(), a_phi[0].double().numpy())
-    # Pixels whose sampling point lies within 1e-4 px of a rounding boundary may round either way.
-    points = a_phi[0].double().numpy() + np.indices(labels.shape[2:])
-    ambiguous = (np.abs(points - np.floor(points) - 0.5) < 1e-4).any(axis=0)
-    assert (a_lab[0, 0].numpy() != oracle)[~ambiguous].sum() == 0
-    assert (a_lab[0, 0].numpy() != oracle).mean() < 0.01
-    assert torch.equal(a_lab, warp(labels, a_phi, mode="nearest"))
-
-
-def test_region_labels_split_the_hemispheres_at_the_midline_and_find_the_ventricles():
-    regions = region_labels()
-    assert set(np.unique(regions)) == {0, 1, 2, 3, 4, 5}
-    assert (np.nonzero(regions == 1)[0] < 98).all() and (np.nonzero(regions == 2)[0] >= 98).all()
-    assert (np.nonzero(regions == 3)[0] < 98).all() and (np.nonzero(regions == 4)[0] >= 98).all()
-    for left, right in ((1, 2), (3, 4)):  # the template is symmetric: hemispheres of similar size
-        assert 0.8 < (regions == left).sum() / (regions == right).sum() < 1.25
-    vx, vy, vz = np.nonzero(regions == 5)
-    assert 5000 < vx.size < 40000 and abs(vx.mean() - 98) < 5 and 60 < vz.mean() < 100
 
 
 def test_mni_regions_2d_is_seeded_and_its_labels_are_the_warped_template_labels(tmp_path):
