@@ -41,6 +41,7 @@ ROOMS: tuple[str, ...] = (
     "views",
     "geometry",
     "runtime",
+    "options",  # one declaration per option: the field, its help and flag (imports nothing of cover)
     "errors",
     "cover",  # the package itself: ``__version__``, ``CITATION`` (its ``__getattr__`` reaches api by name)
 )

@@ -14,13 +14,15 @@ import math
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cover.devices import AMP_CHOICES
 from cover.errors import ConfigError
+from cover.options import Option, documented, option, option_of
 from cover.views import ViewConfig
 
 log = logging.getLogger(__name__)
@@ -32,135 +34,167 @@ DEFAULT_CHANNELS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
 #: checkpoint's config (written by an older version) silently.
 RENAMED_KEYS: dict[str, str] = {"preset": "intensity"}
 
+#: The default pretraining learning rate (Adam) as text, see :func:`default_lr`.
+LR_RULE = "1e-3 x sqrt(batch/4)"
 
-@dataclass
-class ModelConfig:
-    """Backbone and vector head.
 
-    Attributes:
-        backbone: Registered backbone name (``unet``, ``monai-basicunet``, ``nnunet``).
-        channels: U-Net encoder then decoder widths.
-        heads: MoV heads per pyramid level, coarse to fine.
-        head_dim: Channels per head ``d``.
-        window_radius: MoV window radius ``r`` (window ``2r+1`` per axis).
-        backbone_args: Extra arguments of the backbone beyond ``channels`` (for ``unet``:
-            ``init``, ``cover`` or ``authors``, :class:`cover.nn.unet.UNet`; for
-            ``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``,
-            ``upsample`` of ``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``,
-            ``configuration``, ``num_classes``, see :mod:`cover.nn.nnunet_backbone`).
-        mov_schedule: How the MoV is computed (same result): ``fused`` (few large operations:
-            GPUs, ``torch.compile``), ``chunked`` (cache-sized chunks) or ``auto`` (``fused`` on
-            CUDA, the faster one on a CPU; :func:`cover.nn.mov.resolve_schedule`).
+class Loop:
+    """Options of the training loop and its optimiser, shared by ``cover pretrain`` and ``cover finetune``.
+
+    Each attribute is an :class:`cover.options.Option`; a config declares its field with it
+    (``seed: int = Loop.seed()``), with its own default where the commands differ.
     """
 
-    backbone: str = "unet"
-    channels: tuple[int, ...] = DEFAULT_CHANNELS
-    heads: tuple[int, ...] = (4, 4, 4, 1, 1)
-    head_dim: int = 8
-    window_radius: int = 2
-    backbone_args: dict[str, Any] = field(default_factory=dict)
-    mov_schedule: str = "auto"
+    steps = Option("Optimiser steps.")
+    lr = Option("Learning rate (Adam).")
+    weight_decay = Option("Adam weight decay.", cli=False)
+    warmup_steps = Option("Linear warm-up steps before the decay; null: 5 % of the steps.", default=None, cli=False)
+    grad_clip = Option("Gradient norm clipping (0 disables).", default=1.0, cli=False)
+    seed = Option("Seed of every random choice (data order, augmentation, initialisation).", default=0)
+    log_every = Option("Steps between log lines (CSV, TensorBoard).", default=10, cli=False)
+    checkpoint_every = Option("Steps between training-state checkpoints.", default=None)
+    checkpoint_minutes = Option("Also checkpoint when this many minutes passed since the last one.", default=None)
+    keep_checkpoints = Option("Number of recent training-state checkpoints kept.", cli=False)
+    max_nonfinite_steps = Option(
+        "Abort after this many consecutive steps with a non-finite loss or gradient (each is skipped).",
+        default=20,
+        cli=False,
+    )
+    resume = Option("auto (newest valid checkpoint in --out) or a checkpoint.", default=None)
+    overwrite = Option("Write into a non-empty --out (of another run).", default=False)
+    out = Option("Output folder.")
 
 
+class Device:
+    """Options of the device and the compute settings, shared by ``cover pretrain`` and ``cover finetune``.
+
+    ``None`` (``auto`` for ``amp``) is filled per device by :func:`cover.devices.fill_device_defaults`.
+    """
+
+    device = Option("auto, cpu, cuda or cuda:N.", default="auto")
+    amp = Option("Mixed precision: auto (per device), none, bf16 or fp16.", default="auto", choices=AMP_CHOICES)
+    compile = Option("Use torch.compile.", default=False)
+    channels_last = Option(
+        "Channels-last memory layout (often faster); default per device.",
+        default=None,
+        doc="1.1-1.25x faster pretraining iterations on the project's AVX-512 CPU (``benchmarks/RESULTS.md``).",
+    )
+    cudnn_benchmark = Option("cuDNN autotuning (CUDA); default per device (on with CUDA).", default=None)
+    tf32 = Option("TF32 matrix products and convolutions (CUDA); default per device (on with CUDA).", default=None)
+
+
+class Data:
+    """Options of the images read, shared by ``cover pretrain`` and ``cover finetune``."""
+
+    dim = Option("2 or 3.", default=2)
+    size = Option("Crop/patch size: 64 or 64,64, one value per axis or one for all (multiples of 16).", default=None)
+    batch_size = Option("Batch size.", default=None)
+    intensity = Option(
+        "Intensity preset: ct, ct:-175,250, mri, xray, zscore, ... (default: per file).",
+        default=None,
+        doc="Chosen from each file's modality when not given (formerly ``preset``, still read).",
+    )
+    in_channels = Option("Image channels; >1 reads colour/vector samples as channels (never mixed).", default=1)
+
+
+@documented
+@dataclass
+class ModelConfig:
+    """Backbone and vector head."""
+
+    backbone: str = option("unet", "Backbone (unet, monai-basicunet, nnunet).")
+    channels: tuple[int, ...] = option(
+        DEFAULT_CHANNELS, "U-Net widths, encoder then decoder, e.g. 16,32,64,128,64,32,16."
+    )
+    heads: tuple[int, ...] = option((4, 4, 4, 1, 1), "MoV heads per level, coarse to fine, e.g. 4,4,4,1,1.")
+    head_dim: int = option(8, "Channels per MoV head (d).")
+    window_radius: int = option(2, "MoV window radius r (window 2r+1 per axis).")
+    backbone_args: dict[str, Any] = option(
+        default_factory=dict,
+        help="Extra arguments of the backbone beyond its channels (--plans, --configuration for nnunet).",
+        cli=False,
+        doc="For ``unet``: ``init``, ``cover`` or ``authors`` (:class:`cover.nn.unet.UNet`); for "
+        "``monai-basicunet``: ``out_channels``, ``norm``, ``act``, ``bias``, ``dropout``, ``upsample`` of "
+        "``monai.networks.nets.BasicUNet``; for ``nnunet``: ``plans``, ``configuration``, ``num_classes`` "
+        "(:mod:`cover.nn.nnunet_backbone`).",
+    )
+    mov_schedule: str = option(
+        "auto",
+        "MoV schedule: auto (fused on CUDA, chunked on CPU), fused or chunked (same result).",
+        choices=("auto", "fused", "chunked"),
+        doc="``fused``: few large operations (GPUs, ``torch.compile``); ``chunked``: cache-sized chunks; "
+        "``auto``: ``fused`` on CUDA, the faster one on a CPU (:func:`cover.nn.mov.resolve_schedule`).",
+    )
+
+
+@documented
 @dataclass
 class PretrainConfig:
     """Everything ``cover pretrain`` needs.
 
     ``None`` fields are resolved by :func:`resolve_pretrain_config` from the dimension and
     from whether the built-in demo data is used.
-
-    Attributes:
-        method: Registered method (``cover``).
-        data: Folder or datalist of unlabeled images; ``None`` uses the built-in MNI152 demo.
-        dim: 2 or 3.
-        size: Crop (2D) or patch (3D) size, one int per axis or a single int.
-        batch_size: Global batch size.
-        steps: Optimiser steps.
-        lr: Learning rate; ``None`` gives :func:`default_lr` (``1e-3 * sqrt(batch_size / 4)``,
-            square-root scaling from the rate measured to learn at batch 4).
-        weight_decay: Adam weight decay.
-        warmup_steps: Linear warm-up steps before the cosine decay; ``None`` gives 5 %.
-        grad_clip: Gradient norm clipping (0 disables).
-        amp: Mixed precision: ``auto`` (chosen per device, :mod:`cover.devices`), ``none``,
-            ``bf16`` or ``fp16``; the resolved config names the one in use.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        out: Output folder; ``None`` gives ``cover_runs/pretrain`` in 2D and
-            ``cover_runs/pretrain-3d`` in 3D (so the two demos do not collide).
-        seed: Seed of every random choice (data order, views, initialisation).
-        checkpoint_every: Steps between checkpoints.
-        checkpoint_minutes: Also checkpoint when this many minutes passed since the last one.
-        keep_checkpoints: Number of recent checkpoints kept.
-        max_nonfinite_steps: Abort after this many consecutive steps with a non-finite loss
-            or gradient (each such step is skipped).
-        compile: Compile the model with ``torch.compile``.
-        channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
-            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per
-            device (:mod:`cover.devices`).
-        cudnn_benchmark: Let cuDNN time its convolution algorithms (CUDA); ``None``: per device.
-        tf32: TF32 matrix products and convolutions (CUDA); ``None``: per device.
-        log_every: Steps between log lines (CSV, TensorBoard).
-        num_workers: DataLoader worker processes; ``None``: per device.
-        eval_pairs: Held-out view pairs for the final endpoint error and the flow figure.
-        intensity: Intensity preset (``ct``, ``ct:-175,250``, ``mri``, ``xray``, ...); ``None``
-            chooses from each file's modality (formerly ``preset``, still read).
-        spacing: Resample volumes to this spacing in mm (``None`` keeps it).
-        slice_axis: Axis along which 2D slices are taken from 3D volumes.
-        in_channels: Image channels.
-        cache_dir: Folder of the decoded, normalised arrays, shared by every run and process
-            (:mod:`cover.data.store`): ``auto`` (``$COVER_CACHE_DIR``, else the user's cache folder
-            ``~/.cache/cover/arrays``), a path, or ``None``/``none`` (memory only, decoded at every start).
-        cache_memory_mb: Most MB of image arrays one process (and each DataLoader worker) holds;
-            arrays past it are read again from the cache (or decoded again without one) when drawn.
-        on_bad_file: ``skip`` (warn and list) or ``error``.
-        resume: ``None``, ``auto`` (newest valid checkpoint in ``out``) or a checkpoint path.
-        overwrite: Allow writing into a non-empty folder of another run.
-        vec_weight: Weight of the vector loss.
-        con_weight: Weight of the consistency loss.
-        method_options: Extra options of the method (baselines' temperature, COVER's ``recipe``, ...);
-            for ``cover`` the resolved config always names its ``recipe``.
-        views: View generator settings.
-        model: Backbone and head settings.
     """
 
-    method: str = "cover"
-    data: str | None = None
-    dim: int = 2
-    size: tuple[int, ...] | None = None
-    batch_size: int | None = None
-    steps: int | None = None
-    lr: float | None = None
-    weight_decay: float = 1e-4
-    warmup_steps: int | None = None
-    grad_clip: float = 1.0
-    amp: str = "auto"
-    device: str = "auto"
-    out: str | None = None
-    seed: int = 0
-    checkpoint_every: int | None = None
-    checkpoint_minutes: float | None = None
-    keep_checkpoints: int = 3
-    max_nonfinite_steps: int = 20
-    compile: bool = False
-    channels_last: bool | None = None
-    cudnn_benchmark: bool | None = None
-    tf32: bool | None = None
-    log_every: int = 10
-    num_workers: int | None = None
-    eval_pairs: int = 8
-    intensity: str | None = None
-    spacing: tuple[float, ...] | None = None
-    slice_axis: int = 2
-    in_channels: int = 1
-    cache_dir: str | None = "auto"
-    cache_memory_mb: float = 4096
-    on_bad_file: str = "skip"
-    resume: str | None = None
-    overwrite: bool = False
-    vec_weight: float = 1.0
-    con_weight: float = 1.0
-    method_options: dict[str, Any] = field(default_factory=dict)
-    views: ViewConfig = field(default_factory=ViewConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    method: str = option("cover", "Pretraining method (cover, ...).")
+    data: str | None = option(None, "Folder or datalist of unlabeled images; omit for the built-in MNI152 demo.")
+    dim: int = Data.dim(choices=(2, 3))
+    size: tuple[int, ...] | None = Data.size()
+    batch_size: int | None = Data.batch_size(help="Global batch size.")
+    steps: int | None = Loop.steps(default=None)
+    lr: float | None = Loop.lr(
+        default=None,
+        help=f"Learning rate (default {LR_RULE}).",
+        doc="Square-root scaling from the rate measured to learn at batch 4 (:func:`default_lr`).",
+    )
+    weight_decay: float = Loop.weight_decay(default=1e-4)
+    warmup_steps: int | None = Loop.warmup_steps()
+    grad_clip: float = Loop.grad_clip()
+    amp: str = Device.amp()
+    device: str = Device.device()
+    out: str | None = Loop.out(
+        default=None, doc="Default ``cover_runs/pretrain`` in 2D and ``cover_runs/pretrain-3d`` in 3D."
+    )
+    seed: int = Loop.seed()
+    checkpoint_every: int | None = Loop.checkpoint_every()
+    checkpoint_minutes: float | None = Loop.checkpoint_minutes()
+    keep_checkpoints: int = Loop.keep_checkpoints(default=3)
+    max_nonfinite_steps: int = Loop.max_nonfinite_steps()
+    compile: bool = Device.compile()
+    channels_last: bool | None = Device.channels_last()
+    cudnn_benchmark: bool | None = Device.cudnn_benchmark()
+    tf32: bool | None = Device.tf32()
+    log_every: int = Loop.log_every()
+    num_workers: int | None = option(None, "DataLoader workers (default per device).")
+    eval_pairs: int = option(8, "Held-out view pairs for the final endpoint error and the flow figure.", cli=False)
+    intensity: str | None = Data.intensity()
+    spacing: tuple[float, ...] | None = option(None, "Resample volumes to this spacing in mm, e.g. 1.5,1.5,2.")
+    slice_axis: int = option(2, "Axis along which 2D slices are taken from 3D volumes.", cli=False)
+    in_channels: int = Data.in_channels()
+    cache_dir: str | None = option(
+        "auto",
+        "Decoded-image cache shared by runs: auto (~/.cache/cover/arrays), a folder, or none.",
+        doc="``auto``: ``$COVER_CACHE_DIR``, else the user's cache folder; ``None``/``none``: memory only, "
+        "decoded at every start (:mod:`cover.data.store`).",
+    )
+    cache_memory_mb: float = option(
+        4096,
+        "Most MB of image arrays held per process (default 4096).",
+        doc="Per DataLoader worker too; arrays past it are read again from the cache (or decoded again) when drawn.",
+    )
+    on_bad_file: str = option("skip", "skip (warn) or error.", choices=("skip", "error"))
+    resume: str | None = Loop.resume()
+    overwrite: bool = Loop.overwrite()
+    vec_weight: float = option(1.0, "Weight of the COVER vector (registration) loss.")
+    con_weight: float = option(1.0, "Weight of the COVER consistency loss.")
+    method_options: dict[str, Any] = option(
+        default_factory=dict,
+        help="Extra options of the method (baselines' temperature, COVER's recipe: --recipe, ...).",
+        cli=False,
+        doc="For ``cover`` the resolved config always names its ``recipe``.",
+    )
+    views: ViewConfig = option(default_factory=ViewConfig, help="View generator settings (views.*).", cli=False)
+    model: ModelConfig = option(default_factory=ModelConfig, help="Backbone and head settings (model.*).")
 
     @property
     def is_demo(self) -> bool:
@@ -205,9 +239,6 @@ DATA_DEFAULTS: dict[int, dict[str, Any]] = {
     2: {"size": 384, "batch_size": 24, "steps": 200_000},
     3: {"size": 96, "batch_size": 4, "steps": 100_000},
 }
-
-#: The default pretraining learning rate (Adam) as text, see :func:`default_lr`.
-LR_RULE = "1e-3 x sqrt(batch/4)"
 
 
 def default_lr(batch_size: int) -> float:
@@ -292,15 +323,6 @@ def _given_recipe(values: dict[str, Any]) -> str | None:
 
 def _lr_rule(recipe: str | None) -> str:
     return _recipe_schedule(recipe).get("lr_rule", "default")
-
-
-ALLOWED_CHOICES: dict[str, tuple[Any, ...]] = {
-    "dim": (2, 3),
-    "amp": ("auto", "none", "bf16", "fp16"),
-    "on_bad_file": ("skip", "error"),
-    "views.style": ("cover", "authors"),
-    "model.mov_schedule": ("auto", "fused", "chunked"),
-}
 
 
 def _type_name(annotation: Any) -> str:
@@ -450,7 +472,8 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
         The updated copy.
     """
     hints = typing.get_type_hints(type(instance))
-    names = [f.name for f in dataclasses.fields(instance)]
+    fields = {f.name: f for f in dataclasses.fields(instance)}
+    names = list(fields)
     changes = {}
     for key, value in renamed_keys(instance, values, prefix).items():
         if key not in hints:
@@ -460,11 +483,35 @@ def update_dataclass(instance: Any, values: dict[str, Any], prefix: str = "") ->
             changes[key] = update_dataclass(current, value, prefix=f"{prefix}{key}.")
         else:
             changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
-        choices = ALLOWED_CHOICES.get(prefix + key)
-        if choices and changes[key] not in choices:
-            allowed = ", ".join(str(c) for c in choices)
-            raise ConfigError(f"{prefix}{key}: {changes[key]!r} is not allowed (allowed: {allowed})")
+        _check_choice(fields[key], changes[key], prefix)
     return dataclasses.replace(instance, **changes)
+
+
+def _check_choice(field: dataclasses.Field, value: Any, prefix: str = "") -> None:
+    """Raise a one-line :class:`ConfigError` when ``value`` is not among the field's allowed values."""
+    spec = option_of(field)
+    choices = spec.choices if spec is not None else None
+    if choices and value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"{prefix}{field.name}: {value!r} is not allowed (allowed: {allowed})")
+
+
+def check_choices(config: Any, prefix: str = "") -> None:
+    """Check every field of a config dataclass (nested sections included) against its allowed values.
+
+    Args:
+        config: A config dataclass instance.
+        prefix: Its section in messages (``"model."``).
+
+    Raises:
+        ConfigError: One line naming the first field whose value is not allowed.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{field.name}.")
+        else:
+            _check_choice(field, value, prefix)
 
 
 def default_pretrain_out(dim: int) -> str:
@@ -512,7 +559,7 @@ def run_values(config: Any, options: dict[str, Any], default_out: str | Callable
 
 #: Options of the network that the command line and the YAML top level name without ``model.``
 #: (``--window-radius`` / ``window_radius: 1`` = ``model: {window_radius: 1}``).
-MODEL_KEYS = ("backbone", "channels", "heads", "head_dim", "window_radius", "backbone_args", "mov_schedule")
+MODEL_KEYS = tuple(field.name for field in dataclasses.fields(ModelConfig))
 
 
 def lift_model_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -705,6 +752,74 @@ def pyramid_shape(model: ModelConfig, dim: int) -> tuple[int, tuple[int, ...], s
     return depth + 1, (2**depth,) * dim, f"the U-Net down-samples {depth} times"
 
 
+#: One value check: ``(passed, key, message)``, raised as ``key: message``.
+Check = tuple[bool, str, str]
+
+
+def _model_checks(model: ModelConfig, levels: int) -> list[Check]:
+    """The checks of the network settings, for a backbone with ``levels`` pyramid levels."""
+    return [
+        (
+            model.window_radius >= 1,
+            "model.window_radius",
+            f"{model.window_radius} is not allowed (allowed: integers >= 1)",
+        ),
+        (model.head_dim >= 1, "model.head_dim", "must be at least 1"),
+        (len(model.heads) == levels, "model.heads", f"needs one entry per pyramid level ({levels})"),
+        (all(h >= 1 for h in model.heads), "model.heads", "entries must be >= 1"),
+    ]
+
+
+def _view_checks(views: ViewConfig) -> list[Check]:
+    """The checks of the view generator's ranges (docs/method.md §3)."""
+    return [
+        (views.source_scale >= 1.0, "views.source_scale", "must be >= 1"),
+        (
+            views.scale_range[0] > 0 and views.scale_range[0] <= views.scale_range[1],
+            "views.scale_range",
+            "needs 0 < low <= high",
+        ),
+        (0 <= views.block_prob <= 1, "views.block_prob", "must be in [0, 1]"),
+        (
+            0 < views.block_size_range[0] <= views.block_size_range[1] <= 1,
+            "views.block_size_range",
+            "needs 0 < low <= high <= 1 (fractions of the image)",
+        ),
+        (
+            0 < views.gamma_range[0] <= views.gamma_range[1],
+            "views.gamma_range",
+            "needs 0 < low <= high",
+        ),
+        (views.bias_std >= 0, "views.bias_std", "must be >= 0"),
+        (0 < views.bias_spacing <= 1, "views.bias_spacing", "must be in (0, 1] (a fraction of the size)"),
+        (
+            0 <= views.contrast_range[0] <= views.contrast_range[1],
+            "views.contrast_range",
+            "needs 0 <= low <= high",
+        ),
+        *(
+            (getattr(views, name) >= 0, f"views.{name}", "must be >= 0")
+            for name in (
+                "rotation_deg",
+                "translation",
+                "shear_deg",
+                "elastic_magnitude",
+                "noise_std_max",
+                "blur_sigma_max",
+                "brightness_std",
+            )
+        ),
+        (views.elastic_spacing > 0, "views.elastic_spacing", "must be positive"),
+        (
+            views.max_displacement is None or views.max_displacement > 0,
+            "views.max_displacement",
+            "must be positive (voxels), or null for no limit",
+        ),
+        (views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),
+        (views.num_rotations in (0, 1, 2), "views.num_rotations", "must be 0, 1 or 2"),
+    ]
+
+
 def validate_pretrain_config(config: PretrainConfig) -> None:
     """Check values that types alone do not catch; raise one-line :class:`ConfigError` s.
 
@@ -713,7 +828,7 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
     """
     levels, divisors, reason = pyramid_shape(config.model, config.dim)
     divisor = divisors[0] if len(set(divisors)) == 1 else list(divisors)
-    checks = [
+    checks: list[Check] = [
         (
             len(config.size) == len(divisors)
             and all(s > 0 and s % d == 0 for s, d in zip(config.size, divisors, strict=True)),
@@ -736,65 +851,15 @@ def validate_pretrain_config(config: PretrainConfig) -> None:
         (config.eval_pairs >= 1, "eval_pairs", "must be at least 1"),
         (config.in_channels >= 1, "in_channels", "must be at least 1"),
         (0 <= config.slice_axis < 3, "slice_axis", "must be 0, 1 or 2"),
-        (
-            config.model.window_radius >= 1,
-            "model.window_radius",
-            f"{config.model.window_radius} is not allowed (allowed: integers >= 1)",
-        ),
-        (config.model.head_dim >= 1, "model.head_dim", "must be at least 1"),
-        (len(config.model.heads) == levels, "model.heads", f"needs one entry per pyramid level ({levels})"),
-        (all(h >= 1 for h in config.model.heads), "model.heads", "entries must be >= 1"),
-        (config.views.source_scale >= 1.0, "views.source_scale", "must be >= 1"),
-        (
-            config.views.scale_range[0] > 0 and config.views.scale_range[0] <= config.views.scale_range[1],
-            "views.scale_range",
-            "needs 0 < low <= high",
-        ),
-        (0 <= config.views.block_prob <= 1, "views.block_prob", "must be in [0, 1]"),
-        (
-            0 < config.views.block_size_range[0] <= config.views.block_size_range[1] <= 1,
-            "views.block_size_range",
-            "needs 0 < low <= high <= 1 (fractions of the image)",
-        ),
-        (
-            0 < config.views.gamma_range[0] <= config.views.gamma_range[1],
-            "views.gamma_range",
-            "needs 0 < low <= high",
-        ),
-        (config.views.bias_std >= 0, "views.bias_std", "must be >= 0"),
-        (0 < config.views.bias_spacing <= 1, "views.bias_spacing", "must be in (0, 1] (a fraction of the size)"),
-        (
-            0 <= config.views.contrast_range[0] <= config.views.contrast_range[1],
-            "views.contrast_range",
-            "needs 0 <= low <= high",
-        ),
-        *(
-            (getattr(config.views, name) >= 0, f"views.{name}", "must be >= 0")
-            for name in (
-                "rotation_deg",
-                "translation",
-                "shear_deg",
-                "elastic_magnitude",
-                "noise_std_max",
-                "blur_sigma_max",
-                "brightness_std",
-            )
-        ),
-        (config.views.elastic_spacing > 0, "views.elastic_spacing", "must be positive"),
-        (
-            config.views.max_displacement is None or config.views.max_displacement > 0,
-            "views.max_displacement",
-            "must be positive (voxels), or null for no limit",
-        ),
         (config.vec_weight >= 0, "vec_weight", "must be >= 0"),
         (config.con_weight >= 0, "con_weight", "must be >= 0"),
-        (config.views.max_blocks >= 0, "views.max_blocks", "must be >= 0"),
-        (config.views.num_rotations in (0, 1, 2), "views.num_rotations", "must be 0, 1 or 2"),
         (
             config.spacing is None or all(s > 0 for s in config.spacing),
             "spacing",
             f"{list(config.spacing or [])} is not allowed (allowed: positive voxel sizes in mm)",
         ),
+        *_model_checks(config.model, levels),
+        *_view_checks(config.views),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -2,6 +2,8 @@
 
 - :mod:`cover.cli.console`: the typer app, ``--quiet``/``--verbose``, warnings, ``main`` (exit statuses);
 - :mod:`cover.cli.options`: what the sub-commands share (YAML + options, ``--dry-run``, ``--intensity``);
+- :mod:`cover.cli.flags`: command-line options made from config fields (``cover pretrain``, ``cover finetune``);
+- :mod:`cover.cli.reference`: ``docs/options.md``, generated from the same fields;
 - one module per sub-command: :mod:`~cover.cli.pretrain`, :mod:`~cover.cli.data`,
   :mod:`~cover.cli.finetune`, :mod:`~cover.cli.evaluate`, :mod:`~cover.cli.predict`,
   :mod:`~cover.cli.registration` (``cover register``), :mod:`~cover.cli.export`,

@@ -1,4 +1,4 @@
-"""What the sub-commands share: YAML + command-line values, ``--intensity``, ``--dry-run``, option types."""
+"""What the sub-commands share: YAML + command-line values, --intensity, --dry-run, --devices, option types."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from cover.cli.flags import Flag
 from cover.config import deep_merge
 from cover.errors import CoverError
+from cover.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,27 @@ def intensity_option(intensity: str | None, preset: str | None) -> str | None:
     return preset
 
 
-IntensityOpt = Annotated[
-    str | None,
-    typer.Option(help="Intensity preset: ct, ct:-175,250, mri, xray, zscore, ... (default: per file)."),
-]
-PresetAliasOpt = Annotated[str | None, typer.Option(hidden=True, help="Deprecated alias of --intensity.")]
+def launch_devices(devices: int | None, argv: list[str]) -> None:
+    """``--devices N`` (N > 1): run the command in N processes on this machine (DDP) and exit with their status."""
+    if devices and devices > 1:
+        from cover.engine.launch import launch_local
+
+        raise typer.Exit(launch_local(devices, argv))
+
+
+#: Flags of the training commands that are not config keys: read by the command itself.
+RUN_FLAGS = (
+    Flag("preset", (), str | None, Option("Deprecated alias of --intensity.", hidden=True)),
+    Flag("config", (), Path | None, Option("YAML file with any of these options.", flags=("--config",))),
+    Flag("devices", (), int | None, Option("Launch this many processes (DDP) on this machine.")),
+    Flag(
+        "dry_run",
+        (),
+        bool,
+        Option("Print the resolved configuration as YAML; train and write nothing.", flags=("--dry-run",)),
+        default=False,
+    ),
+)
 
 
 def show_config(config: Any) -> None:
@@ -57,14 +75,6 @@ def show_config(config: Any) -> None:
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
 
 
-DryRunOpt = Annotated[
-    bool,
-    typer.Option("--dry-run", help="Print the resolved configuration as YAML; train and write nothing."),
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with any of these options.")]
-OutOpt = Annotated[str | None, typer.Option(help="Output folder.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 CheckpointArg = Annotated[
     str | None, typer.Argument(metavar="CHECKPOINT", help="Older form of --checkpoint.", show_default=False)
 ]

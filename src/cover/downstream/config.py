@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cover.config import DEFAULT_CHANNELS, lift_model_keys, load_yaml, to_dict, update_dataclass
-from cover.devices import AMP_CHOICES, fill_device_defaults
+from cover.config import (
+    DEFAULT_CHANNELS,
+    Data,
+    Device,
+    Loop,
+    check_choices,
+    lift_model_keys,
+    load_yaml,
+    to_dict,
+    update_dataclass,
+)
+from cover.devices import fill_device_defaults
 from cover.engine.schedule import LR_SCHEDULES
 from cover.errors import ConfigError
+from cover.options import documented, option
 
 TASKS = ("seg", "cls")
 FREEZE = ("none", "encoder", "all")
@@ -26,19 +37,16 @@ SELECT = ("best", "last")
 DEFAULT_FLIP_PROB = 0.5
 
 
+@documented
 @dataclass
 class BackboneConfig:
-    """The network trained from scratch (a pretrained checkpoint brings its own).
+    """The network trained from scratch (a pretrained checkpoint brings its own)."""
 
-    Attributes:
-        backbone: Registered backbone name (``unet``).
-        channels: U-Net encoder then decoder widths.
-    """
-
-    backbone: str = "unet"
-    channels: tuple[int, ...] = DEFAULT_CHANNELS
+    backbone: str = option("unet", "Registered backbone name (unet).", cli=False)
+    channels: tuple[int, ...] = option(DEFAULT_CHANNELS, "U-Net widths when training from scratch, e.g. 8,16,32,16,8.")
 
 
+@documented
 @dataclass
 class AugmentConfig:
     """Training augmentation, applied batched in torch on the training device.
@@ -46,177 +54,138 @@ class AugmentConfig:
     Spatial: random flips, then a small affine (rotation, per-axis scale, shear) about the
     centre, images linear, labels nearest. Intensity: contrast about the mean, brightness
     shift, Gaussian noise.
-
-    Attributes:
-        enabled: Augment at all.
-        flip_prob: Probability of flipping along each axis of ``flip_axes``; ``None`` (not
-            given): 0.5, and segmentation runs turn flips off along an axis where the labels
-            look lateralised (a flip would swap classes such as left and right GM, see
-            :mod:`cover.downstream.flips`).
-        flip_axes: Spatial axes (array order of the loaded images) that flips act on;
-            ``None``: every axis.
-        rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
-        scale_range: Per-axis scale uniform in this range.
-        shear_deg: Shear angles uniform in ``±shear_deg``.
-        contrast_range: Contrast factor about the image mean, uniform in this range.
-        brightness: Additive shift, normal with this standard deviation.
-        noise_std: Gaussian noise standard deviation, uniform in ``[0, noise_std]``.
     """
 
-    enabled: bool = True
-    flip_prob: float | None = None
-    flip_axes: tuple[int, ...] | None = None
-    rotation_deg: float = 10.0
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    shear_deg: float = 3.0
-    contrast_range: tuple[float, float] = (0.8, 1.2)
-    brightness: float = 0.05
-    noise_std: float = 0.03
+    enabled: bool = option(True, "Augment at all.", cli=False)
+    flip_prob: float | None = option(
+        None,
+        "Probability of flipping along each axis of flip_axes (default 0.5).",
+        cli=False,
+        doc="Not given: 0.5, and segmentation runs turn flips off along an axis where the labels look "
+        "lateralised (a flip would swap classes such as left and right GM, see :mod:`cover.downstream.flips`).",
+    )
+    flip_axes: tuple[int, ...] | None = option(
+        None, "Spatial axes (array order of the loaded images) that flips act on; null: every axis.", cli=False
+    )
+    rotation_deg: float = option(10.0, "Rotation angles uniform in ±rotation_deg (per axis in 3D).", cli=False)
+    scale_range: tuple[float, float] = option((0.9, 1.1), "Per-axis scale uniform in this range.", cli=False)
+    shear_deg: float = option(3.0, "Shear angles uniform in ±shear_deg.", cli=False)
+    contrast_range: tuple[float, float] = option(
+        (0.8, 1.2), "Contrast factor about the image mean, uniform in this range.", cli=False
+    )
+    brightness: float = option(0.05, "Additive shift, normal with this standard deviation.", cli=False)
+    noise_std: float = option(0.03, "Gaussian noise standard deviation, uniform in [0, noise_std].", cli=False)
 
 
+@documented
 @dataclass
 class FinetuneConfig:
     """Everything ``cover finetune`` needs.
 
     ``None`` fields are resolved by :func:`resolve_finetune_config`.
-
-    Attributes:
-        task: ``seg`` (segmentation) or ``cls`` (classification).
-        pretrained: Checkpoint of ``cover pretrain`` (a ``.pt`` file, a run folder or its
-            ``checkpoints/`` folder: the newest checkpoint), an export folder, or ``None`` for
-            training from scratch with the same recipe.
-        images: Folder (or single file) of images.
-        labels: seg: folder of label maps matched to ``images`` by file name stem (also
-            ``<stem>_seg``, ``_label``, ``_mask``, ``_gt``); cls: a CSV with ``image`` and
-            ``label`` columns (image by file name or stem). cls without ``labels``: one
-            sub-folder of ``images`` per class.
-        datalist: JSON/CSV datalist with ``image`` and ``label`` (a label-map path for seg, a
-            class for cls); replaces ``images``/``labels``.
-        val_images: Optional explicit validation images (else ``val_fraction`` of the cases).
-        val_labels: Their labels (same rules as ``labels``).
-        val_datalist: Optional explicit validation datalist.
-        dim: 2 or 3.
-        num_classes: Classes including background (seg) or number of classes (cls); ``None``
-            infers it from the labels.
-        class_names: Optional names, one per class.
-        label_values: seg: the values the label maps hold, background first; value ``i`` of
-            the list is class ``i`` (``(0, 255)`` for binary masks saved as 0/255), and
-            predicted masks are written back in these values. ``None``: the label maps must
-            hold the class indices ``0..K-1``.
-        label_fraction: Fraction of the training pool used as labeled cases.
-        num_labeled: Number of labeled cases (overrides ``label_fraction``).
-        val_fraction: Fraction of all cases held out for validation (ignored with
-            ``val_images``/``val_datalist``, or when the datalist has its own ``validation`` list).
-        epochs: Passes over the labeled cases (converted to steps); ignored with ``steps``.
-        steps: Optimiser steps.
-        freeze: ``none``, ``encoder`` (train decoder and head) or ``all`` (linear probe: only
-            the new head trains on frozen features).
-        transfer: What a pretrained checkpoint gives: ``all`` (encoder and decoder) or
-            ``encoder`` (the decoder starts from the run's fresh initialisation).
-        freeze_steps: Steps at the start during which a pretrained backbone stays fixed and
-            only the new head trains (linear probe, then fine-tuning: LP-FT); the backbone then
-            warms up again over ``warmup_steps``. Ignored without ``pretrained``.
-        backbone_lr_scale: Learning rate of a pretrained backbone relative to ``lr`` (the
-            new head's). Ignored without ``pretrained``.
-        batch_size: Batch size.
-        size: Training crop (seg) or input size (cls) per axis; a multiple of the backbone's
-            divisor.
-        lr: Adam learning rate (linear warm-up, then ``lr_schedule``).
-        lr_schedule: After the warm-up, ``cosine`` (decay to 0 at ``steps``) or ``constant``
-            (the rates do not depend on ``steps``, so with ``patience`` the step count is only a
-            safety cap: a run stopped by patience is the same whatever the cap).
-        weight_decay: Adam weight decay.
-        warmup_steps: Warm-up steps (``None``: 5 % of ``steps``).
-        grad_clip: Gradient norm clipping (0 disables).
-        amp: Mixed precision of the training steps: ``auto`` (per device,
-            :mod:`cover.devices`), ``none``, ``bf16`` or ``fp16`` (with loss scaling);
-            validation and evaluation run in float32.
-        channels_last: Train in the channels-last memory layout (1.1-1.25x faster pretraining
-            iterations on the project's AVX-512 CPU, ``benchmarks/RESULTS.md``); ``None``: per
-            device.
-        cudnn_benchmark: Let cuDNN time its convolution algorithms (CUDA); ``None``: per device.
-        tf32: TF32 matrix products and convolutions (CUDA); ``None``: per device.
-        compile: Compile the training steps' network with ``torch.compile`` (validation and
-            evaluation run it uncompiled).
-        intensity: Intensity preset; ``None`` uses the pretrained checkpoint's preset, else each
-            file's default (from its modality). Formerly ``preset`` (still read).
-        foreground_prob: seg: probability that a training crop is centred on a labeled voxel.
-        val_every: Steps between validations (``None``: about 10 per run).
-        patience: Stop after this many validations without improvement (``None``: never).
-        select: Checkpoint reported as the result: ``best`` (validation Dice/AUC) or ``last``.
-        overlap: Sliding-window overlap at validation and evaluation.
-        in_channels: Image channels.
-        seed: Seed of the case split, the sampling, the augmentation and the new weights.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        out: Output folder.
-        overwrite: Allow writing into a non-empty folder of another run.
-        resume: ``None``, ``auto`` (newest valid checkpoint in ``out``; a fresh start when
-            there is none) or a checkpoint path.
-        checkpoint_every: Steps between training-state checkpoints in ``out/checkpoints``
-            (``None``: at every validation).
-        checkpoint_minutes: Also checkpoint when this many minutes passed since the last one.
-        keep_checkpoints: Number of recent training-state checkpoints kept.
-        max_nonfinite_steps: Abort after this many consecutive steps with a non-finite loss
-            or gradient (each such step is skipped).
-        log_every: Steps between log rows.
-        evaluate_test: Demo only: evaluate the selected checkpoint on the test slab at the end.
-        augment: Augmentation settings.
-        model: Backbone for training from scratch.
     """
 
-    task: str = "seg"
-    pretrained: str | None = None
-    images: str | None = None
-    labels: str | None = None
-    datalist: str | None = None
-    val_images: str | None = None
-    val_labels: str | None = None
-    val_datalist: str | None = None
-    dim: int = 2
-    num_classes: int | None = None
-    class_names: tuple[str, ...] | None = None
-    label_values: tuple[int, ...] | None = None
-    label_fraction: float | None = None
-    num_labeled: int | None = None
-    val_fraction: float = 0.2
-    epochs: int | None = None
-    steps: int | None = None
-    freeze: str = "none"
-    transfer: str = "all"
-    freeze_steps: int = 0
-    backbone_lr_scale: float = 1.0
-    batch_size: int | None = None
-    size: tuple[int, ...] | None = None
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 1e-5
-    warmup_steps: int | None = None
-    grad_clip: float = 1.0
-    amp: str = "auto"
-    channels_last: bool | None = None
-    cudnn_benchmark: bool | None = None
-    tf32: bool | None = None
-    compile: bool = False
-    intensity: str | None = None
-    foreground_prob: float = 0.5
-    val_every: int | None = None
-    patience: int | None = None
-    select: str = "best"
-    overlap: float = 0.25
-    in_channels: int = 1
-    seed: int = 0
-    device: str = "auto"
-    out: str = "cover_runs/finetune"
-    overwrite: bool = False
-    resume: str | None = None
-    checkpoint_every: int | None = None
-    checkpoint_minutes: float | None = None
-    keep_checkpoints: int = 2
-    max_nonfinite_steps: int = 20
-    log_every: int = 10
-    evaluate_test: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: BackboneConfig = field(default_factory=BackboneConfig)
+    task: str = option("seg", "seg (segmentation) or cls (classification).", choices=TASKS)
+    pretrained: str | None = option(
+        None,
+        "cover pretrain run folder, checkpoint or export to start from; omit to train from scratch.",
+        flags=("--checkpoint", "--pretrained"),
+        doc="A ``.pt`` file, a run folder or its ``checkpoints/`` folder (the newest checkpoint), or an export "
+        "folder; ``None``: training from scratch with the same recipe.",
+    )
+    images: str | None = option(None, "Image folder (or file); omit (with --task seg) for the MNI152 tissue demo.")
+    labels: str | None = option(
+        None,
+        "seg: label-map folder (same stems); cls: CSV with image,label.",
+        doc="seg: label maps matched to ``images`` by file name stem (also ``<stem>_seg``, ``_label``, ``_mask``, "
+        "``_gt``); cls: ``image`` by file name or stem. cls without ``labels``: one sub-folder of ``images`` "
+        "per class.",
+    )
+    datalist: str | None = option(
+        None,
+        "JSON/CSV datalist with image and label.",
+        doc="A label-map path for seg, a class for cls; replaces ``images``/``labels``.",
+    )
+    val_images: str | None = option(None, "Explicit validation images (else --val-fraction).")
+    val_labels: str | None = option(None, "Labels of --val-images (same rules as --labels).")
+    val_datalist: str | None = option(None, "Explicit validation datalist.")
+    dim: int = Data.dim(help="2 or 3 (default: the pretrained checkpoint's, else 2).")
+    num_classes: int | None = option(
+        None, "Classes incl. background (seg) or number of classes (default: from the labels)."
+    )
+    class_names: tuple[str, ...] | None = option(None, "Optional names, one per class.", cli=False)
+    label_values: tuple[int, ...] | None = option(
+        None,
+        "Values the label maps hold, background first: value i of the list is class i, e.g. 0,255 for "
+        "binary masks saved as 0/255; predicted masks are written back in these values "
+        "(default: the labels are the class indices 0..K-1).",
+    )
+    label_fraction: float | None = option(None, "Fraction of the training cases that are labeled.")
+    num_labeled: int | None = option(None, "Number of labeled training cases (wins over --label-fraction).")
+    val_fraction: float = option(
+        0.2,
+        "Fraction of the cases held out for validation.",
+        doc="Ignored with ``val_images``/``val_datalist``, or when the datalist has its own ``validation`` list.",
+    )
+    epochs: int | None = option(None, "Passes over the labeled cases (converted to steps).")
+    steps: int | None = Loop.steps(default=None, help="Optimiser steps (wins over --epochs).")
+    freeze: str = option("none", "none, encoder (train decoder and head), or all (linear probe).", choices=FREEZE)
+    transfer: str = option("all", "Pretrained part to start from: all, or encoder (fresh decoder).", choices=TRANSFER)
+    freeze_steps: int = option(
+        0,
+        "First steps training only the new head on a fixed pretrained backbone (LP-FT).",
+        doc="The backbone then warms up again over ``warmup_steps``. Ignored without ``pretrained``.",
+    )
+    backbone_lr_scale: float = option(
+        1.0, "Pretrained backbone's lr relative to --lr (the new head's).", doc="Ignored without ``pretrained``."
+    )
+    batch_size: int | None = Data.batch_size()
+    size: tuple[int, ...] | None = Data.size(
+        help="Training crop (seg) / input size (cls): 96 or 96,96 (multiple of 16)."
+    )
+    lr: float = Loop.lr(default=1e-3)
+    lr_schedule: str = option(
+        "cosine",
+        "After warm-up: cosine (decay to 0 at --steps) or constant (--steps only a cap).",
+        choices=LR_SCHEDULES,
+        doc="With ``constant`` the rates do not depend on ``steps``, so with ``patience`` a run stopped by "
+        "patience is the same whatever the cap.",
+    )
+    weight_decay: float = Loop.weight_decay(default=1e-5)
+    warmup_steps: int | None = Loop.warmup_steps()
+    grad_clip: float = Loop.grad_clip()
+    amp: str = Device.amp(doc="Training steps only; validation and evaluation run in float32.")
+    channels_last: bool | None = Device.channels_last()
+    cudnn_benchmark: bool | None = Device.cudnn_benchmark(cli=False)
+    tf32: bool | None = Device.tf32(cli=False)
+    compile: bool = Device.compile(doc="The training steps' network (validation and evaluation run it uncompiled).")
+    intensity: str | None = Data.intensity(
+        help="Intensity preset (default: the pretrained checkpoint's, else per file).",
+        doc="Formerly ``preset`` (still read).",
+    )
+    foreground_prob: float = option(
+        0.5, "seg: probability that a training crop is centred on a labeled voxel.", cli=False
+    )
+    val_every: int | None = option(None, "Steps between validations (default: about 10 per run).")
+    patience: int | None = option(None, "Early stop after this many validations without improvement.")
+    select: str = option("best", "Reported checkpoint: best (validation Dice/AUC) or last.", choices=SELECT)
+    overlap: float = option(0.25, "Sliding-window overlap at validation and evaluation.", cli=False)
+    in_channels: int = Data.in_channels()
+    seed: int = Loop.seed()
+    device: str = Device.device()
+    out: str = Loop.out(default="cover_runs/finetune")
+    overwrite: bool = Loop.overwrite()
+    resume: str | None = Loop.resume(doc="With ``auto``, a fresh start when there is none.")
+    checkpoint_every: int | None = Loop.checkpoint_every(doc="Default: at every validation.")
+    checkpoint_minutes: float | None = Loop.checkpoint_minutes()
+    keep_checkpoints: int = Loop.keep_checkpoints(default=2)
+    max_nonfinite_steps: int = Loop.max_nonfinite_steps()
+    log_every: int = Loop.log_every()
+    evaluate_test: bool = option(
+        True, "Demo only: evaluate the selected checkpoint on the test slab at the end.", cli=False
+    )
+    augment: AugmentConfig = option(default_factory=AugmentConfig, help="Augmentation settings (augment.*).", cli=False)
+    model: BackboneConfig = option(default_factory=BackboneConfig, help="Backbone for training from scratch (model.*).")
 
     @property
     def is_demo(self) -> bool:
@@ -324,21 +293,8 @@ def validate_finetune_config(config: FinetuneConfig) -> None:
     Args:
         config: A resolved config.
     """
+    check_choices(config)
     checks = [
-        (config.task in TASKS, "task", f"{config.task!r} is not allowed (allowed: {', '.join(TASKS)})"),
-        (config.freeze in FREEZE, "freeze", f"{config.freeze!r} is not allowed (allowed: {', '.join(FREEZE)})"),
-        (
-            config.transfer in TRANSFER,
-            "transfer",
-            f"{config.transfer!r} is not allowed (allowed: {', '.join(TRANSFER)})",
-        ),
-        (config.amp in AMP_CHOICES, "amp", f"{config.amp!r} is not allowed (allowed: {', '.join(AMP_CHOICES)})"),
-        (
-            config.lr_schedule in LR_SCHEDULES,
-            "lr_schedule",
-            f"{config.lr_schedule!r} is not allowed (allowed: {', '.join(LR_SCHEDULES)})",
-        ),
-        (config.select in SELECT, "select", f"{config.select!r} is not allowed (allowed: {', '.join(SELECT)})"),
         (len(config.size) == config.dim, "size", f"{list(config.size)} needs 1 or {config.dim} values"),
         (all(s > 0 for s in config.size), "size", f"{list(config.size)} must be positive"),
         (config.batch_size >= 1, "batch_size", "must be at least 1"),

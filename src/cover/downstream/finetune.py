@@ -345,7 +345,7 @@ def _finetune(config: FinetuneConfig, context: DistributedContext) -> dict[str, 
         log.info("data: %s", preset_note(files, given=bool(cases.preset), origin=origin))
     parts = _parts(config, spec, pretrained, cases.num_classes, context)
     network = parts.model
-    resumed, progress = _resume(config, state, state_path, parts, out, context)
+    resumed, progress = _resume(config.resume, state, state_path, parts, out, context)
     criterion = DiceCELoss(to_onehot_y=True, softmax=True) if config.task == "seg" else nn.CrossEntropyLoss()
     metadata = _metadata(config, spec, network.backbone, cases, source)
     validation = Validation(cases.val, cases.num_classes, int(network.backbone.divisor), metadata, out)
@@ -460,18 +460,18 @@ def _parts(
 
 
 def _resume(
-    config: FinetuneConfig,
+    resume: str | None,
     state: dict[str, Any] | None,
     state_path: Path | None,
     parts: Parts,
     out: Path,
     context: DistributedContext,
 ) -> tuple[Resumed, Progress]:
-    """Load a resumed training state into ``parts``; where the run starts and its progress."""
+    """Load a resumed training state into ``parts`` (``resume``: the option); where the run starts and its progress."""
     if state is None:
-        if config.resume and config.resume != "auto":
-            raise ConfigError(f"resume: {config.resume} could not be used")
-        if config.resume and context.is_main:
+        if resume and resume != "auto":
+            raise ConfigError(f"resume: {resume} could not be used")
+        if resume and context.is_main:
             log.info("no usable checkpoint in %s; starting at step 0", out / CHECKPOINT_DIR)
         return Resumed(), Progress()
     load_states(state_path, parts.states(state))

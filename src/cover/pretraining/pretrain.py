@@ -188,10 +188,11 @@ def _worker_init(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _check_device(config: PretrainConfig, device: torch.device) -> None:
+def _check_device(name: str, amp: str, device: torch.device) -> None:
+    """Refuse a device this machine lacks (``name`` as given) or a precision it cannot run."""
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {config.device} requested but no CUDA device is available (use cpu or auto)")
-    check_amp(config.amp, device)
+        raise ConfigError(f"device: {name} requested but no CUDA device is available (use cpu or auto)")
+    check_amp(amp, device)
 
 
 @torch.no_grad()
@@ -265,7 +266,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     # Everything is checked (config, output folder, checkpoint, model, data) before the
     # output folder is created or changed, so a bad input leaves an earlier run untouched.
     device = context.device
-    _check_device(config, device)
+    _check_device(config.device, config.amp, device)
     apply_backend_settings(config, device)
     torch.manual_seed(config.seed)
     if config.batch_size % context.world_size:
@@ -280,7 +281,7 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
         model.parameters(), config.lr, config.weight_decay, config.steps, config.warmup_steps
     )
     parts = Parts(model, optimizer, scheduler, grad_scaler(config.amp, device))
-    resumed = _resume(config, state, state_path, parts)
+    resumed = _resume(config.resume, state, state_path, parts)
     train_set, heldout, data_metadata = build_datasets(config, context)
     check_memory(config, model, context)
     metadata = run_metadata(config, data_metadata, model)
@@ -304,11 +305,11 @@ def _train(config: PretrainConfig, context: DistributedContext) -> dict[str, Any
     return summary
 
 
-def _resume(config: PretrainConfig, state: dict[str, Any] | None, state_path: Path | None, parts: Parts) -> Resumed:
-    """Load a resumed checkpoint's states into ``parts``; where the run starts."""
+def _resume(resume: str | None, state: dict[str, Any] | None, state_path: Path | None, parts: Parts) -> Resumed:
+    """Load a resumed checkpoint's states into ``parts`` (``resume``: the option); where the run starts."""
     if state is None:
-        if config.resume and config.resume != "auto":
-            raise ConfigError(f"resume: {config.resume} could not be used")
+        if resume and resume != "auto":
+            raise ConfigError(f"resume: {resume} could not be used")
         return Resumed()
     load_states(state_path, parts.states(state))
     return Resumed(

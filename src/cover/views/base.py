@@ -31,67 +31,62 @@ from cover.geometry import (
     random_elastic_field,
     sample_at,
 )
+from cover.options import documented, option
 
 
+@documented
 @dataclass
 class ViewConfig:
-    """Parameters of the SeVR view generator (docs/method.md §3); all lengths relative to the source.
+    """Parameters of the SeVR view generator (docs/method.md §3); all lengths relative to the source."""
 
-    Attributes:
-        rotation_deg: Rotation angles uniform in ``±rotation_deg`` (per axis in 3D).
-        num_rotations: Rotation factors around the scale/shear (2 in the 2D reference; the
-            ``authors`` style ignores it, its rotation factors collapse into one).
-        scale_range: Per-axis scale uniform in this range.
-        translation: Translation uniform in ``±translation * size`` per axis.
-        shear_deg: Shear angles uniform in ``±shear_deg``.
-        elastic: Add a smooth random elastic field.
-        elastic_magnitude: Std of elastic control displacements, as a fraction of the size.
-        elastic_spacing: Control point spacing, as a fraction of the size.
-        noise_std_max: Additive Gaussian noise std uniform in ``[0, noise_std_max]``.
-        blur_sigma_max: Gaussian blur sigma uniform in ``[0, blur_sigma_max]`` voxels.
-        contrast_range: Contrast factor about the mean, uniform in this range.
-        brightness_std: Additive brightness shift ``N(0, brightness_std)``.
-        max_blocks: Maximum number of in-painted uniform-noise blocks.
-        block_prob: Probability that each next block is drawn.
-        block_size_range: Block side uniform in this range, fraction of the size (``authors``:
-            of the crop, in whole voxels).
-        source_scale: Source images are this factor larger than the crop (1.5 in the paper).
-        gamma_range: Contrast change ``x.clamp(min=0) ** gamma`` of view a, gamma uniform in
-            this range (first of the appearance changes); ``(1, 1)``: off.
-        bias_std: Smooth multiplicative bias field ``exp(b)`` on view a, ``b`` a random smooth
-            field (:func:`cover.geometry.random_elastic_field`) with control values of this
-            standard deviation (after the gamma change); 0: off.
-        bias_spacing: Control point spacing of the bias field, as a fraction of the size.
-        max_displacement: Shrink each sample's spatial transform (its displacement field
-            scaled towards zero) so that no displacement inside the crop exceeds this many
-            voxels along any axis; ``None``: no limit. The vector pyramid can only find
-            partners within its capture range ``r * (2**levels - 1)`` voxels (62 for the
-            paper's U-Net with ``r = 2``: :func:`capture_range`).
-        style: ``cover`` (this module's generator) or ``authors`` (the authors' release's way of
-            drawing views with the same ranges, :mod:`cover.views.authors`; docs/method.md §3).
-    """
-
-    rotation_deg: float = 30.0
-    num_rotations: int = 2
-    scale_range: tuple[float, float] = (0.25, 1.75)
-    translation: float = 0.3
-    shear_deg: float = 8.4375
-    elastic: bool = False
-    elastic_magnitude: float = 0.02
-    elastic_spacing: float = 0.25
-    noise_std_max: float = 0.02
-    blur_sigma_max: float = 0.05
-    contrast_range: tuple[float, float] = (0.5, 1.5)
-    brightness_std: float = 0.1
-    max_blocks: int = 10
-    block_prob: float = 0.95
-    block_size_range: tuple[float, float] = (0.1, 0.133)
-    source_scale: float = 1.5
-    gamma_range: tuple[float, float] = (1.0, 1.0)
-    bias_std: float = 0.0
-    bias_spacing: float = 0.5
-    max_displacement: float | None = None
-    style: str = "cover"
+    rotation_deg: float = option(30.0, "Rotation angles uniform in ±rotation_deg (per axis in 3D).")
+    num_rotations: int = option(
+        2,
+        "Rotation factors around the scale/shear (2 in the 2D reference).",
+        doc="The ``authors`` style ignores it: its rotation factors collapse into one.",
+    )
+    scale_range: tuple[float, float] = option((0.25, 1.75), "Per-axis scale uniform in this range.")
+    translation: float = option(0.3, "Translation uniform in ±translation x size per axis.")
+    shear_deg: float = option(8.4375, "Shear angles uniform in ±shear_deg.")
+    elastic: bool = option(False, "Add a smooth random elastic field.")
+    elastic_magnitude: float = option(0.02, "Std of elastic control displacements, as a fraction of the size.")
+    elastic_spacing: float = option(0.25, "Control point spacing, as a fraction of the size.")
+    noise_std_max: float = option(0.02, "Additive Gaussian noise std uniform in [0, noise_std_max].")
+    blur_sigma_max: float = option(0.05, "Gaussian blur sigma uniform in [0, blur_sigma_max] voxels.")
+    contrast_range: tuple[float, float] = option((0.5, 1.5), "Contrast factor about the mean, uniform in this range.")
+    brightness_std: float = option(0.1, "Additive brightness shift N(0, brightness_std).")
+    max_blocks: int = option(10, "Maximum number of in-painted uniform-noise blocks.")
+    block_prob: float = option(0.95, "Probability that each next block is drawn.")
+    block_size_range: tuple[float, float] = option(
+        (0.1, 0.133),
+        "Block side uniform in this range, fraction of the size.",
+        doc="``authors``: of the crop, in whole voxels.",
+    )
+    source_scale: float = option(1.5, "Source images are this factor larger than the crop (1.5 in the paper).")
+    gamma_range: tuple[float, float] = option(
+        (1.0, 1.0),
+        "Contrast change x.clamp(min=0) ** gamma of view a, gamma uniform in this range; (1, 1): off.",
+        doc="The first of the appearance changes.",
+    )
+    bias_std: float = option(
+        0.0,
+        "Smooth multiplicative bias field exp(b) on view a, b with control values of this std; 0: off.",
+        doc="``b`` a random smooth field (:func:`cover.geometry.random_elastic_field`), after the gamma change.",
+    )
+    bias_spacing: float = option(0.5, "Control point spacing of the bias field, as a fraction of the size.")
+    max_displacement: float | None = option(
+        None,
+        "Shrink each sample's transform so no displacement inside the crop exceeds this many voxels; null: no limit.",
+        doc="The displacement field is scaled towards zero. The vector pyramid can only find partners within its "
+        "capture range ``r * (2**levels - 1)`` voxels (62 for the paper's U-Net with ``r = 2``: "
+        ":func:`capture_range`).",
+    )
+    style: str = option(
+        "cover",
+        "cover (cover's generator) or authors (the release's way of drawing views, same ranges).",
+        choices=("cover", "authors"),
+        doc="``cover``: this module; ``authors``: :mod:`cover.views.authors` (docs/method.md §3).",
+    )
 
     @classmethod
     def reference(cls, spatial_dims: int) -> ViewConfig:
