@@ -67,6 +67,28 @@ def test_a_run_without_patience_ran_its_steps(seg2d, tmp_path, monkeypatch):
     assert summary["stopped_by"] == "steps" and summary["best_step"] == 2
 
 
+def test_a_stopped_run_resumed_with_more_patience_trains_on_as_if_it_had_had_it(seg2d, tmp_path, monkeypatch):
+    # Patience 2 stops at step 12 (as above); resumed from that state with patience 4 the stale
+    # count goes on (3 at step 14), 0.95 at step 16 resets it, four stale ones stop at step 24:
+    # the run that had patience 4 from the start, validation for validation and loss for loss.
+    first, then = [0.3, 0.5, 0.4, 0.6, 0.6, 0.58], [0.5, 0.95, 0.3, 0.3, 0.3, 0.3]
+    script(monkeypatch, first)
+    assert run(seg2d, tmp_path / "run", steps=40, val_every=2, patience=2)["steps"] == 12
+    script(monkeypatch, [])
+    again = run(seg2d, tmp_path / "run", resume="auto")  # the same patience: nothing left to train
+    assert again["steps"] == 12 and again["stopped_by"] == "patience"
+    calls = script(monkeypatch, then)
+    resumed = run(seg2d, tmp_path / "run", resume="auto", patience=4)
+    assert len(calls) == 6 and resumed["start_step"] == 12
+    assert (resumed["steps"], resumed["best_step"], resumed["stopped_by"]) == (24, 16, "patience")
+    script(monkeypatch, first + then)
+    whole = run(seg2d, tmp_path / "whole", steps=40, val_every=2, patience=4)
+    assert (whole["steps"], whole["best_step"]) == (24, 16)
+    log, reference = read_log(tmp_path / "run" / "log.csv"), read_log(tmp_path / "whole" / "log.csv")
+    assert log["step"] == list(range(1, 25)) and log["loss"] == reference["loss"]
+    assert log["val_dice"] == reference["val_dice"]
+
+
 def test_constant_schedule_makes_a_shorter_cap_a_prefix_of_a_longer_run(seg2d, tmp_path):
     """With ``lr_schedule: constant`` the cap changes nothing before it: the same seed gives the
     same learning rates and losses step for step (the convergence study's replay rests on this);

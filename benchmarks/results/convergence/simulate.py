@@ -17,13 +17,17 @@ import statistics
 import sys
 from pathlib import Path
 
-#: (k, P, C) pairs compared: each setting, then the same with double the patience span and cap.
+#: (k, P, C) pairs compared: each setting, then the same with double the patience span (and cap).
 PAIRS = [
     ((20, 4, 1000), (20, 8, 2000)),
     ((20, 8, 1000), (20, 16, 2000)),
     ((40, 4, 1000), (40, 8, 2000)),
+    ((20, 16, 2000), (20, 32, 2000)),
+    ((40, 8, 2000), (40, 16, 2000)),
 ]
 CANDIDATES = sorted({c for pair in PAIRS for c in pair})
+#: The table's columns: every setting once, in the order of ``PAIRS``.
+COLUMNS = list(dict.fromkeys(c for pair in PAIRS for c in pair))
 
 
 def curve(log_csv: Path) -> tuple[list[int], list[float]]:
@@ -78,20 +82,18 @@ def _test(cell: dict, step: int) -> float:
 def table(cells: list[dict]) -> list[str]:
     """Markdown: per cell, the long run and each pair's selected step / validation / test Dice."""
     head = ["method", "n", "seed", "long run: best step / stop (by)"]
-    for short, long in PAIRS:
-        head += [f"{_name(short)}: step, val, test", f"{_name(long)}: step, val, test"]
+    head += [f"{_name(setting)}: step, val, test" for setting in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in cells:
         summary = cell["summary"]
         row = [cell["method"], str(cell["budget"]), str(cell["seed"])]
         row.append(f"{summary['best_step']} / {summary['steps']} ({summary.get('stopped_by', '?')})")
-        for pair in PAIRS:
-            for setting in pair:
-                r = replay(*cell["curve"], *setting)
-                row.append(
-                    f"{r['best_step']} ({r['stopped_by']} at {r['stop']}), {100 * r['val']:.1f}, "
-                    f"{100 * _test(cell, r['best_step']):.1f}"
-                )
+        for setting in COLUMNS:
+            r = replay(*cell["curve"], *setting)
+            row.append(
+                f"{r['best_step']} ({r['stopped_by']} at {r['stop']}), {100 * r['val']:.1f}, "
+                f"{100 * _test(cell, r['best_step']):.1f}"
+            )
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -171,8 +171,17 @@ class FinetuneTask(Task):
 
     @property
     def finished(self) -> bool:
-        """Whether the resumed run had stopped early."""
-        return self.progress.early_stopped
+        """Whether the resumed run had stopped early and this run's ``patience`` is spent too.
+
+        A run stopped by patience and resumed with a larger ``patience`` (or none) trains on from
+        its last state, its count of stale validations going on, so it retraces the run that
+        had the larger patience from the start.
+        """
+        return self.progress.early_stopped and self._patience_spent()
+
+    def _patience_spent(self) -> bool:
+        patience = self.config.patience
+        return patience is not None and self.progress.stale >= patience
 
     def prepare(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's augmented crops of the step's global batch ``sampler.batch(step)``: images and targets."""
@@ -244,11 +253,10 @@ class FinetuneTask(Task):
 
     def should_stop(self, done: int) -> str | None:
         """Early stop after ``patience`` validations without a better score."""
-        patience = self.config.patience
-        self.progress.early_stopped = patience is not None and self.progress.stale >= patience
+        self.progress.early_stopped = self._patience_spent()
         if not self.progress.early_stopped:
             return None
-        return f"early stop at step {done}: no better {self.metric} in {patience} validations"
+        return f"early stop at step {done}: no better {self.metric} in {self.config.patience} validations"
 
     def stopped_by(self, done: int) -> str:
         """What ended the run after ``done`` steps.

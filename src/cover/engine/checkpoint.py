@@ -227,6 +227,30 @@ def resume_state(resume: str | None, out: str | Path) -> tuple[dict[str, Any] | 
     return load_checkpoint(resume), Path(resume)
 
 
+#: Optimiser settings that choose how the update is computed, not what it is.
+IMPLEMENTATION_KEYS = ("fused", "foreach")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the running optimiser's implementation.
+
+    ``load_state_dict`` also restores the saved parameter groups' ``fused`` and ``foreach``
+    flags, but an optimiser built fused keeps expecting the fused step (the engine hands it
+    ``found_inf``), so a checkpoint saved by a non-fused optimiser (cover before fused Adam)
+    would crash the first resumed step, and a fused one would be resumed fused where the
+    kernel is missing. The kernel is the running code's choice; the moments and step counts
+    are the checkpoint's.
+
+    Args:
+        optimizer: The run's optimiser.
+        state: Its saved ``state_dict``.
+    """
+    kept = [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, kept, strict=True):
+        group.update(flags)
+
+
 def load_states(path: str | Path | None, pairs: list[tuple[Any, Any]]) -> None:
     """``target.load_state_dict(state)`` for each pair; a mismatch becomes a one-line error.
 
@@ -239,7 +263,10 @@ def load_states(path: str | Path | None, pairs: list[tuple[Any, Any]]) -> None:
     """
     try:
         for target, state in pairs:
-            target.load_state_dict(state)
+            if isinstance(target, torch.optim.Optimizer):
+                load_optimizer_state(target, state)
+            else:
+                target.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         details = [line for line in lines if not line.startswith("Error(s) in loading")]
