@@ -1,6 +1,10 @@
 """Pretrain the default preset's COVER backbone into /tmp/conv/bench (the benchmark's own record and folder).
 
 usage: python pretrain.py  (stopped with SIGTERM at step 300 in the convergence study, see README.md)
+
+A record of the code it ran with (cover at cf54e04, where the harness was ``cover.benchmark`` and the
+runner had ``_model_options``); it does not run on later code. Today the same backbone comes from
+``cover benchmark --preset default --methods cover`` (its pretraining cell).
 """
 
 from pathlib import Path

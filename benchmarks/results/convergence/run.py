@@ -24,8 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cover.benchmark.config import finetune_values, resolve_benchmark_config
-from cover.benchmark.tasks import task_data
+from cover.benchmarking.config import finetune_values, resolve_benchmark_config
+from cover.benchmarking.tasks import task_data
 from cover.config import to_dict
 from cover.downstream import finetune_task
 from cover.downstream.evaluate import evaluate
@@ -37,7 +37,7 @@ LONG = {"lr_schedule": "constant", "warmup_steps": 15, "val_every": 20, "patienc
 
 
 def cell_values(config, task, data, budget: int, seed: int) -> dict:
-    """The benchmark's cell settings (``cover.benchmark.config.finetune_values``) with ``LONG``."""
+    """The benchmark's cell settings (``cover.benchmarking.config.finetune_values``) with ``LONG``."""
     return {**finetune_values(config, task, data, budget, seed), **LONG}
 
 
