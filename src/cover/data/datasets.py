@@ -510,17 +510,7 @@ def build_pretrain_dataset(
         progress: Show the decoding progress bar and log the cache line (the main process).
 
     Returns:
-        ``(dataset, meta)``; ``meta`` is JSON-serialisable: ``data``, ``dim``,
-        ``source_size``, ``preset`` (the preset used, with its parameters, e.g.
-        ``"ct:-1000,1000"``; ``"per-file"`` only when no preset was given and files got
-        different ones), ``presets`` (preset -> file count), ``preset_note`` (one line: which
-        and why), ``spacing`` (one value per axis: the target, or the files' common spacing;
-        ``None`` when files differ), ``spacing_note`` (which of these), ``spacings`` (distinct
-        final spacings), ``orientation`` (distinct orientations), ``axis_order``,
-        ``channels``, ``channel_names`` (a dataset folder's, else ``None``), ``num_files``, ``formats``,
-        ``modalities``, ``slice_axis``, ``skipped``
-        (unusable files) and ``not_images`` (files of a folder left out as non-images by
-        :func:`cover.data.discovery.not_an_image`), both as ``[path, reason]`` pairs.
+        ``(dataset, meta)``; ``meta`` is JSON-serialisable, its keys described by :func:`_dataset_meta`.
 
     Raises:
         DataError: Missing input, no usable image, a bad file with ``on_bad_file="error"``,
@@ -558,6 +548,59 @@ def build_pretrain_dataset(
     store.report_skipped()
     if progress:
         logger.info(store.note())
+    return dataset, _dataset_meta(store, dataset, data, size, chosen, channel_names, left_out, dim, slice_axis)
+
+
+def _dataset_meta(
+    store: CachedVolumeStore,
+    dataset: Dataset,
+    data: str,
+    size: tuple[int, ...],
+    chosen: str | None,
+    channel_names: list[str] | None,
+    left_out: Sequence[tuple[Path, str]],
+    dim: int,
+    slice_axis: int,
+) -> dict[str, Any]:
+    """The JSON-serialisable metadata of :func:`build_pretrain_dataset`.
+
+    Keys: ``data``, ``dim``, ``source_size``; ``preset`` (the preset used, with its parameters, e.g.
+    ``"ct:-1000,1000"``; ``"per-file"`` only when no preset was given and files got different ones),
+    ``presets`` (preset -> file count), ``preset_note`` (one line: which and why); ``spacing`` (one
+    value per axis: the target, or the files' common spacing; ``None`` when files differ),
+    ``spacing_note`` (which of these), ``spacings`` (distinct final spacings), ``orientation``
+    (distinct orientations), ``axis_order``, ``slice_axis``; ``channels``, ``channel_names`` (a
+    dataset folder's, else ``None``), ``num_files``, ``formats``, ``modalities``; ``skipped``
+    (unusable files) and ``not_images`` (files of a folder left out as non-images by
+    :func:`cover.data.discovery.not_an_image`), both as ``[path, reason]`` pairs;
+    ``decoded_at_start`` and ``indexed_from_headers``: the images decoded before training, and
+    those known from their headers only (decoded when first drawn).
+
+    Raises:
+        DataError: Mixed channel counts, or ``dataset.json`` names another number of channels.
+    """
+    return {
+        "data": str(data),
+        "dim": dim,
+        "source_size": list(size),
+        **_preset_meta(store, chosen),
+        **_grid_meta(store, dim, slice_axis),
+        "channels": _channel_count(store, data, channel_names),
+        "channel_names": channel_names,
+        "num_files": len(dataset),
+        "formats": dict(Counter(m["format"] for m in store.meta)),
+        "modalities": dict(Counter(m["modality"] or "unknown" for m in store.meta)),
+        "skipped": [[source_text(p), reason] for p, reason in store.skipped],
+        "not_images": [[str(p), reason] for p, reason in left_out],
+        # Lazy decoding: shapes, spacings, formats and orientations of these come from headers; presets
+        # chosen by values only from the files decoded at start (``presets`` counts those).
+        "decoded_at_start": len(store) - sum(store.lazy),
+        "indexed_from_headers": sum(store.lazy),
+    }
+
+
+def _channel_count(store: CachedVolumeStore, data: str, channel_names: list[str] | None) -> int:
+    """The one channel count of every image (and of ``dataset.json``'s names); a mix is a :class:`DataError`."""
     counts = sorted({int(m["shape"][0]) for m in store.meta})
     if len(counts) > 1:
         first = {count: next(m for m in store.meta if int(m["shape"][0]) == count) for count in counts}
@@ -567,40 +610,35 @@ def build_pretrain_dataset(
         raise data_error(
             data, f"dataset.json names {len(channel_names)} channel(s) {channel_names} but the images have {counts[0]}"
         )
-    if dim == 2:
-        axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
-    else:
-        axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
+    return counts[0]
+
+
+def _preset_meta(store: CachedVolumeStore, chosen: str | None) -> dict[str, Any]:
+    """``preset``, ``presets`` and ``preset_note`` of :func:`build_pretrain_dataset`'s metadata."""
     known = [m for m in store.meta if m["preset"] is not None]  # lazy images without --intensity: not yet decoded
     pending = len(store.meta) - len(known)
     presets = Counter(m["preset"] for m in known)
     if chosen is not None:
         presets = Counter({next(iter(presets)): len(store.meta)})
-    spacing_value, spacing_note = _spacing_summary(store)
-    meta = {
-        "data": str(data),
-        "dim": dim,
-        "source_size": list(size),
+    return {
         "preset": next(iter(presets)) if len(presets) == 1 else PER_FILE,
         "presets": dict(presets),
         "preset_note": preset_note(known, given=chosen is not None, pending=pending if chosen is None else 0),
+    }
+
+
+def _grid_meta(store: CachedVolumeStore, dim: int, slice_axis: int) -> dict[str, Any]:
+    """``spacing``, ``spacing_note``, ``spacings``, ``orientation``, ``axis_order`` and ``slice_axis`` metadata."""
+    if dim == 2:
+        axis_order = f"C,H,W: 2D images as (rows, cols); volumes sliced normal to RAS-canonical array axis {slice_axis}"
+    else:
+        axis_order = "C,I,J,K: RAS-canonical voxel order (i->R, j->A, k->S) where known"
+    spacing_value, spacing_note = _spacing_summary(store)
+    return {
         "spacing": spacing_value,
         "spacing_note": spacing_note,
-        "spacings": sorted({tuple(m["spacing"]) for m in store.meta})[:20],
+        "spacings": [list(s) for s in sorted({tuple(m["spacing"]) for m in store.meta})[:20]],
         "orientation": sorted({m["orientation"] or "unknown" for m in store.meta}),
         "axis_order": axis_order,
-        "channels": counts[0],
-        "channel_names": channel_names,
-        "num_files": len(dataset),
-        "formats": dict(Counter(m["format"] for m in store.meta)),
-        "modalities": dict(Counter(m["modality"] or "unknown" for m in store.meta)),
         "slice_axis": slice_axis,
-        "skipped": [[source_text(p), reason] for p, reason in store.skipped],
-        "not_images": [[str(p), reason] for p, reason in left_out],
-        # Lazy decoding: shapes, spacings, formats and orientations of these come from headers; presets
-        # chosen by values only from the files decoded at start (``presets`` counts those).
-        "decoded_at_start": len(store) - sum(store.lazy),
-        "indexed_from_headers": sum(store.lazy),
     }
-    meta["spacings"] = [list(s) for s in meta["spacings"]]
-    return dataset, meta
