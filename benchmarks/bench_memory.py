@@ -10,10 +10,11 @@ user data (the paper's U-Net) and reports
 * the peak that torch's ``MemTracker`` records over a training step as the engine runs it
   (views, forward under autocast, gradients set to None, backward, gradient norm, fused Adam)
   at the full size on fake tensors (``FakeTensorMode``: every tensor's bytes, no computation).
-  The tracked step is the second one: from then on every step starts with the Adam state and
-  the previous step's gradients allocated (the first step has neither);
+  The tracked step is one after the first: it starts with the Adam state and the previous
+  step's gradients allocated (made by setting zero gradients and taking an Adam step, which
+  allocates the same tensors as a whole first step and costs none of its operations);
 
-and their ratio. ``--real`` runs the same two steps on real tensors as well (real computation:
+and their ratio. ``--real`` runs the same on real tensors as well (real computation:
 small sizes only) and adds MemTracker's peak there and the process's peak resident memory
 above its resident memory before the network was built (``VmHWM``), which checks that the
 fake-tensor peak is the real one. Each case runs in a fresh subprocess. Results go to
@@ -41,16 +42,19 @@ PAPER_CASES = ("2:384:24:fp32", "2:384:24:bf16", "3:96:2:fp32", "3:96:2:bf16")
 GIB = 2**30
 
 
-def _config(dim: int, size: int, batch: int, amp: str, schedule: str = "auto"):
+def _config(dim: int, size: int, batch: int, amp: str, schedule: str = "auto", settings: dict | None = None):
+    """The config of a ``cover pretrain`` run on user data; model ``settings`` replace the paper's U-Net's."""
     from cover.config import resolve_pretrain_config
 
     amp = "none" if amp == "fp32" else amp
     values = {"dim": dim, "size": size, "batch_size": batch, "steps": 1, "data": "x", "device": "cpu", "amp": amp,
-              "model": {"mov_schedule": schedule}}  # fmt: skip
+              "model": {**(settings or {}), "mov_schedule": schedule}}  # fmt: skip
     return resolve_pretrain_config(values)
 
 
-def estimated_bytes(dim: int, size: int, batch: int, amp: str, schedule: str = "auto") -> float:
+def estimated_bytes(
+    dim: int, size: int, batch: int, amp: str, schedule: str = "auto", settings: dict | None = None
+) -> float:
     """The memory check's estimate of a step's tensors plus the parameters (what MemTracker counts).
 
     The estimate's allowance for memory beside tensors (``RUNTIME_BYTES``) is left out: MemTracker
@@ -60,7 +64,7 @@ def estimated_bytes(dim: int, size: int, batch: int, amp: str, schedule: str = "
     from cover.models.networks import build_model
     from cover.views import ViewGenerator
 
-    config = _config(dim, size, batch, amp, schedule)
+    config = _config(dim, size, batch, amp, schedule, settings)
     torch.manual_seed(0)
     model = build_model(config)
 
@@ -72,16 +76,21 @@ def estimated_bytes(dim: int, size: int, batch: int, amp: str, schedule: str = "
     return found.tensor_bytes() + sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def memtracker_bytes(dim: int, size: int, batch: int, amp: str, schedule: str = "auto") -> float:
-    """MemTracker's peak of the second training step at the full size on fake tensors (parameters included)."""
-    return step_peaks(dim, size, batch, amp, schedule)["memtracker"]
+def memtracker_bytes(
+    dim: int, size: int, batch: int, amp: str, schedule: str = "auto", settings: dict | None = None
+) -> float:
+    """MemTracker's peak of a training step after the first, on fake tensors (parameters included)."""
+    return step_peaks(dim, size, batch, amp, schedule, settings)["memtracker"]
 
 
-def step_peaks(dim: int, size: int, batch: int, amp: str, schedule: str = "auto", fake: bool = True) -> dict:
-    """MemTracker's peak of the second training step at the full size (parameters included).
+def step_peaks(
+    dim: int, size: int, batch: int, amp: str, schedule: str = "auto", settings: dict | None = None, fake: bool = True
+) -> dict:
+    """MemTracker's peak of a training step after the first at the full size (parameters included).
 
     Args:
         dim, size, batch, amp, schedule: The case.
+        settings: Model settings replacing the paper's U-Net's.
         fake: On fake tensors (no computation); else on real ones, with the peak resident memory too.
 
     Returns:
@@ -96,7 +105,7 @@ def step_peaks(dim: int, size: int, batch: int, amp: str, schedule: str = "auto"
     from cover.models.networks import build_model
     from cover.views import ViewGenerator
 
-    config = _config(dim, size, batch, amp, schedule)
+    config = _config(dim, size, batch, amp, schedule, settings)
     torch.manual_seed(0)
     if not fake:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM from the resident memory now
@@ -117,7 +126,9 @@ def step_peaks(dim: int, size: int, batch: int, amp: str, schedule: str = "auto"
             torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)
             optimizer.step()
 
-        step()  # every later step starts with the Adam state and the last gradients allocated
+        for parameter in model.parameters():  # what every step after the first starts with: the last
+            parameter.grad = torch.zeros_like(parameter)  # gradients and (a zero step) the Adam state
+        optimizer.step()
         tracker = MemTracker()
         tracker.track_external(model, optimizer, source, *(p.grad for p in model.parameters()))
         with tracker:
