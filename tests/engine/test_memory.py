@@ -48,6 +48,19 @@ def test_autocasts_weight_copies_are_counted_apart_from_the_activations():
     assert saved == (2 * (2 * 3 * 64 + 2 * 4 * 64), 2 * 4 * 3 * 3 * 3)
 
 
+def test_weight_copies_are_fixed_bytes_not_scaled_with_the_batch():
+    """At batch 24 a per-sample copy of the weights would count them 12 times (probe batch 2)."""
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(twin, probe, batch):
+        return torch.relu(twin(torch.rand(batch, 3, *probe))).sum()
+
+    found = memory.estimate(conv, forward, (8, 8), 1, 24, amp="bf16")
+    weights = 4 * 3 * 3 * 3
+    assert found.activation_bytes == 2 * (3 * 64 + 4 * 64)  # one sample's 2-byte input and relu output
+    assert found.fixed_bytes == 3 * 4 * (weights + 4) + 2 * weights + memory.RUNTIME_BYTES
+
+
 def test_check_fits_names_the_largest_batch_that_fits(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * GB)
     found = MemoryEstimate(activation_bytes=0.5 * GB, fixed_bytes=1 * GB, batch=24)
