@@ -31,7 +31,34 @@ def test_saved_activation_bytes_counts_what_backward_keeps():
 
     # conv saves its input (2*3*8*8 floats; its weight is excluded), relu its output (2*4*8*8 floats)
     expected = 4 * (2 * 3 * 64 + 2 * 4 * 64)
-    assert saved_activation_bytes(forward, exclude=list(conv.parameters())) == expected
+    assert saved_activation_bytes(forward, exclude=list(conv.parameters())) == (expected, 0)
+
+
+def test_autocasts_weight_copies_are_counted_apart_from_the_activations():
+    """Under bf16 autocast conv saves a bf16 copy of its weight: one per parameter, not per sample."""
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.rand(2, 3, 8, 8)
+
+    def forward():
+        return torch.relu(conv(x)).sum()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        saved = saved_activation_bytes(forward, exclude=list(conv.parameters()))
+    # 2-byte input copy and relu output; the weight's 2-byte copy (the bias is not saved)
+    assert saved == (2 * (2 * 3 * 64 + 2 * 4 * 64), 2 * 4 * 3 * 3 * 3)
+
+
+def test_weight_copies_are_fixed_bytes_not_scaled_with_the_batch():
+    """At batch 24 a per-sample copy of the weights would count them 12 times (probe batch 2)."""
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(twin, probe, batch):
+        return torch.relu(twin(torch.rand(batch, 3, *probe))).sum()
+
+    found = memory.estimate(conv, forward, (8, 8), 1, 24, amp="bf16")
+    weights = 4 * 3 * 3 * 3
+    assert found.activation_bytes == 2 * (3 * 64 + 4 * 64)  # one sample's 2-byte input and relu output
+    assert found.fixed_bytes == 3 * 4 * (weights + 4) + 2 * weights + memory.RUNTIME_BYTES
 
 
 def test_check_fits_names_the_largest_batch_that_fits(monkeypatch):
@@ -77,6 +104,32 @@ def test_the_probe_leaves_the_model_and_the_random_stream_alone(tmp_path, monkey
     check_memory(config, model, init_distributed("cpu"))
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_probe_computes_the_mov_as_the_training_device_will(monkeypatch):
+    """A GPU run is probed on a CPU copy with the GPU's MoV schedule (it saves other tensors than the CPU's)."""
+    import dataclasses
+
+    import cover.nn.mov as mov
+    from cover.config import resolve_pretrain_config
+    from cover.engine.distributed import init_distributed
+    from cover.pretraining.pretrain import build_model, check_memory
+
+    config = resolve_pretrain_config({"dim": 2, "size": 32, "batch_size": 4, "steps": 2, "model": TINY_MODEL})
+    model = build_model(config)
+    original, schedules = mov.mixture_of_vectors, []
+
+    def recorded(query, key, heads, radius, schedule="auto"):
+        schedules.append(schedule)
+        return original(query, key, heads, radius, schedule)
+
+    monkeypatch.setattr(mov, "mixture_of_vectors", recorded)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1e12)
+    for device, expected in (("cuda", "fused"), ("cpu", mov.CPU_SCHEDULE)):
+        schedules.clear()
+        check_memory(config, model, dataclasses.replace(init_distributed("cpu"), device=torch.device(device)))
+        assert schedules and set(schedules) == {expected}, device
+    assert {m.schedule for m in model.modules() if isinstance(m, mov.MixtureOfVectors)} == {"auto"}
 
 
 def test_estimate_is_close_to_the_measured_peak_of_real_steps():

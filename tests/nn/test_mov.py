@@ -113,6 +113,15 @@ def test_auto_schedule_is_fused_on_gpus_and_the_measured_one_on_cpus():
         MixtureOfVectors(2, 8, 1, schedule="tiled")
 
 
+def test_pin_schedules_gives_a_copy_the_schedule_of_the_device_it_stands_for():
+    model = torch.nn.Sequential(MixtureOfVectors(2, 8, 1), MixtureOfVectors(2, 8, 1, schedule="chunked"))
+    mov.pin_schedules(model, torch.device("cuda", 0))
+    assert [m.schedule for m in model] == ["fused", "chunked"]  # a schedule the user chose is kept
+    model[0].schedule = "auto"
+    mov.pin_schedules(model, torch.device("cpu"))
+    assert [m.schedule for m in model] == [mov.CPU_SCHEDULE, "chunked"]
+
+
 def fused_op_count(shape: tuple[int, ...], heads: int, radius: int) -> int:
     """ATen operations (metadata queries aside) of one fused MoV forward + backward, on fake tensors."""
     with FakeTensorMode():

@@ -3,20 +3,23 @@
 The estimate runs one forward pass of a CPU copy of the network at batch :data:`PROBE_BATCH`
 (2: SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels), under the
 run's autocast precision, and counts the bytes autograd keeps for the backward pass
-(``torch.autograd.graph.saved_tensors_hooks``), then scales them linearly with the batch per
-process and the number of voxels (activations of convolutions, local vector heads and
-sampled-pixel losses all grow at most linearly with both). What the forward pass saves follows
-the model as it is (its layers, the MoV schedule, which tensors autocast keeps in 16 bits). The
-peak of a training step is then about::
+(``torch.autograd.graph.saved_tensors_hooks``), then scales the activations among them linearly
+with the batch per process and the number of voxels (activations of convolutions, local vector
+heads and sampled-pixel losses all grow at most linearly with both). Autocast's low-precision
+copies of the weights, also kept for the backward pass, are counted once: they do not grow with
+the batch or the crop. What the forward pass saves follows the model as it is (its layers, the
+MoV schedule, which tensors autocast keeps in 16 bits). The peak of a training step is then
+about::
 
-    ACTIVATION_FACTOR x activations + 3 x trainable parameter bytes (gradients, Adam moments)
-        + RUNTIME_BYTES
+    ACTIVATION_FACTOR x activations + weight copies + 3 x trainable parameter bytes
+        (gradients, Adam moments) + RUNTIME_BYTES
 
 ``ACTIVATION_FACTOR`` covers the gradients of activations alive during the backward pass;
 ``RUNTIME_BYTES`` what the runtime holds beside tensors (allocator slack, kernel scratch), which
 matters at small sizes only. Both were calibrated against torch's ``MemTracker`` on fake
-tensors at the paper's sizes (``benchmarks/bench_memory.py``; benchmarks/RESULTS.md)
-and against the peak resident memory of real CPU steps at 128 x 128 (``tests/engine/test_memory.py``).
+tensors at the paper's sizes (``benchmarks/bench_memory.py``; benchmarks/RESULTS.md, "Memory
+estimate against MemTracker") and against the peak resident memory of real CPU steps at
+128 x 128 (``tests/engine/test_memory.py``).
 
 The probe runs on the CPU whatever the training device (fp16 probed as bf16: the same bytes),
 so on a GPU it allocates nothing there and the free memory read afterwards is the run's own.
@@ -34,6 +37,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -96,29 +100,55 @@ def probe_size(size: Sequence[int], divisor: int) -> tuple[int, ...]:
     return tuple(max(divisor, int(s * shrink) // divisor * divisor) for s in size)
 
 
-def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor] = ()) -> int:
+class SavedBytes(NamedTuple):
+    """What autograd keeps for the backward pass of a forward pass, in bytes (each storage once).
+
+    Attributes:
+        activations: Tensors computed from the inputs (they grow with the batch and the crop).
+        parameter_copies: Copies of parameters (autocast's low-precision weights), one per
+            parameter whatever the batch and the crop.
+    """
+
+    activations: int
+    parameter_copies: int
+
+
+def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequence[torch.Tensor] = ()) -> SavedBytes:
     """Bytes autograd keeps for the backward pass of ``forward()`` (each storage once).
 
     Args:
         forward: Runs the forward pass and returns the loss.
-        exclude: Tensors not to count (the parameters, which are saved by reference).
+        exclude: The parameters: not counted (saved by reference); their copies (a cast whose
+            autograd input is one of them) are counted apart.
 
     Returns:
         The bytes of the distinct storages saved for backward.
     """
+    parameters = {id(t) for t in exclude}
     skipped = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int], tuple[int, bool]] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in skipped:
-            seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+            copy_ = _copied_parameter(tensor) in parameters
+            seen[(str(tensor.device), storage.data_ptr())] = (storage.nbytes(), copy_)
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss = forward()
     del loss
-    return sum(seen.values())
+    copies = sum(size for size, copy_ in seen.values() if copy_)
+    return SavedBytes(sum(size for size, _ in seen.values()) - copies, copies)
+
+
+def _copied_parameter(tensor: torch.Tensor) -> int | None:
+    """``id`` of the leaf tensor ``tensor`` is a cast of (autocast's weight copies), else None."""
+    function = tensor.grad_fn
+    if function is None or type(function).__name__ != "ToCopyBackward0":
+        return None
+    source = function.next_functions[0][0] if function.next_functions else None
+    return id(source.variable) if hasattr(source, "variable") else None
 
 
 def cpu_twin(model: torch.nn.Module) -> torch.nn.Module:
@@ -157,8 +187,9 @@ def estimate(
     with torch.random.fork_rng(devices=[]), autocast(precision, torch.device("cpu")):
         saved = saved_activation_bytes(lambda: forward(twin, probe, PROBE_BATCH), exclude=list(twin.parameters()))
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    per_sample = saved / PROBE_BATCH * math.prod(size) / math.prod(probe)
-    return MemoryEstimate(per_sample, 3 * trainable + RUNTIME_BYTES, batch, runtime_bytes=RUNTIME_BYTES)
+    per_sample = saved.activations / PROBE_BATCH * math.prod(size) / math.prod(probe)
+    fixed = 3 * trainable + saved.parameter_copies + RUNTIME_BYTES
+    return MemoryEstimate(per_sample, fixed, batch, runtime_bytes=RUNTIME_BYTES)
 
 
 def available_bytes(device: torch.device) -> float:

@@ -498,6 +498,17 @@ def resolve_schedule(schedule: str, device: torch.device) -> str:
     return CPU_SCHEDULE if device.type == "cpu" else "fused"
 
 
+def pin_schedules(model: nn.Module, device: torch.device) -> None:
+    """Give every :class:`MixtureOfVectors` of ``model`` the schedule ``auto`` stands for on ``device``.
+
+    For a copy that runs elsewhere in place of the model (the memory check's CPU probe of a
+    model trained on a GPU): it then computes, and saves for backward, what the model would.
+    """
+    for module in model.modules():
+        if isinstance(module, MixtureOfVectors):
+            module.schedule = resolve_schedule(module.schedule, device)
+
+
 def _window_bias(spatial: tuple[int, ...], radius: int, like: torch.Tensor) -> torch.Tensor:
     """Score bias ``(*S, W)``: 0 where ``p + o`` is inside the image, ``-inf`` outside.
 

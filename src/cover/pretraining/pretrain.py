@@ -44,6 +44,7 @@ from cover.geometry import warp
 from cover.losses.masked import endpoint_error
 from cover.methods.collapse import describe, is_collapsed
 from cover.models.networks import build_model
+from cover.nn.mov import pin_schedules
 from cover.pretraining.task import COLLAPSE_COLUMNS, PretrainTask
 from cover.views import ViewGenerator
 
@@ -104,10 +105,12 @@ def check_memory(config: PretrainConfig, model: torch.nn.Module, context: Distri
     """Stop before training, with one line naming what to lower, when the run cannot fit.
 
     See :mod:`cover.engine.memory`: one small-batch forward pass of a CPU copy of ``model`` on
-    views of a small crop under the run's precision, scaled to ``batch_size`` x ``size``.
+    views of a small crop under the run's precision (MoV schedule: the training device's), scaled to
+    ``batch_size`` x ``size``.
     """
 
     def forward(twin: torch.nn.Module, probe: tuple[int, ...], batch: int) -> torch.Tensor:
+        pin_schedules(twin, context.device)  # the CPU copy computes the MoV as the training device will
         scale = config.views.source_scale
         source = torch.rand(batch, config.in_channels, *(round(s * scale) for s in probe))
         views = ViewGenerator(config.views, probe)(source, torch.Generator().manual_seed(0))
