@@ -1,15 +1,16 @@
 """Will a training configuration fit in memory? An estimate made before the first step.
 
-The estimate runs one forward pass of a CPU copy of the network at batch :data:`PROBE_BATCH`
-(2: SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels), under the
-run's autocast precision, and counts the bytes autograd keeps for the backward pass
-(``torch.autograd.graph.saved_tensors_hooks``), then scales the activations among them linearly
-with the batch per process and the number of voxels (activations of convolutions, local vector
-heads and sampled-pixel losses all grow at most linearly with both). Autocast's low-precision
-copies of the weights, also kept for the backward pass, are counted once: they do not grow with
-the batch or the crop. What the forward pass saves follows the model as it is (its layers, the
-MoV schedule, which tensors autocast keeps in 16 bits). The peak of a training step is then
-about::
+The estimate runs one forward pass of a CPU copy of the network at batch :data:`PROBE_BATCH` (2:
+SimCLR needs a negative) on a small crop (at most :data:`PROBE_VOXELS` voxels), under the run's
+autocast precision, on fake tensors (``FakeTensorMode``: shapes and dtypes, no arithmetic, the
+same saved bytes as real tensors, ``tests/engine/test_memory.py``), and counts the bytes autograd
+keeps for the backward pass (``torch.autograd.graph.saved_tensors_hooks``), then scales the
+activations among them linearly with the batch per process and the number of voxels (activations
+of convolutions, local vector heads and sampled-pixel losses all grow at most linearly with both).
+Autocast's low-precision copies of the weights, also kept for the backward pass, are counted once:
+they do not grow with the batch or the crop. What the forward pass saves follows the model as it
+is (its layers, the MoV schedule, which tensors autocast keeps in 16 bits). The peak of a training
+step is then about::
 
     ACTIVATION_FACTOR x activations + weight copies + 3 x trainable parameter bytes
         (gradients, Adam moments) + RUNTIME_BYTES
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from cover.engine.distributed import DistributedContext, any_rank
 from cover.engine.precision import autocast
@@ -125,14 +127,13 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequenc
         The bytes of the distinct storages saved for backward.
     """
     parameters = {id(t) for t in exclude}
-    skipped = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[tuple[str, int], tuple[int, bool]] = {}
+    skipped = {_storage_key(t) for t in exclude}
+    seen: dict[int, tuple[int, bool]] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in skipped:
-            copy_ = _copied_parameter(tensor) in parameters
-            seen[(str(tensor.device), storage.data_ptr())] = (storage.nbytes(), copy_)
+        key = _storage_key(tensor)
+        if key not in skipped:
+            seen[key] = (tensor.untyped_storage().nbytes(), _copied_parameter(tensor) in parameters)
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -140,6 +141,11 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor], exclude: Sequenc
     del loss
     copies = sum(size for size, copy_ in seen.values() if copy_)
     return SavedBytes(sum(size for size, _ in seen.values()) - copies, copies)
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    """Identity of ``tensor``'s storage, for real and fake tensors alike (a fake storage's address is 0)."""
+    return tensor.untyped_storage()._cdata
 
 
 def _copied_parameter(tensor: torch.Tensor) -> int | None:
@@ -184,7 +190,10 @@ def estimate(
     probe = probe_size(size, divisor)
     twin = cpu_twin(model)
     precision = "bf16" if amp in ("bf16", "fp16") else "none"  # fp16 saves the same bytes as bf16
-    with torch.random.fork_rng(devices=[]), autocast(precision, torch.device("cpu")):
+    # Fake tensors: the bytes autograd would keep, without computing them (a bf16 probe on a CPU
+    # without bf16 units took minutes: benchmarks/RESULTS.md, "Memory estimate against MemTracker").
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with torch.random.fork_rng(devices=[]), fake, autocast(precision, torch.device("cpu")):
         saved = saved_activation_bytes(lambda: forward(twin, probe, PROBE_BATCH), exclude=list(twin.parameters()))
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     per_sample = saved.activations / PROBE_BATCH * math.prod(size) / math.prod(probe)
