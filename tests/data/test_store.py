@@ -438,3 +438,39 @@ def test_an_image_failing_when_drawn_is_replaced_by_the_next_everywhere(tmp_path
     with pytest.raises(DataError) as raised:  # from a worker: still one line naming the file
         next(iter(loader))
     assert str(raised.value).startswith(str(folder / "i2.png")) and "\n" not in str(raised.value)
+
+
+def test_a_second_process_waits_for_the_first_ones_header_index(tmp_path, monkeypatch):
+    """Rank 1 reads rank 0's header index instead of every header; alone, it reads them after its wait."""
+    import threading
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(30):
+        Image.fromarray(rng.integers(0, 256, (30 + k % 7, 28)).astype(np.uint8)).save(folder / f"i{k:02d}.png")
+    paths = sorted(folder.iterdir())
+    reads = []  # every process that reads the headers for the index
+    real = CachedVolumeStore._read_headers
+    monkeypatch.setattr(CachedVolumeStore, "_read_headers", lambda self, *a: reads.append(1) or real(self, *a))
+    monkeypatch.setattr(store_module, "INDEX_WAIT", (60.0, 0.0))
+    second = {}
+
+    def rank_one() -> None:
+        second["store"] = CachedVolumeStore(paths, "minmax", cache_dir=tmp_path / "cache", share=(1, 2))
+
+    waiting = threading.Thread(target=rank_one)
+    waiting.start()  # starts first: finds no index and waits for it
+    waiting.join(timeout=1.0)
+    assert waiting.is_alive() and not reads
+    first = CachedVolumeStore(paths, "minmax", cache_dir=tmp_path / "cache", share=(0, 2))
+    waiting.join(timeout=60)
+    assert len(reads) == 1  # rank 0's only
+    assert [second["store"].shape(i) for i in range(30)] == [first.shape(i) for i in range(30)]
+    assert [first.shape(i)[1] for i in range(7)] == [30, 31, 32, 33, 34, 35, 36]
+
+    reads.clear()
+    monkeypatch.setattr(store_module, "INDEX_WAIT", (0.2, 0.0))
+    alone = CachedVolumeStore(paths, "minmax", cache_dir=tmp_path / "other", share=(1, 2))  # no rank 0: reads itself
+    assert len(reads) == 1 and [alone.shape(i) for i in range(30)] == [first.shape(i) for i in range(30)]

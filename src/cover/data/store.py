@@ -38,6 +38,7 @@ import logging
 import os
 import shutil
 import stat
+import time
 import uuid
 import warnings
 from collections import OrderedDict
@@ -78,6 +79,10 @@ START_SAMPLE = 16
 
 #: Threads reading headers for the index (file-system bound: more than the cores).
 INDEX_THREADS = 8
+
+#: How long a process other than the first waits for the first one's header index (seconds: a base
+#: plus a time per image, several times what reading the headers takes), before it reads them itself.
+INDEX_WAIT = (30.0, 0.005)
 
 OnBadFile = Literal["skip", "error"]
 
@@ -353,6 +358,21 @@ def _build_one(job: _Job) -> _Built:
     return _Built(job.index, meta, summary, decoded=True)
 
 
+def _read_index(path: Path, wait: float) -> list[Any] | None:
+    """The rows of a saved header index, waiting up to ``wait`` seconds for another process to write it.
+
+    The index is written atomically (:func:`write_text_atomic`), so a file that exists is complete.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None  # none yet, or unreadable: the caller reads the headers
+            time.sleep(0.05)
+
+
 def _header_from_json(row: dict[str, Any]) -> HeaderInfo:
     return HeaderInfo(**(row | {"shape": tuple(row["shape"]), "spacing": tuple(row["spacing"])}))
 
@@ -494,7 +514,7 @@ class CachedVolumeStore:
         self.lazy_decoded, self.failed = 0, {}
         jobs = [self._job(i, source, summary) for i, source in enumerate(sources)]
         show = progress and share[0] == 0
-        eager, lazy = self._split(jobs, START_SAMPLE if sample is None else sample, show)
+        eager, lazy = self._split(jobs, START_SAMPLE if sample is None else sample, show, share[0])
         built = self._build(eager, share, progress) + lazy
         self._keep(jobs, built, warn)
 
@@ -611,7 +631,7 @@ class CachedVolumeStore:
         self.decoded = sum(b.decoded for b in built.values() if b is not None)
         return [b for b in built.values() if b is not None]
 
-    def _split(self, jobs: list[_Job], sample: int, show: bool) -> tuple[list[_Job], list[_Built]]:
+    def _split(self, jobs: list[_Job], sample: int, show: bool, rank: int) -> tuple[list[_Job], list[_Built]]:
         """Jobs to decode at start, and the lazy images' header entries (all jobs when at most ``sample``).
 
         The sample is evenly spaced over the images with a header, so it depends on the file list alone.
@@ -619,7 +639,7 @@ class CachedVolumeStore:
         self._pending_bytes = 0
         if len(jobs) <= sample:
             return jobs, []
-        infos = self._index(jobs, show)
+        infos = self._index(jobs, show, rank)
         indexed = [i for i, info in enumerate(infos) if info is not None]
         picks = {indexed[round(k * (len(indexed) - 1) / max(1, sample - 1))] for k in range(min(sample, len(indexed)))}
         eager = [job for job, info in zip(jobs, infos, strict=True) if info is None or job.index in picks]
@@ -639,21 +659,25 @@ class CachedVolumeStore:
         self._check_room(self._pending_bytes)
         return eager, lazy
 
-    def _index(self, jobs: list[_Job], show: bool) -> list[HeaderInfo | None]:
+    def _index(self, jobs: list[_Job], show: bool, rank: int = 0) -> list[HeaderInfo | None]:
         """Every job's header (``None`` where there is no cheap one), read in threads, with a progress bar.
 
         With a cache folder the index is cached too (``index-HASH.json``, named by every file's cache
-        key, so by paths, sizes and modification times): a later run reads one file instead of every header.
+        key, so by paths, sizes and modification times): a later run reads one file instead of every
+        header, and in a run of several processes (``rank`` > 0) the others wait for the first one's
+        index instead of reading every header again (for at most :data:`INDEX_WAIT`).
         """
         saved = None
         if self.cache_dir is not None and all(job.key is not None for job in jobs):
             text = json.dumps([CACHE_VERSION, self.channels, [job.key for job in jobs]])
             saved = self.cache_dir / f"index-{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
-            try:
-                rows = json.loads(saved.read_text())
+            # The first process of each machine reads the headers (torchrun's LOCAL_RANK: a cache folder
+            # local to each machine gets its own index); the others wait for its file.
+            first = rank == 0 or int(os.environ.get("LOCAL_RANK", rank)) == 0
+            wait = 0.0 if first else INDEX_WAIT[0] + INDEX_WAIT[1] * len(jobs)
+            rows = _read_index(saved, wait)
+            if rows is not None and len(rows) == len(jobs):
                 return [None if row is None else _header_from_json(row) for row in rows]
-            except (OSError, ValueError, TypeError):
-                pass  # none yet, or unreadable: read the headers
         infos = self._read_headers(jobs, show)
         if saved is not None:
             rows = [None if info is None else dataclasses.asdict(info) for info in infos]
