@@ -118,11 +118,15 @@ def command(name: str, doc: str, flags: list[Flag], run: Callable[[dict[str, Any
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: two options named {sorted({n for n in names if names.count(n) > 1})}")
 
-    def function(**given: Any) -> None:
-        run(given)
-
     parameters = [flag.parameter() for flag in flags]
-    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    signature = inspect.Signature(parameters)
+
+    def function(**given: Any) -> None:
+        bound = signature.bind(**given)  # called from Python too: options not given take their defaults
+        bound.apply_defaults()
+        run(dict(bound.arguments))
+
+    function.__signature__ = signature  # type: ignore[attr-defined]
     function.__annotations__ = {p.name: p.annotation for p in parameters}
     function.__name__ = function.__qualname__ = name
     function.__doc__ = doc
