@@ -4,7 +4,7 @@ A run's options are fields of a config dataclass (:class:`cover.config.PretrainC
 :class:`cover.downstream.config.FinetuneConfig`, ...). Each is declared once, with
 :func:`option` (or an :class:`Option` that several configs share), and everything else is
 derived from that declaration: the command-line option and its ``--help`` line
-(:func:`cover.cli.options.command`), the allowed values checked when a YAML file or the
+(:func:`cover.cli.flags.command`), the allowed values checked when a YAML file or the
 command line sets it (:func:`cover.config.update_dataclass`), the class docstring's
 ``Attributes:`` section (:func:`documented`) and the option tables of ``docs/options.md``
 (:func:`option_table`).
@@ -47,8 +47,8 @@ class Option:
     """How one config field is offered: help, command-line flag, allowed values.
 
     Calling an :class:`Option` gives the dataclass field, so an option that several configs
-    share is declared once and used as ``seed: int = SEED()`` in each (with its own default
-    where they differ: ``SEED(default=1)``).
+    share is declared once and used as ``seed: int = Loop.seed()`` in each (with its own default
+    where they differ: ``Loop.keep_checkpoints(default=2)``; :mod:`cover.config`).
 
     Attributes:
         help: One line: the ``--help`` text and the first sentence of the field's documentation.
