@@ -32,16 +32,23 @@ check.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
+)
 
 from cover.engine.distributed import DistributedContext, any_rank
 from cover.engine.precision import autocast
@@ -55,6 +62,8 @@ PROBE_VOXELS = {2: 128 * 128, 3: 32 * 32 * 32}
 ACTIVATION_FACTOR = 1.1
 #: Memory a training process holds beside its tensors (calibrated, see the module docstring).
 RUNTIME_BYTES = 128 * 2**20
+#: What a fake-tensor probe raises when the forward pass needs tensor values (then it runs on real ones).
+_VALUE_DEPENDENT = (DataDependentOutputException, DynamicOutputShapeException, UnsupportedOperatorException)
 #: Fraction of the available memory a run may plan to use.
 USABLE_FRACTION = 0.9
 
@@ -188,17 +197,27 @@ def estimate(
         The estimate.
     """
     probe = probe_size(size, divisor)
-    twin = cpu_twin(model)
     precision = "bf16" if amp in ("bf16", "fp16") else "none"  # fp16 saves the same bytes as bf16
-    # Fake tensors: the bytes autograd would keep, without computing them (a bf16 probe on a CPU
-    # without bf16 units took minutes: benchmarks/RESULTS.md, "Memory estimate against MemTracker").
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    with torch.random.fork_rng(devices=[]), fake, autocast(precision, torch.device("cpu")):
-        saved = saved_activation_bytes(lambda: forward(twin, probe, PROBE_BATCH), exclude=list(twin.parameters()))
+    run = functools.partial(_probe, model, lambda twin: forward(twin, probe, PROBE_BATCH), precision)
+    try:
+        # Fake tensors: the bytes autograd would keep, without computing them (a bf16 probe on a CPU
+        # without bf16 units took minutes: benchmarks/RESULTS.md, "Memory estimate against MemTracker").
+        saved = run(FakeTensorMode(allow_non_fake_inputs=True))
+    except _VALUE_DEPENDENT:  # control flow that reads values (how many pixels dense InfoNCE samples)
+        saved = run(contextlib.nullcontext())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     per_sample = saved.activations / PROBE_BATCH * math.prod(size) / math.prod(probe)
     fixed = 3 * trainable + saved.parameter_copies + RUNTIME_BYTES
     return MemoryEstimate(per_sample, fixed, batch, runtime_bytes=RUNTIME_BYTES)
+
+
+def _probe(
+    model: torch.nn.Module, forward: Callable[[torch.nn.Module], torch.Tensor], precision: str, mode: Any
+) -> SavedBytes:
+    """:func:`saved_activation_bytes` of ``forward`` on a fresh CPU copy of ``model`` under ``mode`` and autocast."""
+    twin = cpu_twin(model)
+    with torch.random.fork_rng(devices=[]), mode, autocast(precision, torch.device("cpu")):
+        return saved_activation_bytes(lambda: forward(twin), exclude=list(twin.parameters()))
 
 
 def available_bytes(device: torch.device) -> float:
