@@ -86,7 +86,7 @@ class Device:
 class Data:
     """Options of the images read, shared by ``cover pretrain`` and ``cover finetune``."""
 
-    dim = Option("2 or 3.", default=2)
+    dim = Option("2 or 3.", default=2, choices=(2, 3))
     size = Option("Crop/patch size: 64 or 64,64, one value per axis or one for all (multiples of 16).", default=None)
     batch_size = Option("Batch size.", default=None)
     intensity = Option(
@@ -138,7 +138,7 @@ class PretrainConfig:
 
     method: str = option("cover", "Pretraining method (cover, ...).")
     data: str | None = option(None, "Folder or datalist of unlabeled images; omit for the built-in MNI152 demo.")
-    dim: int = Data.dim(choices=(2, 3))
+    dim: int = Data.dim()
     size: tuple[int, ...] | None = Data.size()
     batch_size: int | None = Data.batch_size(help="Global batch size.")
     steps: int | None = Loop.steps(default=None)

@@ -140,3 +140,5 @@ def test_cli_flags_and_their_checks(tmp_path, monkeypatch, capsys):
     assert code == 0 and yaml.safe_load(out)["transfer"] == "encoder"
     code, _, lines = run(["finetune", "--transfer", "decoder", "--dry-run"], monkeypatch, capsys)
     assert code == 2 and lines == ["error: transfer: 'decoder' is not allowed (allowed: all, encoder)"]
+    code, _, lines = run(["finetune", "--dim", "4", "--images", "x", "--labels", "y", "--dry-run"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: dim: 4 is not allowed (allowed: 2, 3)"]  # was a KeyError traceback
