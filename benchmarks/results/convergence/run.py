@@ -14,8 +14,9 @@ newest one is marked as stopped, and a resumed stopped run trains no step), so t
 to the old stop are trained again and the log's overlap checks that the resumed run retraces the
 old one (``check_overlap``).
 
-usage: python run.py ROOT METHOD N SEED [--extend]   (ROOT: a benchmark folder holding
-``pretrain/cover-2d`` from the default preset; writes ROOT/convergence/METHOD/nN-seedS)
+usage: python run.py ROOT METHOD N SEED [--extend] [--patience P --cap C]   (ROOT: a benchmark
+folder holding ``pretrain/cover-2d`` from the default preset; writes ROOT/convergence/METHOD/nN-seedS;
+``--patience``/``--cap`` replace ``LONG``'s, e.g. ``--extend --patience 64 --cap 4000``)
 """
 
 import csv
@@ -115,7 +116,17 @@ def main(root: str, method: str, budget: str, seed: str, extend: bool = False) -
     (out / "cell.json").write_text(json.dumps(record, indent=2, default=str))
 
 
+def _options(arguments: list[str]) -> list[str]:
+    """Apply ``--patience P`` and ``--cap C`` to ``LONG``; the remaining arguments."""
+    for flag, key in (("--patience", "patience"), ("--cap", "steps")):
+        if flag in arguments:
+            at = arguments.index(flag)
+            LONG[key] = int(arguments[at + 1])
+            del arguments[at : at + 2]
+    return arguments
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
-    arguments = [a for a in sys.argv[1:] if a != "--extend"]
+    arguments = _options([a for a in sys.argv[1:] if a != "--extend"])
     main(*arguments, extend="--extend" in sys.argv[1:])

@@ -24,6 +24,8 @@ PAIRS = [
     ((40, 4, 1000), (40, 8, 2000)),
     ((20, 16, 2000), (20, 32, 2000)),
     ((40, 8, 2000), (40, 16, 2000)),
+    ((20, 32, 4000), (20, 64, 4000)),
+    ((40, 16, 4000), (40, 32, 4000)),
 ]
 CANDIDATES = sorted({c for pair in PAIRS for c in pair})
 #: The table's columns: every setting once, in the order of ``PAIRS``.
