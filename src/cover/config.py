@@ -47,7 +47,7 @@ class Loop:
 
     steps = Option("Optimiser steps.")
     lr = Option("Learning rate (Adam).")
-    weight_decay = Option("Adam weight decay.", cli=False)
+    weight_decay = Option("Adam weight decay.")
     warmup_steps = Option("Linear warm-up steps before the decay; null: 5 % of the steps.", default=None, cli=False)
     grad_clip = Option("Gradient norm clipping (0 disables).", default=1.0, cli=False)
     seed = Option("Seed of every random choice (data order, augmentation, initialisation).", default=0)

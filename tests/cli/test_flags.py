@@ -13,19 +13,21 @@ from cover.options import Option, option
 
 #: The flags ``cover pretrain`` and ``cover finetune`` took before their options were made from
 #: the config fields (``--help`` of commit 0ceb2fa); the generated commands keep every one.
+#: Added since: ``--weight-decay`` (both), ``--cudnn-benchmark`` and ``--tf32`` (finetune).
 PRETRAIN = (
     "--amp --backbone --batch-size --cache-dir --cache-memory-mb --channels --channels-last --no-channels-last "
     "--checkpoint-every --checkpoint-minutes --compile --con-weight --config --configuration --cudnn-benchmark "
     "--no-cudnn-benchmark --data --device --devices --dim --dry-run --head-dim --heads --in-channels --intensity "
     "--preset --lr --method --mov-schedule --num-workers --on-bad-file --out --overwrite --plans --recipe --resume "
-    "--seed --size --spacing --steps --tf32 --no-tf32 --vec-weight --views --window-radius"
+    "--seed --size --spacing --steps --tf32 --no-tf32 --vec-weight --views --window-radius --weight-decay"
 )
 FINETUNE = (
     "--amp --backbone-lr-scale --batch-size --channels --channels-last --no-channels-last --checkpoint --pretrained "
     "--checkpoint-every --checkpoint-minutes --compile --config --datalist --device --devices --dim --dry-run "
     "--epochs --freeze --freeze-steps --images --in-channels --intensity --preset --label-fraction --label-values "
     "--labels --lr --lr-schedule --num-classes --num-labeled --out --overwrite --patience --resume --seed --select "
-    "--size --steps --task --transfer --val-datalist --val-every --val-fraction --val-images --val-labels"
+    "--size --steps --task --transfer --val-datalist --val-every --val-fraction --val-images --val-labels "
+    "--weight-decay --cudnn-benchmark --no-cudnn-benchmark --tf32 --no-tf32"
 )
 
 

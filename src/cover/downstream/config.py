@@ -156,8 +156,8 @@ class FinetuneConfig:
     grad_clip: float = Loop.grad_clip()
     amp: str = Device.amp(doc="Training steps only; validation and evaluation run in float32.")
     channels_last: bool | None = Device.channels_last()
-    cudnn_benchmark: bool | None = Device.cudnn_benchmark(cli=False)
-    tf32: bool | None = Device.tf32(cli=False)
+    cudnn_benchmark: bool | None = Device.cudnn_benchmark()
+    tf32: bool | None = Device.tf32()
     compile: bool = Device.compile(doc="The training steps' network (validation and evaluation run it uncompiled).")
     intensity: str | None = Data.intensity(
         help="Intensity preset (default: the pretrained checkpoint's, else per file).",
