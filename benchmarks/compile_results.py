@@ -35,7 +35,8 @@ def main(dest: Path, task: str, outs: list[Path]) -> str:
                 analyses[record["method"]] = record
             elif f.name.startswith(f"{task}__"):
                 cells.append(record)
-        shutil.copy(out / "results.md", dest / f"results_{out.name}.md")
+        if (out / "results.md").exists():  # a run stopped before its report has none
+            shutil.copy(out / "results.md", dest / f"results_{out.name}.md")
     methods = [m for m in ORDER if any(c["method"] == m for c in cells)]
     stats = aggregate(cells)
     budgets = sorted({c["budget"] for c in cells})

@@ -24,7 +24,7 @@ def _numbers(text: str | None) -> list[int] | None:
 def benchmark(
     config: Annotated[Path | None, Opt("--config", help="YAML file (see configs/benchmark/).")] = None,
     preset: Annotated[
-        str | None, Opt(help="quick (minutes), default (about 1 h on 2 cores; used without --config), paper (GPU).")
+        str | None, Opt(help="quick (minutes), default (about 4 CPU-core hours; used without --config), paper (GPU).")
     ] = None,
     out: Annotated[str | None, Opt(help="Output folder; re-running into it skips finished cells.")] = None,
     methods: Annotated[str | None, Opt(help="Comma-separated methods, e.g. scratch,dense-infonce,cover.")] = None,
