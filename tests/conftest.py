@@ -35,6 +35,19 @@ def _private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ["COVER_CACHE_DIR"] = before
 
 
+@pytest.fixture(autouse=True)
+def _library_logging() -> None:
+    """Each test starts with ``cover``'s loggers as a library leaves them.
+
+    An in-process CLI run configures them (own stderr handler, no propagation to the root logger,
+    where ``caplog`` listens); without this, a ``caplog`` test failed when such a test ran before it
+    on the same worker (``-n 2`` orders the files differently from run to run).
+    """
+    from cover.runtime import reset_logging
+
+    reset_logging()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA device."""
     if torch.cuda.is_available():
