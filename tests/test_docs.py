@@ -95,7 +95,7 @@ def test_recipe_table_states_the_code_recipes_and_the_default():
 # parse, and one whose first line is `# NAME.yaml` is written to NAME.yaml. In the other blocks'
 # `cover` commands `--steps`, `--size` and `--batch-size`, and in Python `steps=` and `size=`,
 # become tiny, and every `cover pretrain` run gets a small U-Net (TINY): the test checks that the
-# commands work, and the guide's full-width 3D network alone took a third of its time.
+# commands work, and the guide's full-width 3D network alone took 31 of its 157 CPU seconds.
 
 #: The guide's pages in the order they run: later pages use the runs earlier ones wrote.
 GUIDE = (
